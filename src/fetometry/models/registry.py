@@ -1,0 +1,65 @@
+"""One registry for every segmentation architecture.
+
+An architecture registers a builder per variant with ``@register_model(name, variant)``;
+``create_model(name, variant, **kw)`` builds it. Unknown names raise an error that lists
+the valid ones, so no list of models is ever kept by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    variant: str
+    builder: Callable[..., nn.Module]
+    description: str
+    #: The input side length must be a multiple of this (number of downsamplings).
+    size_divisor: int
+
+
+_REGISTRY: dict[tuple[str, str], ModelSpec] = {}
+
+
+def register_model(name: str, variant: str, *, size_divisor: int, description: str = ""):
+    """Decorator registering ``builder(**kw) -> nn.Module`` as ``name``/``variant``."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = (name, variant)
+        if key in _REGISTRY:
+            raise ValueError(f"model {name}/{variant} is registered twice")
+        doc = description or (builder.__doc__ or "").strip().splitlines()[0]
+        _REGISTRY[key] = ModelSpec(name, variant, builder, doc, size_divisor)
+        return builder
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the architecture modules runs their @register_model decorators.
+    from fetometry.models import attention_unet  # noqa: F401
+
+
+def available_models() -> list[ModelSpec]:
+    """All registered (name, variant) specs, sorted."""
+    _ensure_loaded()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_spec(name: str, variant: str = "compact") -> ModelSpec:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[(name, variant)]
+    except KeyError:
+        valid = ", ".join(f"{n}/{v}" for n, v in sorted(_REGISTRY))
+        raise ValueError(f"unknown model {name!r} variant {variant!r}; valid: {valid}") from None
+
+
+def create_model(name: str, variant: str = "compact", **kwargs) -> nn.Module:
+    """Build a registered model. Every model maps (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
+    return get_spec(name, variant).builder(**kwargs)

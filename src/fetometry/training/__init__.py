@@ -1,0 +1,1 @@
+"""One trainer for every model: data in memory, bf16 autocast, checkpoints, manifest."""

@@ -1,0 +1,61 @@
+"""Training recipes: a dataclass, read from and written to TOML/JSON files in configs/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (recorded in its manifest)."""
+
+    model: str = "attention-unet"
+    variant: str = "compact"
+    model_kwargs: dict = field(default_factory=dict)
+    canvas_h: int = 256
+    canvas_w: int = 384
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    bce_weight: float = 0.5
+    augment_strength: float = 1.0
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    seed: int = 0
+    bf16: bool = True
+    channels_last: bool = True
+    #: Stop after this many optimizer steps in total (tests, smoke runs); 0 = no limit.
+    max_steps: int = 0
+
+    @property
+    def canvas_hw(self) -> tuple[int, int]:
+        return (self.canvas_h, self.canvas_w)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return cls.from_dict({**data, **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,256 @@
+"""The one trainer for every feed-forward model.
+
+CPU-first: bf16 autocast (AMX) and channels_last. Each epoch writes a checkpoint that
+resumes the run exactly (model, optimizer, epoch; data order and augmentation are
+functions of (seed, epoch)). The best epoch by validation Dice is kept as
+``best.safetensors``; ``export_model`` turns it into a shippable weights folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fetometry.data.sample import Sample
+from fetometry.data.splits import split_samples
+from fetometry.models import create_model
+from fetometry.models.weights import load_weights, save_weights
+from fetometry.training.config import TrainConfig
+from fetometry.training.dataset import SegmentationDataset
+from fetometry.training.losses import dice_bce_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val_dice: float
+    best_epoch: int
+    epochs_run: int
+    wall_time_s: float
+    history: list[dict]
+
+
+def hardware_description() -> dict:
+    """What the run ran on, for manifests and model cards."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay from lr to min_lr."""
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batch_dice(logits: torch.Tensor, target: torch.Tensor) -> list[float]:
+    pred = logits.float() > 0
+    truth = target > 0.5
+    inter = (pred & truth).flatten(1).sum(1).float()
+    total = pred.flatten(1).sum(1) + truth.flatten(1).sum(1)
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(inter)).tolist()
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.model, config.variant, **config.model_kwargs)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.start_epoch = 0
+        self.step = 0
+        self.best_val_dice = -1.0
+        self.best_epoch = -1
+        self.history: list[dict] = []
+
+    # ---- checkpoints -------------------------------------------------------------
+    def save_checkpoint(self, epoch: int) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(self.model, self.ckpt_dir / "last.safetensors")
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "step": self.step,
+            "best_val_dice": self.best_val_dice,
+            "best_epoch": self.best_epoch,
+            "history": json.dumps(self.history),
+        }
+        tmp = self.ckpt_dir / "last_state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_dir / "last_state.pt")  # atomic: a kill never leaves half a file
+
+    def try_resume(self) -> bool:
+        state_path = self.ckpt_dir / "last_state.pt"
+        weights_path = self.ckpt_dir / "last.safetensors"
+        if not (state_path.is_file() and weights_path.is_file()):
+            return False
+        load_weights(self.model, weights_path)
+        state = torch.load(state_path, weights_only=True)  # our own file; still no unpickling
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.step = int(state["step"])
+        self.best_val_dice = float(state["best_val_dice"])
+        self.best_epoch = int(state["best_epoch"])
+        self.history = json.loads(state["history"])
+        log.info("resumed from epoch %d (step %d)", self.start_epoch - 1, self.step)
+        return True
+
+    # ---- loops -----------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    def _to_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(memory_format=torch.channels_last) if self.config.channels_last else images
+
+    def train_epoch(self, loader: DataLoader, epoch: int, total_steps: int, warmup_steps: int) -> float:
+        self.model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress, leave=False)
+        for images, masks in bar:
+            if self.config.max_steps and self.step >= self.config.max_steps:
+                break
+            for group in self.optimizer.param_groups:
+                group["lr"] = _lr_at(self.step, total_steps, warmup_steps, self.config)
+            with self._autocast():
+                logits = self.model(self._to_input(images))
+            loss = dice_bce_loss(logits, masks, bce_weight=self.config.bce_weight)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def validate(self, loader: DataLoader) -> float:
+        self.model.eval()
+        scores: list[float] = []
+        for images, masks in loader:
+            with self._autocast():
+                logits = self.model(self._to_input(images))
+            scores.extend(_batch_dice(logits, masks))
+        return float(np.mean(scores)) if scores else float("nan")
+
+    def fit(self, samples: list[Sample], *, augment=None) -> TrainResult:
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        splits = split_samples(samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed)
+        (self.run_dir / "split.json").write_text(json.dumps({k: sorted(s.name for s in v) for k, v in splits.items()}, indent=1))
+        if not splits["train"]:
+            raise ValueError("the training split is empty: give more images or a smaller val_fraction")
+        train_set = SegmentationDataset(splits["train"], config.canvas_hw, augment=augment, seed=config.seed, progress=self.progress)
+        val_set = SegmentationDataset(splits["val"], config.canvas_hw, progress=self.progress) if splits["val"] else None
+        steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        if config.max_steps:
+            total_steps = min(total_steps, config.max_steps)
+        warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
+        self.try_resume()
+        started = time.perf_counter()
+        previous_wall = self.history[-1]["wall_time_s"] if self.history else 0.0
+        for epoch in range(self.start_epoch, config.epochs):
+            if config.max_steps and self.step >= config.max_steps:
+                break
+            train_set.set_epoch(epoch)
+            # Data order is a function of (seed, epoch): a resumed run replays it exactly.
+            order = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=order, drop_last=len(train_set) > config.batch_size)
+            train_loss = self.train_epoch(loader, epoch, total_steps, warmup_steps)
+            val_dice = self.validate(DataLoader(val_set, batch_size=config.batch_size)) if val_set else float("nan")
+            if val_set is None or val_dice > self.best_val_dice:
+                self.best_val_dice, self.best_epoch = val_dice, epoch
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                save_weights(self.model, self.ckpt_dir / "best.safetensors")
+            row = {
+                "epoch": epoch + 1,
+                "step": self.step,
+                "train_loss": train_loss,
+                "val_dice": val_dice,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "wall_time_s": previous_wall + time.perf_counter() - started,
+            }
+            self.history.append(row)
+            self._log_row(row)
+            self.save_checkpoint(epoch)
+            log.info("epoch %d: loss %.4f, val Dice %.4f", epoch + 1, train_loss, val_dice)
+        wall = self.history[-1]["wall_time_s"] if self.history else 0.0
+        result = TrainResult(self.run_dir, self.best_val_dice, self.best_epoch + 1, len(self.history), wall, self.history)
+        self._write_manifest(result, splits, skipped=train_set.skipped + (val_set.skipped if val_set else []))
+        return result
+
+    def _log_row(self, row: dict) -> None:
+        path = self.run_dir / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _write_manifest(self, result: TrainResult, splits: dict, skipped: list) -> None:
+        manifest = {
+            "config": self.config.to_dict(),
+            "split": {k: len(v) for k, v in splits.items()},
+            "split_file": "split.json",
+            "skipped_samples": skipped,
+            "git_commit": git_commit(),
+            "hardware": hardware_description(),
+            "wall_time_s": result.wall_time_s,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_dice_canvas": result.best_val_dice,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def train(config: TrainConfig, samples: list[Sample], run_dir: str | Path, *, progress: bool = True) -> TrainResult:
+    """Train ``config.model`` on ``samples`` (split by subject inside) into ``run_dir``."""
+    from fetometry.data.augment import Augmenter
+
+    augment = Augmenter(strength=config.augment_strength) if config.augment_strength > 0 else None
+    return Trainer(config, run_dir, progress=progress).fit(samples, augment=augment)
