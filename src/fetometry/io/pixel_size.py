@@ -43,10 +43,11 @@ def _column(header: list[str], *candidates: str) -> int | None:
     return None
 
 
-def read_hc18_csv(path: str | Path) -> dict[str, dict[str, float | None]]:
-    """Read an HC18-style CSV: ``filename,pixel size(mm)[,head circumference (mm)]``.
+def read_hc18_csv(path: str | Path) -> dict[str, dict[str, float | str | None]]:
+    """Read an HC18-style CSV: ``filename,pixel size(mm)[,head circumference (mm)][,subject]``.
 
-    Returns ``{filename: {"pixel_size_mm": float | None, "hc_mm": float | None}}``.
+    Returns ``{filename: {"pixel_size_mm": float | None, "hc_mm": float | None}}``; when
+    the CSV has a ``subject`` column each row also holds ``"subject": str | None``.
     Rows with an invalid pixel size keep ``None`` so that the caller can report that
     image by name instead of failing the whole batch.
     """
@@ -61,11 +62,12 @@ def read_hc18_csv(path: str | Path) -> dict[str, dict[str, float | None]]:
     name_col = _column(header, "filename", "file", "image")
     ps_col = _column(header, "pixel size(mm)", "pixel size (mm)", "pixel_size_mm", "pixel size")
     hc_col = _column(header, "head circumference (mm)", "head circumference(mm)", "hc_mm")
+    subject_col = _column(header, "subject", "subject_id")
     if name_col is None or ps_col is None:
         raise PixelSizeError(
             f"{path}: expected a header with 'filename' and 'pixel size(mm)', got {header}"
         )
-    table: dict[str, dict[str, float | None]] = {}
+    table: dict[str, dict[str, float | str | None]] = {}
     for row in rows[1:]:
         if not row or len(row) <= max(name_col, ps_col):
             continue
@@ -81,6 +83,9 @@ def read_hc18_csv(path: str | Path) -> dict[str, dict[str, float | None]]:
             except ValueError:
                 hc = None
         table[name] = {"pixel_size_mm": pixel_size, "hc_mm": hc}
+        if subject_col is not None:
+            subject = row[subject_col].strip() if len(row) > subject_col else ""
+            table[name]["subject"] = subject or None
     return table
 
 

@@ -1,0 +1,465 @@
+"""Segmentation (mask or probability map) -> sub-pixel head boundary -> robust ellipse.
+
+Coordinate convention (used everywhere in fetometry)
+----------------------------------------------------
+Image pixel coordinates: ``x`` = column, ``y`` = row, ``y`` points DOWN, and pixel
+``(row r, column c)`` has its CENTER at ``(x, y) = (c, r)``. A pixel is inside an
+ellipse when its center is. ``angle_rad`` is the angle of the MAJOR axis measured from
++x towards +y (clockwise on screen, the same sense as ``cv2.ellipse``), in [0, pi).
+
+Boundary convention
+-------------------
+``subpixel_boundary`` returns points where the map crosses ``level``, interpolated
+linearly between the centers of two 4-neighbouring pixels, one inside and one outside the
+head component (marching squares restricted to grid edges). For a binary mask (values 0
+and 1, level 0.5) every such point lies exactly on the shared pixel EDGE, i.e. half a
+pixel outside the outermost head pixel centers. A mask drawn as "pixel centers inside the
+ellipse E" therefore yields a boundary whose fitted ellipse is E itself, without bias.
+Boundary pixels on the image border produce no points: a head cut by the image edge is
+fitted to its visible outline only.
+
+Fitting
+-------
+1. Algebraic direct least squares constrained to ellipses (Fitzgibbon, Pilu & Fisher,
+   IEEE TPAMI 21(5) 1999), in the numerically stable partitioned form of Halir & Flusser
+   (WSCG 1998), on coordinates normalised to zero mean and unit RMS radius (Hartley-style
+   conditioning, Hartley IEEE TPAMI 19(6) 1997).
+2. Outlier rejection: least-median-of-squares over seeded random 6-point subsets
+   (Rousseeuw, JASA 79, 1984; robust scale 1.4826 * median), then iterative refitting on
+   the inliers (|distance| <= 2.5 robust sigma).
+3. Geometric refinement of (center, axes, angle) by robust non-linear least squares
+   (scipy ``least_squares``, Huber loss) on a first-order geometric distance that is
+   exact for circles (see ``_geometric_distance``); this removes the small shrinkage bias
+   of the algebraic fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage, optimize
+
+log = logging.getLogger(__name__)
+
+#: Smallest head component (pixels) ``ellipse_from_probability`` accepts by default.
+#: The smallest HC18 heads (HC ~ 45 mm at 0.33 mm/px) still cover several thousand px.
+MIN_HEAD_AREA_PX = 200
+#: Fewest points that determine a conic (5 degrees of freedom).
+MIN_FIT_POINTS = 5
+#: A fit is rejected when the median |distance| of the points exceeds this fraction of
+#: the semi-minor axis, or when fewer than ``_MIN_INLIER_FRACTION`` of them are inliers.
+_MAX_MEDIAN_RELATIVE_RESIDUAL = 0.05
+_MIN_INLIER_FRACTION = 0.5
+_RANSAC_TRIALS = 100
+_RANSAC_SAMPLE = 6
+_INLIER_SIGMAS = 2.5
+#: Consistency factor turning a median absolute residual into a Gaussian sigma.
+_MAD_TO_SIGMA = 1.4826
+
+
+class EllipseFitError(ValueError):
+    """The points do not determine an ellipse (too few, collinear, not elliptical)."""
+
+
+class NoHeadError(ValueError):
+    """The segmentation contains no plausible head (empty or too small)."""
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """An ellipse in image pixel coordinates (see the module docstring for the axes).
+
+    ``semi_major_px >= semi_minor_px > 0``; ``angle_rad`` in [0, pi) is the direction
+    of the major axis from +x towards +y. Use ``Ellipse.from_axes`` to build one from
+    axes in any order and any angle.
+    """
+
+    center_x_px: float
+    center_y_px: float
+    semi_major_px: float
+    semi_minor_px: float
+    angle_rad: float
+
+    def __post_init__(self) -> None:
+        values = (self.center_x_px, self.center_y_px, self.semi_major_px, self.semi_minor_px, self.angle_rad)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"ellipse parameters must be finite, got {values}")
+        if not 0 < self.semi_minor_px <= self.semi_major_px:
+            raise ValueError(
+                f"need semi_major_px >= semi_minor_px > 0, got a={self.semi_major_px}, "
+                f"b={self.semi_minor_px}; use Ellipse.from_axes to sort the axes"
+            )
+        if not 0 <= self.angle_rad < math.pi:
+            raise ValueError(
+                f"angle_rad must be in [0, pi), got {self.angle_rad}; use Ellipse.from_axes to normalise it"
+            )
+
+    @classmethod
+    def from_axes(cls, center_x_px: float, center_y_px: float, axis1_px: float, axis2_px: float, angle1_rad: float) -> Ellipse:
+        """Build from two semi-axes in any order; ``angle1_rad`` is the direction of ``axis1_px``."""
+        a, b, angle = abs(float(axis1_px)), abs(float(axis2_px)), float(angle1_rad)
+        if b > a:
+            a, b, angle = b, a, angle + math.pi / 2
+        return cls(float(center_x_px), float(center_y_px), a, b, _normalise_angle(angle))
+
+    @property
+    def axis_ratio(self) -> float:
+        """semi-minor / semi-major, in (0, 1]; 1 is a circle."""
+        return self.semi_minor_px / self.semi_major_px
+
+    def points(self, n: int = 360) -> np.ndarray:
+        """(n, 2) float xy points on the boundary, evenly spaced in the parametric angle."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+        cos_a, sin_a = math.cos(self.angle_rad), math.sin(self.angle_rad)
+        u, v = self.semi_major_px * np.cos(t), self.semi_minor_px * np.sin(t)
+        x = self.center_x_px + u * cos_a - v * sin_a
+        y = self.center_y_px + u * sin_a + v * cos_a
+        return np.stack([x, y], axis=1)
+
+    def to_mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """(H, W) bool mask of the pixels whose CENTERS lie inside or on the ellipse."""
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"shape must be (H, W) with H, W >= 1, got {shape}")
+        rows, cols = np.ogrid[: shape[0], : shape[1]]
+        return self.normalised_radius(cols.astype(float), rows.astype(float)) <= 1.0
+
+    def normalised_radius(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """sqrt((u/a)^2 + (v/b)^2) at points (x, y): < 1 inside, 1 on, > 1 outside."""
+        u, v = self._local(x, y)
+        return np.sqrt((u / self.semi_major_px) ** 2 + (v / self.semi_minor_px) ** 2)
+
+    def _local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dx, dy = x - self.center_x_px, y - self.center_y_px
+        cos_a, sin_a = math.cos(self.angle_rad), math.sin(self.angle_rad)
+        return dx * cos_a + dy * sin_a, -dx * sin_a + dy * cos_a
+
+
+def _normalise_angle(angle_rad: float) -> float:
+    """Map an axis direction to [0, pi) (an axis has no sign)."""
+    angle = math.fmod(angle_rad, math.pi)
+    if angle < 0:
+        angle += math.pi
+    return 0.0 if angle >= math.pi else angle  # fmod of tiny negatives can round to pi
+
+
+# ---------------------------------------------------------------------------------------
+# Components and boundaries
+# ---------------------------------------------------------------------------------------
+
+
+def largest_component(mask: np.ndarray, *, min_area_px: int = 0) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool: the largest 8-connected component, holes filled.
+
+    Components smaller than ``min_area_px`` are not plausible heads: if the largest is
+    smaller, the result is empty. Empty in -> empty out.
+    """
+    mask = _as_2d(mask, "mask").astype(bool)
+    if not mask.any():
+        return np.zeros_like(mask)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]  # label 0 is the background
+    best = int(np.argmax(areas)) + 1
+    if areas[best - 1] < min_area_px:
+        return np.zeros_like(mask)
+    return ndimage.binary_fill_holes(labels == best)
+
+
+def subpixel_boundary(prob: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """(H, W) float probability map (or bool mask) -> (N, 2) float xy boundary points.
+
+    The iso-contour of ``prob`` at ``level``, restricted to the outer boundary of the
+    largest component of ``prob >= level`` (see the module docstring for the exact
+    convention: binary masks give points on pixel edges). Points are ordered by angle
+    around the component's centroid. Returns an empty (0, 2) array when nothing is at or
+    above ``level``.
+    """
+    prob = _as_probability(prob)
+    component = largest_component(prob >= level)
+    return _component_boundary(prob, component, level)
+
+
+def _component_boundary(prob: np.ndarray, component: np.ndarray, level: float) -> np.ndarray:
+    """Level crossings on the grid edges between ``component`` and in-image outside pixels."""
+    points = []
+    for axis in (0, 1):  # 0: vertical neighbours (rows), 1: horizontal neighbours (cols)
+        first = [slice(None), slice(None)]
+        second = [slice(None), slice(None)]
+        first[axis], second[axis] = slice(None, -1), slice(1, None)
+        inside_a, inside_b = component[tuple(first)], component[tuple(second)]
+        value_a, value_b = prob[tuple(first)], prob[tuple(second)]
+        for a_in in (True, False):  # the inside pixel is the first or the second one
+            crossing = inside_a & ~inside_b if a_in else ~inside_a & inside_b
+            rows, cols = np.nonzero(crossing)
+            v_in = (value_a if a_in else value_b)[rows, cols].astype(float)
+            v_out = (value_b if a_in else value_a)[rows, cols].astype(float)
+            # Linear interpolation from the inside center towards the outside center.
+            # Filled holes can hold v_in < level; clip keeps the point on the edge segment.
+            t = np.clip((v_in - level) / np.maximum(v_in - v_out, 1e-12), 0.0, 1.0)
+            step = t if a_in else 1.0 - t  # offset from the FIRST pixel's center
+            y, x = rows.astype(float), cols.astype(float)
+            if axis == 0:
+                y = y + step
+            else:
+                x = x + step
+            points.append(np.stack([x, y], axis=1))
+    if not points:
+        return np.zeros((0, 2))
+    xy = np.concatenate(points)
+    if len(xy) == 0:
+        return np.zeros((0, 2))
+    rows, cols = np.nonzero(component)
+    order = np.argsort(np.arctan2(xy[:, 1] - rows.mean(), xy[:, 0] - cols.mean()), kind="stable")
+    return xy[order]
+
+
+def _as_2d(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2D (H, W) array, got shape {array.shape}; squeeze batch/channel axes first")
+    return array
+
+
+def _as_probability(prob: np.ndarray) -> np.ndarray:
+    """Bool/integer masks -> float 0/1 (nonzero = head); float maps must be in [0, 1]."""
+    prob = _as_2d(prob, "prob")
+    if prob.dtype == bool or np.issubdtype(prob.dtype, np.integer):
+        return (prob != 0).astype(np.float32)
+    if not np.issubdtype(prob.dtype, np.floating):
+        raise ValueError(f"prob must be a float probability map or a mask, got dtype {prob.dtype}")
+    if not np.isfinite(prob).all():
+        raise ValueError("prob contains NaN or infinite values; fix the model output before fitting")
+    if prob.size and (prob.min() < 0.0 or prob.max() > 1.0):
+        raise ValueError(
+            f"prob must lie in [0, 1] (got {prob.min():.3g}..{prob.max():.3g}); "
+            "apply a sigmoid/softmax to logits first"
+        )
+    return prob
+
+
+# ---------------------------------------------------------------------------------------
+# Conic algebra
+# ---------------------------------------------------------------------------------------
+
+
+def _direct_fit(xy: np.ndarray) -> np.ndarray | None:
+    """Halir-Flusser direct ellipse fit: (N, 2) -> conic (A, B, C, D, E, F) or None.
+
+    Conic: A x^2 + B xy + C y^2 + D x + E y + F = 0 with the ellipse constraint
+    4AC - B^2 = 1 (Fitzgibbon 1999, eq. 5; Halir & Flusser 1998, sec. 3).
+    """
+    x, y = xy[:, 0], xy[:, 1]
+    d1 = np.stack([x * x, x * y, y * y], axis=1)
+    d2 = np.stack([x, y, np.ones_like(x)], axis=1)
+    s1, s2, s3 = d1.T @ d1, d1.T @ d2, d2.T @ d2
+    try:
+        t = -np.linalg.solve(s3, s2.T)
+    except np.linalg.LinAlgError:
+        return None  # collinear points: the linear part is singular
+    m = s1 + s2 @ t
+    # Premultiply by inv(C1), C1 = [[0, 0, 2], [0, -1, 0], [2, 0, 0]].
+    m = np.stack([m[2] / 2.0, -m[1], m[0] / 2.0])
+    if not np.isfinite(m).all():
+        return None
+    eigvals, eigvecs = np.linalg.eig(m)
+    eigvecs = np.real(eigvecs)
+    condition = 4.0 * eigvecs[0] * eigvecs[2] - eigvecs[1] ** 2
+    candidates = np.nonzero(condition > 0)[0]
+    if len(candidates) == 0:
+        return None
+    # Exactly one eigenvector satisfies the constraint in exact arithmetic; take the
+    # one with the smallest |eigenvalue| if rounding admits more.
+    best = candidates[np.argmin(np.abs(eigvals[candidates]))]
+    a1 = eigvecs[:, best]
+    return np.concatenate([a1, t @ a1])
+
+
+def _conic_to_ellipse(conic: np.ndarray) -> Ellipse | None:
+    """Conic coefficients -> Ellipse, or None when the conic is not a real ellipse."""
+    a, b, c, d, e, f = conic
+    quad = np.array([[a, b / 2.0], [b / 2.0, c]])
+    try:
+        center = np.linalg.solve(2.0 * quad, [-d, -e])
+    except np.linalg.LinAlgError:
+        return None
+    f0 = f + (d * center[0] + e * center[1]) / 2.0  # conic value at the center
+    eigvals, eigvecs = np.linalg.eigh(quad)  # ascending: eigvals[0] belongs to the major axis
+    with np.errstate(divide="ignore", invalid="ignore"):
+        squared = -f0 / eigvals
+    if not (np.isfinite(squared).all() and (squared > 0).all() and np.isfinite(center).all()):
+        return None
+    semi = np.sqrt(squared)
+    major_dir = eigvecs[:, 0]
+    try:
+        return Ellipse.from_axes(center[0], center[1], semi[0], semi[1], math.atan2(major_dir[1], major_dir[0]))
+    except ValueError:
+        return None
+
+
+def _geometric_distance(ellipse_params: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Signed distance (+ outside) to the ellipse (cx, cy, a, b, angle), first order.
+
+    With s = sqrt((u/a)^2 + (v/b)^2) in the ellipse's own frame, d = (s - 1) / |grad s|
+    (one Newton step from the curve, Sampson-style); it is exact for circles and
+    second-order accurate for points near any ellipse.
+    """
+    cx, cy, a, b, angle = ellipse_params
+    dx, dy = xy[:, 0] - cx, xy[:, 1] - cy
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    u, v = dx * cos_a + dy * sin_a, -dx * sin_a + dy * cos_a
+    s = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    grad = np.sqrt((u / a**2) ** 2 + (v / b**2) ** 2)
+    return (s - 1.0) * s / np.maximum(grad, 1e-12)
+
+
+def _distances(ellipse: Ellipse, xy: np.ndarray) -> np.ndarray:
+    params = np.array([ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad])
+    return _geometric_distance(params, xy)
+
+
+# ---------------------------------------------------------------------------------------
+# Robust fit
+# ---------------------------------------------------------------------------------------
+
+
+def _validate_points(points: np.ndarray) -> np.ndarray:
+    xy = np.asarray(points, dtype=float)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise EllipseFitError(f"points must be an (N, 2) array of xy coordinates, got shape {xy.shape}")
+    if not np.isfinite(xy).all():
+        raise EllipseFitError("points contain NaN or infinite coordinates; drop them before fitting")
+    if len(np.unique(xy, axis=0)) < MIN_FIT_POINTS:
+        raise EllipseFitError(
+            f"an ellipse needs at least {MIN_FIT_POINTS} distinct points, got {len(np.unique(xy, axis=0))}"
+        )
+    return xy
+
+
+def _least_median_start(xy: np.ndarray, rng: np.random.Generator) -> Ellipse | None:
+    """Least-median-of-squares over the all-point fit and random 6-point subsets."""
+    best, best_cost = None, np.inf
+    candidates = [_direct_fit(xy)]
+    if len(xy) > 2 * _RANSAC_SAMPLE:
+        for _ in range(_RANSAC_TRIALS):
+            subset = rng.choice(len(xy), size=_RANSAC_SAMPLE, replace=False)
+            candidates.append(_direct_fit(xy[subset]))
+    for conic in candidates:
+        ellipse = None if conic is None else _conic_to_ellipse(conic)
+        if ellipse is None:
+            continue
+        cost = float(np.median(np.abs(_distances(ellipse, xy))))
+        if cost < best_cost:
+            best, best_cost = ellipse, cost
+    return best
+
+
+def _robust_sigma(residuals: np.ndarray, floor: float) -> float:
+    return max(_MAD_TO_SIGMA * float(np.median(np.abs(residuals))), floor)
+
+
+def _refit_inliers(xy: np.ndarray, ellipse: Ellipse, floor: float) -> tuple[Ellipse, np.ndarray]:
+    """Iterate: inliers within 2.5 robust sigma -> direct refit, until the set is stable."""
+    inliers = np.ones(len(xy), dtype=bool)
+    for _ in range(10):
+        dist = _distances(ellipse, xy)
+        sigma = _robust_sigma(dist[inliers], floor)
+        new_inliers = np.abs(dist) <= _INLIER_SIGMAS * sigma
+        if new_inliers.sum() < MIN_FIT_POINTS:
+            break
+        conic = _direct_fit(xy[new_inliers])
+        refit = None if conic is None else _conic_to_ellipse(conic)
+        if refit is None:
+            break
+        ellipse = refit
+        if np.array_equal(new_inliers, inliers):
+            break
+        inliers = new_inliers
+    return ellipse, inliers
+
+
+def _geometric_refine(xy: np.ndarray, ellipse: Ellipse, sigma: float) -> Ellipse:
+    """Robust (Huber) geometric least squares over (cx, cy, a, b, angle)."""
+    start = np.array([ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad])
+    result = optimize.least_squares(_geometric_distance, start, args=(xy,), loss="huber", f_scale=sigma, x_scale="jac")
+    if not result.success or not np.isfinite(result.x).all():
+        return ellipse
+    cx, cy, a, b, angle = result.x
+    try:
+        return Ellipse.from_axes(cx, cy, a, b, angle)
+    except ValueError:
+        return ellipse
+
+
+def fit_ellipse(points: np.ndarray) -> Ellipse:
+    """Robustly fit an ellipse to (N, 2) xy points (N >= 5); see the module docstring.
+
+    Deterministic (the random subsets use a fixed seed). Raises EllipseFitError when the
+    points do not determine an ellipse: fewer than 5 distinct points, collinear points,
+    or points that do not lie on any ellipse (median residual above 5% of the semi-minor
+    axis, or fewer than half of them within the inlier band).
+    """
+    xy = _validate_points(points)
+    mean = xy.mean(axis=0)
+    scale = float(np.sqrt(np.mean(np.sum((xy - mean) ** 2, axis=1))))
+    if scale <= 0:
+        raise EllipseFitError("all points coincide; they do not determine an ellipse")
+    unit = (xy - mean) / scale  # conditioning: zero mean, unit RMS radius
+    floor = 1e-6  # residual floor in normalised units (exact data has sigma ~ 0)
+    start = _least_median_start(unit, np.random.default_rng(0))
+    if start is None:
+        raise EllipseFitError("no ellipse fits these points (they may be collinear or lie on a hyperbola)")
+    ellipse, inliers = _refit_inliers(unit, start, floor)
+    sigma = _robust_sigma(_distances(ellipse, unit[inliers]), floor)
+    ellipse = _geometric_refine(unit[inliers], ellipse, sigma)
+    _check_quality(ellipse, unit, sigma)
+    return Ellipse.from_axes(
+        ellipse.center_x_px * scale + mean[0],
+        ellipse.center_y_px * scale + mean[1],
+        ellipse.semi_major_px * scale,
+        ellipse.semi_minor_px * scale,
+        ellipse.angle_rad,
+    )
+
+
+def _check_quality(ellipse: Ellipse, unit: np.ndarray, sigma: float) -> None:
+    dist = np.abs(_distances(ellipse, unit))
+    median_relative = float(np.median(dist)) / ellipse.semi_minor_px
+    inlier_fraction = float(np.mean(dist <= max(3.0 * sigma, 1e-6)))
+    if median_relative > _MAX_MEDIAN_RELATIVE_RESIDUAL or inlier_fraction < _MIN_INLIER_FRACTION:
+        raise EllipseFitError(
+            f"the points do not lie on an ellipse (median residual {median_relative:.1%} of the "
+            f"semi-minor axis, {inlier_fraction:.0%} inliers); check the segmentation"
+        )
+
+
+def ellipse_from_probability(prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = MIN_HEAD_AREA_PX) -> Ellipse:
+    """(H, W) probability map or bool mask -> the head ellipse in pixel coordinates.
+
+    Largest 8-connected component of ``prob >= threshold`` (holes filled) -> sub-pixel
+    boundary of ``prob`` at ``threshold`` along that component's outer edge -> robust fit.
+    Integer masks count nonzero as head. Raises NoHeadError when no component of at least
+    ``min_area_px`` pixels exists, EllipseFitError when its outline is not elliptical.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    prob = _as_probability(prob)
+    component = largest_component(prob >= threshold)
+    area = int(component.sum())
+    if area == 0:
+        raise NoHeadError(f"no pixel reaches the threshold {threshold}: no head found")
+    if area < min_area_px:
+        raise NoHeadError(
+            f"the largest head candidate covers {area} px, below the minimum of {min_area_px} px; "
+            "no plausible head found (lower min_area_px only for tiny images)"
+        )
+    boundary = _component_boundary(prob, component, threshold)
+    if len(boundary) < MIN_FIT_POINTS:
+        raise EllipseFitError(f"the head outline has only {len(boundary)} points inside the image")
+    ellipse = fit_ellipse(boundary)
+    log.debug("fitted %s to %d boundary points of a %d px component", ellipse, len(boundary), area)
+    return ellipse

@@ -1,0 +1,161 @@
+"""The fetometry command line: argument parsing only; the work lives in the Python API.
+
+Exit status: 0 when something was done (even if some images could not be measured:
+their rows say why), 1 when nothing could be done, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from fetometry import DISCLAIMER, __version__
+
+log = logging.getLogger("fetometry")
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
+    parser.add_argument("--tta", action="store_true", help="average with a horizontally flipped prediction")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from fetometry.pipeline import OK, UNREADABLE, predict_path
+
+    results = predict_path(args.input, args.out, model=args.model, pixel_size_mm=args.pixel_size, pixel_csv=args.pixel_csv, tta=args.tta, progress=not args.quiet)
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    print(f"{len(results)} images -> {Path(args.out) / 'measurements.csv'}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if counts.get(OK, 0) < len(results):
+        print("rows whose status is not 'ok' say why in the 'detail' column", file=sys.stderr)
+    return 0 if counts.get(UNREADABLE, 0) < len(results) else 1
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from fetometry.pipeline import measure_file
+
+    result = measure_file(args.image, model=args.model, pixel_size_mm=args.pixel_size, tta=args.tta)
+    row = result.to_dict(model=args.model or "default")
+    if args.overlay:
+        from fetometry.io.images import read_image
+        from fetometry.report.figures import draw_overlay
+        import cv2
+
+        rgb = draw_overlay(read_image(args.image), result)
+        cv2.imwrite(str(args.overlay), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if args.json:
+        row["disclaimer"] = DISCLAIMER
+        print(json.dumps(row, indent=2))
+    else:
+        if result.measurement is not None:
+            m = result.measurement
+            print(f"{result.filename}: HC {m.hc_mm:.1f} mm, BPD {m.bpd_mm:.1f} mm, OFD {m.ofd_mm:.1f} mm, cephalic index {m.cephalic_index:.1f}")
+        else:
+            print(f"{result.filename}: {result.status}: {result.detail}")
+        print(DISCLAIMER)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fetometry.evaluation.evaluate import evaluate_dirs
+
+    summary = evaluate_dirs(args.pred, args.truth, out_dir=args.out)
+    mean = summary.get("mean", {})
+    keys = [k for k in ("dice", "iou", "recall", "precision", "hausdorff_mm", "hc_abs_diff_mm", "hc_diff_mm", "mAP") if k in mean]
+    print(", ".join(f"{k} {mean[k]:.4f}" for k in keys if mean[k] is not None))
+    print(f"wrote {Path(args.out or args.pred) / 'summary.json'} and metrics.csv")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fetometry.training.config import TrainConfig
+    from fetometry.training.run import train_and_export
+
+    overrides = {"model": args.model}
+    if args.variant:
+        overrides["variant"] = args.variant
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+    folder = train_and_export(config, args.data, args.out, progress=not args.quiet)
+    print(f"trained; weights folder {folder} (use it with --model {folder})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fetometry.demo import run_demo
+
+    outcome = run_demo(args.out, model=args.model, progress=not args.quiet)
+    print(outcome["table"])
+    print(f"\noverlay figure: {outcome['figure']}\nmeasurements:   {Path(args.out) / 'measurements.csv'}")
+    print("Sample images: HC18 challenge (van den Heuvel et al. 2018, doi 10.5281/zenodo.1327317), CC BY 4.0.")
+    print(DISCLAIMER)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fetometry", description="Automated fetal head biometry from 2D ultrasound. " + DISCLAIMER)
+    parser.add_argument("--version", action="version", version=f"fetometry {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("predict", help="segment and measure an image, a folder, or an HC18-layout folder")
+    p.add_argument("input", help="image file, folder of images, or HC18-layout folder")
+    p.add_argument("--out", required=True, help="output folder (measurements.csv, masks/)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--pixel-size", type=float, help="pixel size in mm for every image")
+    size.add_argument("--pixel-csv", help="CSV with filename,pixel size(mm)")
+    _add_model(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = verbs.add_parser("measure", help="measure one image")
+    p.add_argument("image")
+    p.add_argument("--pixel-size", type=float, help="pixel size in mm (without it: no mm values)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--overlay", type=Path, help="write the image with the fitted ellipse (PNG)")
+    _add_model(p)
+    p.set_defaults(func=_cmd_measure)
+
+    p = verbs.add_parser("evaluate", help="score predictions against reference masks and HC")
+    p.add_argument("--pred", required=True, help="a predict output folder")
+    p.add_argument("--truth", required=True, help="HC18-layout (or images/masks folder) with references")
+    p.add_argument("--out", help="where summary.json and metrics.csv go (default: --pred)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = verbs.add_parser("train", help="train a model on an HC18-layout or folder data set")
+    p.add_argument("--model", required=True, help="registered architecture name, e.g. attention-unet")
+    p.add_argument("--variant", help="architecture variant (default from the config)")
+    p.add_argument("--data", required=True, help="HC18-layout or folder data set")
+    p.add_argument("--config", help="recipe file (configs/*.toml)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, manifest, model/)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
+    p.set_defaults(func=_cmd_train)
+
+    p = verbs.add_parser("demo", help="run the default model on the bundled HC18 samples")
+    p.add_argument("--out", default="demo_output", help="output folder")
+    p.add_argument("--model", default=None, help="shipped model name or weights folder")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as error:
+        # ValueError covers ImageReadError and PixelSizeError: messages say how to fix the input.
+        print(f"fetometry {args.verb}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The one predictor for every feed-forward model.
+
+Resizing is this module's private business: images are letterboxed onto the model's
+canvas, logits become probabilities, optional flip test-time augmentation averages the
+probabilities, and the map is returned on the ORIGINAL image grid with the mask and a
+confidence score (mean foreground probability inside the mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fetometry.data.transforms import Letterbox, letterbox, unletterbox
+from fetometry.models import create_model
+from fetometry.models.weights import load_weights, read_config
+from fetometry.resources import resolve_weights
+
+
+@dataclass
+class Prediction:
+    """probability: (H, W) float32 in [0, 1]; mask: (H, W) bool; both on the input grid."""
+
+    probability: np.ndarray
+    mask: np.ndarray
+    confidence: float
+
+
+class Predictor:
+    """Wraps a network that maps (B, 1, h, w) images to (B, 1, h, w) logits."""
+
+    def __init__(self, model: nn.Module, *, canvas_hw: tuple[int, int], threshold: float = 0.5, tta: bool = False, config: dict | None = None, batch_size: int = 4):
+        self.model = model.eval()
+        self.canvas_hw = tuple(canvas_hw)
+        self.threshold = threshold
+        self.tta = tta
+        self.config = config or {}
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "Predictor":
+        """Load a shipped model by name or a weights folder (model.safetensors + config.json)."""
+        folder = resolve_weights(name_or_path)
+        config = read_config(folder)
+        model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
+        load_weights(model, folder / "model.safetensors")
+        config = {**config, "weights_dir": str(folder)}
+        kwargs.setdefault("threshold", config.get("threshold", 0.5))
+        return cls(model, canvas_hw=tuple(config["canvas_hw"]), config=config, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("display_name") or self.config.get("model", "model")
+
+    @property
+    def hc_offset_px(self) -> float:
+        """Calibrated boundary offset of the training masks (see biometry.calibrate_offset_px)."""
+        return float(self.config.get("hc_offset_px", 0.0))
+
+    @torch.no_grad()
+    def _probabilities(self, canvases: np.ndarray) -> np.ndarray:
+        """(B, h, w) canvases -> (B, h, w) foreground probabilities."""
+        x = torch.from_numpy(canvases)[:, None].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            prob = torch.sigmoid(self.model(x).float())
+            if self.tta:
+                # Horizontal flip TTA: the flipped prediction is flipped back and averaged.
+                flipped = torch.sigmoid(self.model(torch.flip(x, dims=[-1])).float())
+                prob = 0.5 * (prob + torch.flip(flipped, dims=[-1]))
+        return prob[:, 0].numpy()
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
+        """images: list of (H_i, W_i) float32 in [0, 1] -> predictions on each image's grid."""
+        if not images:
+            return []
+        boxes: list[Letterbox] = []
+        canvases = []
+        for image in images:
+            if image.ndim != 2:
+                raise ValueError(f"expected a 2D grayscale image, got shape {image.shape}")
+            canvas, box = letterbox(image, self.canvas_hw)
+            canvases.append(canvas)
+            boxes.append(box)
+        probs = self._probabilities(np.stack(canvases))
+        results = []
+        for prob, box in zip(probs, boxes):
+            full = np.clip(unletterbox(prob, box), 0.0, 1.0)
+            mask = full >= self.threshold
+            confidence = float(full[mask].mean()) if mask.any() else 0.0
+            results.append(Prediction(full, mask, confidence))
+        return results
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def predict_many(self, images: Iterable[np.ndarray]) -> Iterator[Prediction]:
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == self.batch_size:
+                yield from self.predict_batch(batch)
+                batch = []
+        yield from self.predict_batch(batch)

@@ -1,0 +1,209 @@
+"""The Python API behind the CLI: image files in, measurements (and masks) out.
+
+    image -> io (pixels, pixel size) -> inference (probability map, original grid)
+          -> biometry (ellipse, HC/BPD/OFD in mm)
+
+Every image gets a result with a ``status``; failures of one image never stop a batch,
+and no millimetre value exists without a pixel size.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, ellipse_from_probability
+from fetometry.biometry.measures import HeadMeasurement, measure_ellipse
+from fetometry.data.hc18 import is_hc18_layout, load_hc18
+from fetometry.inference.predictor import Prediction, Predictor
+from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_mask
+from fetometry.io.pixel_size import PixelSizeError, read_pixel_size_csv, validate_pixel_size
+
+log = logging.getLogger(__name__)
+
+#: measurements.csv columns; the first six are the HC18 submission format.
+CSV_COLUMNS = [
+    "filename", "center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad",
+    "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "pixel_size_mm", "model", "status", "detail",
+    "confidence", "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px",
+]
+MM_KEYS = ["center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad", "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index"]
+
+# Status codes (the `status` column); `detail` carries the human-readable reason.
+OK = "ok"
+NO_PIXEL_SIZE = "no_pixel_size"
+NO_HEAD = "no_head"
+FIT_FAILED = "fit_failed"
+UNREADABLE = "unreadable"
+
+
+@dataclass
+class ImageInput:
+    path: Path
+    pixel_size_mm: float | None = None
+    pixel_size_problem: str = ""
+
+
+@dataclass
+class ImageResult:
+    filename: str
+    status: str
+    detail: str = ""
+    pixel_size_mm: float | None = None
+    ellipse: Ellipse | None = None
+    measurement: HeadMeasurement | None = None
+    prediction: Prediction | None = field(default=None, repr=False)
+
+    def to_dict(self, model: str = "") -> dict:
+        """One measurements.csv row / the `measure --json` object (None = empty)."""
+        row = {key: None for key in CSV_COLUMNS}
+        row.update(filename=self.filename, status=self.status, detail=self.detail, model=model, pixel_size_mm=self.pixel_size_mm)
+        if self.prediction is not None:
+            row["confidence"] = round(self.prediction.confidence, 4)
+        if self.ellipse is not None:
+            row.update(
+                center_x_px=self.ellipse.center_x_px,
+                center_y_px=self.ellipse.center_y_px,
+                semi_axes_a_px=self.ellipse.semi_major_px,
+                semi_axes_b_px=self.ellipse.semi_minor_px,
+            )
+        if self.measurement is not None:
+            values = self.measurement.to_dict()
+            row.update({key: values[key] for key in MM_KEYS})
+        return row
+
+
+def measure_prediction(filename: str, prediction: Prediction, pixel_size_mm: float | None, *, offset_px: float = 0.0, pixel_size_problem: str = "") -> ImageResult:
+    """Probability map -> ellipse -> measurement, with a status saying what happened."""
+    result = ImageResult(filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction)
+    try:
+        result.ellipse = ellipse_from_probability(prediction.probability)
+    except NoHeadError as error:
+        result.status, result.detail = NO_HEAD, f"no head found: {error}"
+        return result
+    except EllipseFitError as error:
+        result.status, result.detail = FIT_FAILED, f"no ellipse could be fitted: {error}"
+        return result
+    if pixel_size_mm is None:
+        result.status = NO_PIXEL_SIZE
+        result.detail = pixel_size_problem or "no pixel size: give --pixel-size MM or --pixel-csv CSV; no mm value without it"
+        return result
+    result.measurement = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=offset_px)
+    return result
+
+
+def collect_inputs(source: str | Path, *, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None) -> list[ImageInput]:
+    """An image, a folder of images, or an HC18-layout folder -> images with pixel sizes.
+
+    Precedence: an explicit pixel size for all images, else the given CSV, else the CSV
+    of an HC18-layout folder. Raises FileNotFoundError when there is nothing to read.
+    """
+    source = Path(source)
+    if pixel_size_mm is not None:
+        pixel_size_mm = validate_pixel_size(pixel_size_mm, source="--pixel-size")
+    table: dict[str, float | None] = read_pixel_size_csv(pixel_csv) if pixel_csv else {}
+    if source.is_file():
+        paths = [source]
+    elif source.is_dir() and is_hc18_layout(source) and not pixel_csv:
+        samples = load_hc18(source)
+        table = {s.name: s.pixel_size_mm for s in samples}
+        paths = [s.image_path for s in samples]
+    elif source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and "_Annotation" not in p.stem)
+        if not paths:
+            raise FileNotFoundError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    else:
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    inputs = []
+    for path in paths:
+        if pixel_size_mm is not None:
+            inputs.append(ImageInput(path, pixel_size_mm))
+        elif path.name in table and table[path.name] is not None:
+            inputs.append(ImageInput(path, table[path.name]))
+        elif path.name in table:
+            inputs.append(ImageInput(path, None, f"the CSV's pixel size for {path.name} is missing or outside 0.01-1.0 mm"))
+        elif table:
+            inputs.append(ImageInput(path, None, f"{path.name} is not in the pixel-size CSV"))
+        else:
+            inputs.append(ImageInput(path, None))
+    return inputs
+
+
+def _read_all(inputs: Sequence[ImageInput]):
+    """Yield (input, image or None, error message)."""
+    for item in inputs:
+        try:
+            yield item, read_image(item.path), ""
+        except ImageReadError as error:
+            yield item, None, str(error)
+
+
+def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progress: bool = True) -> list[ImageResult]:
+    """Segment and measure every input; unreadable files get a row, not a crash."""
+    results: list[ImageResult] = []
+    bar = tqdm(total=len(inputs), desc="measuring", unit="img", disable=not progress)
+    batch: list[tuple[ImageInput, np.ndarray]] = []
+
+    def flush() -> None:
+        predictions = predictor.predict_batch([image for _, image in batch])
+        for (item, _), prediction in zip(batch, predictions):
+            results.append(measure_prediction(item.path.name, prediction, item.pixel_size_mm, offset_px=predictor.hc_offset_px, pixel_size_problem=item.pixel_size_problem))
+        bar.update(len(batch))
+        batch.clear()
+
+    for item, image, error in _read_all(inputs):
+        if image is None:
+            log.warning("%s", error)
+            results.append(ImageResult(item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm))
+            bar.update(1)
+            continue
+        batch.append((item, image))
+        if len(batch) == predictor.batch_size:
+            flush()
+    if batch:
+        flush()
+    bar.close()
+    return results
+
+
+def write_predictions(results: Sequence[ImageResult], out_dir: str | Path, *, model: str) -> Path:
+    """Write DIR/measurements.csv and DIR/masks/<stem>_mask.png (uint8 0/255, input size)."""
+    out_dir = Path(out_dir)
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "measurements.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for result in results:
+            row = result.to_dict(model)
+            writer.writerow({k: ("" if v is None else _fmt(v)) for k, v in row.items()})
+            if result.prediction is not None:
+                write_mask(out_dir / "masks" / f"{Path(result.filename).stem}_mask.png", result.prediction.mask)
+    return csv_path
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def predict_path(source: str | Path, out_dir: str | Path, *, model: str | Path | None = None, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None, tta: bool = False, progress: bool = True) -> list[ImageResult]:
+    """`fetometry predict`: measure every image under ``source`` into ``out_dir``."""
+    inputs = collect_inputs(source, pixel_size_mm=pixel_size_mm, pixel_csv=pixel_csv)
+    predictor = Predictor.from_weights(model, tta=tta)
+    results = predict_images(predictor, inputs, progress=progress)
+    write_predictions(results, out_dir, model=predictor.name)
+    return results
+
+
+def measure_file(image: str | Path, *, model: str | Path | None = None, pixel_size_mm: float | None = None, tta: bool = False) -> ImageResult:
+    """`fetometry measure`: one image -> one result (raises ImageReadError if unreadable)."""
+    inputs = collect_inputs(image, pixel_size_mm=pixel_size_mm)
+    predictor = Predictor.from_weights(model, tta=tta)
+    pixels = read_image(inputs[0].path)
+    return measure_prediction(inputs[0].path.name, predictor.predict(pixels), inputs[0].pixel_size_mm, offset_px=predictor.hc_offset_px)

@@ -1,0 +1,97 @@
+"""Train, calibrate and export a weights folder: what `fetometry train` does.
+
+Calibration: the HC18 filled masks lie about 1.4 px outside the sonographer's ellipse
+(../shared/data/hc18/README.md), so an ellipse fitted to a perfect mask overestimates
+HC. The offset is estimated on the TRAINING split's reference masks only and stored in
+the weights' config; the predictor subtracts it from both semi-axes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fetometry.biometry.ellipse import EllipseFitError, NoHeadError, ellipse_from_probability
+from fetometry.biometry.measures import calibrate_offset_px
+from fetometry.data.sample import Sample
+from fetometry.models.weights import load_weights, save_weights
+from fetometry.training.config import TrainConfig
+from fetometry.training.trainer import hardware_description, train
+
+log = logging.getLogger(__name__)
+
+
+def load_dataset(data_dir: str | Path) -> list[Sample]:
+    """An HC18-layout folder, or a folder data set (images/, masks/, CSV)."""
+    from fetometry.data.hc18 import is_hc18_layout, load_hc18
+
+    if is_hc18_layout(data_dir):
+        return [s for s in load_hc18(data_dir) if s.mask_path is not None]
+    from fetometry.data.folder import load_folder
+
+    return [s for s in load_folder(data_dir) if s.mask_path is not None]
+
+
+def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
+    """Median boundary offset (px) between reference masks and reference HC."""
+    ellipses, sizes, references = [], [], []
+    for sample in tqdm(samples, desc="calibrating HC offset", disable=not progress, leave=False):
+        if sample.pixel_size_mm is None or sample.hc_mm is None:
+            continue
+        try:
+            ellipses.append(ellipse_from_probability(sample.load_mask().astype("float32")))
+        except (NoHeadError, EllipseFitError, ValueError) as error:
+            log.warning("calibration skips %s: %s", sample.name, error)
+            continue
+        sizes.append(sample.pixel_size_mm)
+        references.append(sample.hc_mm)
+    if not ellipses:
+        log.warning("no reference HC available: HC offset calibration skipped (offset 0 px)")
+        return {"hc_offset_px": 0.0, "calibration_images": 0}
+    return {"hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)), "calibration_images": len(ellipses)}
+
+
+def train_and_export(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, *, progress: bool = True) -> Path:
+    """Train on ``data_dir`` into ``run_dir`` and write ``run_dir/model`` (a weights folder)."""
+    run_dir = Path(run_dir)
+    samples = load_dataset(data_dir)
+    if not samples:
+        raise ValueError(f"{data_dir}: no annotated images to train on")
+    result = train(config, samples, run_dir, progress=progress)
+    train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
+    calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
+    return export_weights(run_dir, run_dir / "model", config, calibration)
+
+
+def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration: dict) -> Path:
+    """best.safetensors + config.json (architecture, canvas, calibration, provenance)."""
+    from fetometry.models import create_model
+
+    model = create_model(config.model, config.variant, **config.model_kwargs)
+    load_weights(model, run_dir / "checkpoints" / "best.safetensors")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / "model.safetensors")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    weights_config = {
+        "model": config.model,
+        "variant": config.variant,
+        "model_kwargs": config.model_kwargs,
+        "canvas_hw": [config.canvas_h, config.canvas_w],
+        "threshold": 0.5,
+        **calibration,
+        "training": {
+            "recipe": config.to_dict(),
+            "best_epoch": manifest["best_epoch"],
+            "epochs_run": manifest["epochs_run"],
+            "wall_time_s": manifest["wall_time_s"],
+            "hardware": hardware_description(),
+            "git_commit": manifest["git_commit"],
+            "date": manifest["date"],
+            "parameters": manifest["parameters"],
+        },
+    }
+    (folder / "config.json").write_text(json.dumps(weights_config, indent=2))
+    return folder

@@ -1,0 +1,48 @@
+"""Shared fixtures: phantom data sets, a tiny model trained on them, ../shared if present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_HC18 = REPO.parent / "shared" / "data" / "hc18"
+
+#: A recipe small enough for a test: 64x96 canvas, a few epochs on 16 phantoms.
+TINY_RECIPE = dict(
+    model="attention-unet", variant="compact", canvas_h=64, canvas_w=96, epochs=16,
+    batch_size=4, lr=5e-3, min_lr=1e-4, warmup_epochs=0.5, augment_strength=0.0,
+    val_fraction=0.25, seed=0, split_seed=0,
+)
+
+
+@pytest.fixture(scope="session")
+def shared_hc18() -> Path:
+    if not (SHARED_HC18 / "training_set").is_dir():
+        pytest.skip("../shared/data/hc18 is not present")
+    return SHARED_HC18
+
+
+@pytest.fixture(scope="session")
+def phantom_hc18(tmp_path_factory) -> Path:
+    """An HC18-layout folder of 24 small phantoms (filled masks, exact HC in the CSV)."""
+    from fetometry.data.synthetic import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "hc18", 24, seed=0, size=(128, 192))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, phantom_hc18) -> Path:
+    """A run folder of a tiny Attention U-Net trained on the phantoms (a few seconds)."""
+    from fetometry.training.config import TrainConfig
+    from fetometry.training.run import train_and_export
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    train_and_export(TrainConfig.from_dict(TINY_RECIPE), phantom_hc18, run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_run) -> Path:
+    return tiny_run / "model"

@@ -1,0 +1,97 @@
+"""The trainer really learns, records what it did, and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY_RECIPE
+from fetometry.data.hc18 import load_hc18
+from fetometry.training.config import TrainConfig
+from fetometry.training.trainer import Trainer
+
+
+def test_tiny_training_lowers_the_loss_and_learns(tiny_run):
+    history = [json.loads(json.dumps(r)) for r in _read_log(tiny_run / "log.csv")]
+    assert float(history[-1]["train_loss"]) < 0.6 * float(history[0]["train_loss"])
+    assert max(float(r["val_dice"]) for r in history) > 0.7
+
+
+def test_run_writes_manifest_split_and_weights_folder(tiny_run):
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    for key in ("config", "split", "git_commit", "hardware", "wall_time_s", "best_val_dice_canvas"):
+        assert key in manifest
+    split = json.loads((tiny_run / "split.json").read_text())
+    subjects = lambda names: {n.split("_")[0] for n in names}  # noqa: E731
+    assert not subjects(split["train"]) & subjects(split["val"]), "a subject is in both splits"
+    config = json.loads((tiny_run / "model" / "config.json").read_text())
+    assert config["canvas_hw"] == [64, 96]
+    # Phantom masks are exact: the calibrated offset must be near 0 px (the boundary
+    # of a pixel mask lies half a pixel outside the outermost pixel centres at most).
+    assert abs(config["hc_offset_px"]) < 0.75
+
+
+def _read_log(path):
+    import csv
+
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KilledAfterSecondEpoch(Trainer):
+    def save_checkpoint(self, epoch: int) -> None:
+        super().save_checkpoint(epoch)
+        if epoch == 1:
+            raise _Killed
+
+
+def test_killed_run_resumes_to_the_same_weights(phantom_hc18, tmp_path):
+    samples = load_hc18(phantom_hc18)
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 4, "augment_strength": 0.5})
+    from fetometry.data.augment import Augmenter
+
+    Trainer(config, tmp_path / "straight", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    with pytest.raises(_Killed):
+        _KilledAfterSecondEpoch(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    resumed = Trainer(config, tmp_path / "resumed", progress=False)
+    resumed.fit(samples, augment=Augmenter(strength=0.5))
+    assert resumed.start_epoch == 2
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "last.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "last.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_corrupt_image_is_skipped_by_name(phantom_hc18, tmp_path):
+    import shutil
+
+    root = tmp_path / "hc18"
+    shutil.copytree(phantom_hc18, root)
+    victim = sorted((root / "training_set").glob("*HC.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
+    from fetometry.training.dataset import SegmentationDataset
+
+    dataset = SegmentationDataset(load_hc18(root), (64, 96), progress=False)
+    assert [name for name, _ in dataset.skipped] == [victim.name]
+    assert len(dataset) == len(load_hc18(phantom_hc18)) - 1
+
+
+def test_config_rejects_unknown_options():
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_shipped_recipe_parses():
+    from conftest import REPO
+
+    config = TrainConfig.from_file(REPO / "configs" / "attention-unet.toml")
+    assert config.model == "attention-unet" and config.bf16 and config.channels_last
+    assert np.isclose(config.val_fraction, 0.2)
