@@ -67,12 +67,18 @@ class Predictor:
         """(B, h, w) canvases -> (B, h, w) foreground probabilities."""
         x = torch.from_numpy(canvases)[:, None].contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            prob = torch.sigmoid(self.model(x).float())
+            prob = self._forward_proba(x)
             if self.tta:
                 # Horizontal flip TTA: the flipped prediction is flipped back and averaged.
-                flipped = torch.sigmoid(self.model(torch.flip(x, dims=[-1])).float())
+                flipped = self._forward_proba(torch.flip(x, dims=[-1]))
                 prob = 0.5 * (prob + torch.flip(flipped, dims=[-1]))
         return prob[:, 0].numpy()
+
+    def _forward_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's ``predict_proba`` hook (diffusion sampling) or sigmoid(logits)."""
+        if hasattr(self.model, "predict_proba"):
+            return self.model.predict_proba(x).float()
+        return torch.sigmoid(self.model(x).float())
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
         """images: list of (H_i, W_i) float32 in [0, 1] -> predictions on each image's grid."""

@@ -2,7 +2,16 @@
 
 An architecture registers a builder per variant with ``@register_model(name, variant)``;
 ``create_model(name, variant, **kw)`` builds it. Unknown names raise an error that lists
-the valid ones, so no list of models is ever kept by hand.
+the valid ones, so no list of models is ever kept by hand: every module of this package
+is imported once, which runs its decorators.
+
+The contract a registered model keeps (the trainer and predictor have one path each):
+- ``forward(images (B, C_in, H, W)) -> logits (B, C_out, H, W)`` for feed-forward nets;
+  the trainer applies its loss (Dice + BCE) and the predictor a sigmoid.
+- A model whose training and inference are not one forward pass (MedSegDiff-V2) also
+  defines ``training_loss(images, masks) -> scalar`` and
+  ``predict_proba(images) -> (B, C_out, H, W)`` probabilities in [0, 1]; the trainer
+  and predictor call these hooks when present.
 """
 
 from __future__ import annotations
@@ -41,8 +50,14 @@ def register_model(name: str, variant: str, *, size_divisor: int, description: s
 
 
 def _ensure_loaded() -> None:
-    # Importing the architecture modules runs their @register_model decorators.
-    from fetometry.models import attention_unet  # noqa: F401
+    """Import every module of fetometry.models once: that runs their decorators."""
+    import importlib
+    import pkgutil
+
+    import fetometry.models as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def available_models() -> list[ModelSpec]:

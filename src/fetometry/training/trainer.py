@@ -79,8 +79,9 @@ def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _batch_dice(logits: torch.Tensor, target: torch.Tensor) -> list[float]:
-    pred = logits.float() > 0
+def _batch_dice(prob: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """Per-image Dice of (prob >= 0.5) against (target > 0.5); 1 when both are empty."""
+    pred = prob.float() >= 0.5
     truth = target > 0.5
     inter = (pred & truth).flatten(1).sum(1).float()
     total = pred.flatten(1).sum(1) + truth.flatten(1).sum(1)
@@ -153,8 +154,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr_at(self.step, total_steps, warmup_steps, self.config)
             with self._autocast():
-                logits = self.model(self._to_input(images))
-            loss = dice_bce_loss(logits, masks, bce_weight=self.config.bce_weight)
+                loss = self._loss(self._to_input(images), masks)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -163,14 +163,25 @@ class Trainer:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         return float(np.mean(losses)) if losses else float("nan")
 
+    def _loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """A model's own ``training_loss`` hook (diffusion) or Dice + BCE on its logits."""
+        if hasattr(self.model, "training_loss"):
+            return self.model.training_loss(images, masks)
+        return dice_bce_loss(self.model(images), masks, bce_weight=self.config.bce_weight)
+
+    def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.model, "predict_proba"):
+            return self.model.predict_proba(images).float()
+        return torch.sigmoid(self.model(images).float())
+
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> float:
         self.model.eval()
         scores: list[float] = []
         for images, masks in loader:
             with self._autocast():
-                logits = self.model(self._to_input(images))
-            scores.extend(_batch_dice(logits, masks))
+                prob = self._probabilities(self._to_input(images))
+            scores.extend(_batch_dice(prob, masks))
         return float(np.mean(scores)) if scores else float("nan")
 
     def fit(self, samples: list[Sample], *, augment=None) -> TrainResult:
