@@ -65,8 +65,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     summary = evaluate_dirs(args.pred, args.truth, out_dir=args.out)
     mean = summary.get("mean", {})
-    keys = [k for k in ("dice", "iou", "recall", "precision", "hausdorff_mm", "hc_abs_diff_mm", "hc_diff_mm", "mAP") if k in mean]
-    print(", ".join(f"{k} {mean[k]:.4f}" for k in keys if mean[k] is not None))
+    keys = ("dice", "iou", "recall", "precision", "hausdorff_mm", "hc_abs_difference_mm", "hc_difference_mm")
+    parts = [f"{k} {mean[k]:.4f}" for k in keys if mean.get(k) is not None]
+    if summary.get("map") is not None:
+        parts.append(f"mAP {summary['map']:.4f}")
+    print(", ".join(parts))
     print(f"wrote {Path(args.out or args.pred) / 'summary.json'} and metrics.csv")
     return 0
 
@@ -96,6 +99,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\noverlay figure: {outcome['figure']}\nmeasurements:   {Path(args.out) / 'measurements.csv'}")
     print("Sample images: HC18 challenge (van den Heuvel et al. 2018, doi 10.5281/zenodo.1327317), CC BY 4.0.")
     print(DISCLAIMER)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from fetometry.evaluation.complexity import markdown_table, profile_models
+    from fetometry.models import available_models
+
+    specs = [s for s in available_models() if args.name is None or s.name == args.name]
+    if not specs:
+        raise ValueError(f"no registered model named {args.name!r}; valid: {sorted({s.name for s in available_models()})}")
+    rows = profile_models(specs, repeats=args.repeats, progress=not (args.quiet or args.json))
+    print(json.dumps(rows, indent=2) if args.json else markdown_table(rows))
     return 0
 
 
@@ -138,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
     p.set_defaults(func=_cmd_train)
+
+    p = verbs.add_parser("models", help="list the architectures: parameters, GMACs and CPU latency at 256x256")
+    p.add_argument("--json", action="store_true", help="a JSON list of {name, variant, params, gflops, cpu_ms}")
+    p.add_argument("--name", help="only this architecture")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per model (median reported)")
+    p.set_defaults(func=_cmd_models)
 
     p = verbs.add_parser("demo", help="run the default model on the bundled HC18 samples")
     p.add_argument("--out", default="demo_output", help="output folder")

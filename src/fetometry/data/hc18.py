@@ -39,12 +39,16 @@ def _find_image_dir_and_csv(root: Path) -> tuple[Path, Path | None]:
 
 
 def is_hc18_layout(root: str | Path) -> bool:
-    """True if ROOT looks like an HC18 folder (has *_HC.png images)."""
+    """True if ROOT is an HC18 folder: *_HC.png images with their pixel-size CSV.
+
+    A folder of images without a CSV is a plain image folder, even when some of its
+    file names end in HC.png: every image in it is then processed.
+    """
     root = Path(root)
     if not root.is_dir():
         return False
-    image_dir, _ = _find_image_dir_and_csv(root)
-    return any(image_dir.glob("*HC.png"))
+    image_dir, csv_path = _find_image_dir_and_csv(root)
+    return csv_path is not None and any(image_dir.glob("*HC.png"))
 
 
 def load_hc18(root: str | Path, *, require_masks: bool = False) -> list[Sample]:

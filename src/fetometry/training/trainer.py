@@ -134,7 +134,7 @@ class Trainer:
         self.best_val_dice = float(state["best_val_dice"])
         self.best_epoch = int(state["best_epoch"])
         self.history = json.loads(state["history"])
-        log.info("resumed from epoch %d (step %d)", self.start_epoch - 1, self.step)
+        log.info("resumed after epoch %d of %d (step %d)", self.start_epoch, self.config.epochs, self.step)
         return True
 
     # ---- loops -----------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Model size and cost: parameters, GMACs and CPU latency, for `fetometry models`.
+
+GMACs follow the convention of the papers' "GFLOPs" (thop / ptflops): one
+multiply-accumulate counts once. They are counted with torch's FlopCounterMode
+(convolutions, matrix products, attention; not norms or activations) and divided by 2.
+For a model with a ``predict_proba`` hook (diffusion) the cost and latency are those of
+that call: the whole sampler with its default steps and ensemble.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from fetometry.models import available_models, create_model
+from fetometry.models.registry import ModelSpec
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _inference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.predict_proba(x) if hasattr(model, "predict_proba") else model(x)
+
+
+@torch.no_grad()
+def count_gmacs(model: torch.nn.Module, input_hw: tuple[int, int] = (256, 256)) -> float:
+    """Multiply-accumulates (1e9) of one inference on a (1, 1, H, W) image."""
+    model = model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _inference(model, torch.zeros(1, 1, *input_hw))
+    return counter.get_total_flops() / 2 / 1e9
+
+
+@torch.no_grad()
+def cpu_latency_ms(model: torch.nn.Module, input_hw: tuple[int, int] = (256, 256), *, repeats: int = 5, bf16: bool = True) -> float:
+    """Median wall time (ms) of one inference on one image, as the predictor runs it
+    (eval mode, channels_last, bf16 autocast on the CPU), after one warm-up run."""
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 1, *input_hw).contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(repeats + 1):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _inference(model, x)
+        if i:  # the first run pays one-off allocation and kernel selection
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def profile_models(specs: Sequence[ModelSpec] | None = None, *, input_hw: tuple[int, int] = (256, 256), repeats: int = 5, progress: bool = True) -> list[dict]:
+    """One row per registered model variant: name, variant, params, gflops (GMACs), cpu_ms."""
+    rows = []
+    for spec in tqdm(specs or available_models(), desc="profiling models", disable=not progress):
+        torch.manual_seed(0)
+        model = create_model(spec.name, spec.variant)
+        rows.append(
+            {
+                "name": spec.name,
+                "variant": spec.variant,
+                "params": count_parameters(model),
+                "gflops": round(count_gmacs(model, input_hw), 3),
+                "cpu_ms": round(cpu_latency_ms(model, input_hw, repeats=repeats), 1),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    lines = ["| name | variant | parameters | GMACs @256x256 | CPU ms (median) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['variant']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.2f} | {r['cpu_ms']:.1f} |")
+    return "\n".join(lines)
