@@ -99,15 +99,17 @@ def _dice(prob: torch.Tensor, target: torch.Tensor) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", COMPACT, ids=[s.name for s in COMPACT])
 def test_compact_variant_overfits_a_handful_of_phantoms(spec):
-    """Capacity and wiring: 4 phantoms at 64x96 must be fitted to Dice > 0.9."""
+    """Capacity and wiring: 4 phantoms at a small size must be fitted to Dice > 0.9."""
     h, w = _input_hw(spec)
     phantoms = [make_phantom(height=h, width=w, rng_or_seed=i, speckle=0.5) for i in range(4)]
     images = torch.from_numpy(np.stack([p.image for p in phantoms]))[:, None]
     masks = torch.from_numpy(np.stack([p.mask for p in phantoms]).astype(np.float32))[:, None]
     model = _build(spec).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # A diffusion model learns a denoiser over all noise levels: it gets a larger budget.
+    budget = 1200 if hasattr(model, "training_loss") else 300
     best = 0.0
-    for step in range(300):
+    for step in range(budget):
         loss = _loss(model, images, masks)
         optimizer.zero_grad()
         loss.backward()

@@ -1,0 +1,366 @@
+"""MedSegDiff-V2: registry contract, training, DDIM ensemble sampling, NBP-Filter, U-SA."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fetometry.data.synthetic import make_phantom
+from fetometry.models import available_models, create_model, get_spec
+from fetometry.models.medsegdiff_v2 import (
+    MedSegDiffV2,
+    NeuralBandPassFilter,
+    SpectralCrossAttention,
+    UncertainSpatialAttention,
+    ddim_timesteps,
+)
+
+H, W = 64, 96
+
+
+def phantoms(seeds, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 64, 96) images in [0, 1] and (N, 1, 64, 96) float masks in {0, 1}."""
+    drawn = [make_phantom(height=H, width=W, rng_or_seed=int(s), **kwargs) for s in seeds]
+    images = torch.from_numpy(np.stack([p.image for p in drawn]))[:, None]
+    masks = torch.from_numpy(np.stack([p.mask for p in drawn]))[:, None].float()
+    return images, masks
+
+
+def train(model: MedSegDiffV2, images, masks, *, steps: int, lr: float = 2e-3, batch: int = 8, seed: int = 0) -> MedSegDiffV2:
+    order = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        index = torch.randperm(len(images), generator=order)[:batch]
+        loss = model.training_loss(images[index], masks[index], generator=order)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def fixed_terms(model, images, masks) -> dict[str, float]:
+    """Loss terms at a fixed draw of timesteps and noise (comparable across training)."""
+    with torch.no_grad():
+        terms = model.loss_terms(images, masks, generator=torch.Generator().manual_seed(123))
+    return {k: v.item() for k, v in terms.items()}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A compact model trained for 60 steps on 8 phantoms (about 10 s), with its losses."""
+    torch.manual_seed(0)
+    images, masks = phantoms(range(8))
+    model = create_model("medsegdiff-v2", "compact")
+    before = fixed_terms(model, images, masks)
+    train(model, images, masks, steps=60)
+    return model, images, masks, before, fixed_terms(model, images, masks)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_both_variants_are_registered_with_their_true_size_divisor():
+    names = {(s.name, s.variant) for s in available_models()}
+    assert {("medsegdiff-v2", "paper"), ("medsegdiff-v2", "compact")} <= names
+    for variant in ("paper", "compact"):
+        model = create_model("medsegdiff-v2", variant)
+        assert get_spec("medsegdiff-v2", variant).size_divisor == model.size_divisor
+        assert hasattr(model, "training_loss") and hasattr(model, "predict_proba")
+
+
+def test_compact_is_small_and_paper_is_at_official_scale():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(create_model("medsegdiff-v2", "compact")) < 2e6
+    assert count(create_model("medsegdiff-v2", "paper")) > 50e6
+
+
+def test_paper_variant_trains_and_samples_one_step():
+    torch.manual_seed(0)
+    model = create_model("medsegdiff-v2", "paper")
+    images, masks = phantoms([0])
+    loss = model.training_loss(images[..., :64], masks[..., :64])
+    assert torch.isfinite(loss)
+    prob, spread = model.sample(images[..., :64], steps=1, ensemble=2)
+    assert prob.shape == spread.shape == (1, 1, 64, 64)
+
+
+def test_schedule_is_the_official_linear_one_and_not_saved():
+    model = create_model("medsegdiff-v2", "compact")
+    betas = 1 - model.alphas_cumprod[1:] / model.alphas_cumprod[:-1]
+    assert model.timesteps == 1000
+    assert math.isclose(1 - model.alphas_cumprod[0].item(), 1e-4, rel_tol=1e-3)
+    assert math.isclose(betas[-1].item(), 0.02, rel_tol=1e-3)
+    assert torch.allclose(betas[1:] - betas[:-1], betas[1] - betas[0], atol=1e-6)  # linear
+    assert not any("alphas_cumprod" in key for key in model.state_dict())
+
+
+def test_noise_prediction_with_and_without_the_input_skip():
+    torch.manual_seed(0)
+    images, masks = phantoms([0, 1])
+    t = torch.tensor([10, 900])
+    x_t = torch.randn(2, 1, H, W)
+    for skip in (True, False):
+        model = create_model("medsegdiff-v2", "compact", noise_skip=skip)
+        torch.nn.init.normal_(model.diffusion.pixel_out.weight)  # a non-zero U-Net output F
+        with torch.no_grad():
+            condition = model.diffusion.prepare(model.condition(images), first_anchor_level=model.first_anchor_level)
+            f = model.diffusion(x_t, images, t, condition)
+            eps = model.predict_noise(x_t, images, t, condition)
+        a = model.alphas_cumprod[t].view(-1, 1, 1, 1)
+        expected = (1 - a).sqrt() * x_t + a.sqrt() * f if skip else f
+        torch.testing.assert_close(eps, expected)
+
+
+def test_ddim_timesteps_descend_to_zero():
+    assert ddim_timesteps(1) == [999]
+    steps = ddim_timesteps(10)
+    assert steps[0] == 999 and steps[-1] == 0 and len(steps) == 10
+    assert all(a > b for a, b in zip(steps, steps[1:]))
+    with pytest.raises(ValueError, match="sampling steps"):
+        ddim_timesteps(0)
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_forward_returns_the_condition_logits():
+    model = create_model("medsegdiff-v2", "compact").eval()
+    images = torch.rand(2, 1, H, W)
+    with torch.no_grad():
+        logits = model(images)
+        assert logits.shape == (2, 1, H, W)
+        torch.testing.assert_close(logits, model.condition(images).logits)
+
+
+def test_several_classes():
+    model = create_model("medsegdiff-v2", "compact", out_channels=3)
+    images = torch.rand(2, 1, H, W)
+    masks = torch.nn.functional.one_hot(torch.randint(0, 3, (2, H, W)), 3).permute(0, 3, 1, 2).float()
+    assert torch.isfinite(model.training_loss(images, masks))
+    prob, spread = model.sample(images, steps=2, ensemble=2)
+    assert prob.shape == spread.shape == (2, 3, H, W)
+    assert model(images).shape == (2, 3, H, W)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 50, 96), (1, 1, 64, 100)])
+def test_indivisible_input_says_how_to_fix_it(shape):
+    model = create_model("medsegdiff-v2", "compact")
+    for call in (model, model.predict_proba, lambda x: model.sample(x, steps=1, ensemble=1)):
+        with pytest.raises(ValueError, match="divisible by 16"):
+            call(torch.rand(shape))
+
+
+def test_bad_inputs_raise_value_errors():
+    model = create_model("medsegdiff-v2", "compact")
+    images, masks = torch.rand(2, 1, H, W), torch.ones(2, 1, H, W)
+    with pytest.raises(ValueError, match="channel axis"):
+        model(torch.rand(2, H, W))
+    with pytest.raises(ValueError, match="match the images"):
+        model.training_loss(images, masks[:1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.training_loss(images, masks * 255)
+    with pytest.raises(ValueError, match="at least one"):
+        model.sample(images, steps=2, ensemble=0)
+    with pytest.raises(ValueError, match="eta"):
+        model.sample(images, steps=2, ensemble=1, eta=-1)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_loss_falls_on_phantoms(trained):
+    _, _, _, before, after = trained
+    # The untrained model already predicts eps = sqrt(1 - abar) x_t (noise_skip), so the
+    # diffusion term starts near 0.26, not 1; the anchor term falls fastest.
+    assert after["loss"] < 0.6 * before["loss"], (before, after)
+    assert after["diffusion"] < 0.85 * before["diffusion"], (before, after)
+    assert after["anchor"] < 0.6 * before["anchor"], (before, after)
+
+
+def test_training_under_bf16_autocast_and_channels_last():
+    torch.manual_seed(0)
+    model = create_model("medsegdiff-v2", "compact").to(memory_format=torch.channels_last)
+    images, masks = phantoms([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.training_loss(images.to(memory_format=torch.channels_last), masks)
+        prob, spread = model.sample(images, steps=2, ensemble=2)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert prob.dtype == spread.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_sampling_returns_probabilities_and_a_spread(trained):
+    model, images, _, _, _ = trained
+    prob, spread = model.sample(images[:3], steps=4, ensemble=3, generator=torch.Generator().manual_seed(0))
+    assert prob.shape == spread.shape == (3, 1, H, W)
+    assert prob.min() >= 0 and prob.max() <= 1
+    assert spread.min() >= 0 and spread.max() <= 0.5
+    assert spread.max() > 0  # members start from different noise
+    _, single = model.sample(images[:1], steps=4, ensemble=1)
+    assert torch.count_nonzero(single) == 0
+
+
+def test_spread_is_larger_where_the_fused_mask_is_wrong(trained):
+    """The members disagree most on the pixels the ensemble gets wrong (error detection)."""
+    model, images, masks, _, _ = trained
+    prob, spread = model.sample(images, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0))
+    wrong = (prob >= 0.5) != (masks > 0.5)
+    for i in range(len(images)):
+        assert wrong[i].any() and (~wrong[i]).any()
+        assert spread[i][wrong[i]].mean() > 1.3 * spread[i][~wrong[i]].mean()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="measured: after 500-1500 CPU steps on 64 phantoms (half with noise 0.3) the mean "
+    "spread on noisy test phantoms equals that on clean ones (0.0671 vs 0.0672 at 1000 steps, "
+    "5-8 of 16 pairs higher) although Dice drops 0.76 -> 0.65; occluded or pure-noise images "
+    "even get a LOWER spread (the model is confidently wrong out of distribution)",
+)
+def test_spread_is_larger_on_noisy_phantoms_than_on_clean_ones():
+    torch.manual_seed(0)
+    pool = 64
+    images, masks = phantoms(range(pool))
+    noisy_train, _ = phantoms(range(pool), noise=0.3)
+    images[1::2] = noisy_train[1::2]  # half of the training images are noisy
+    model = train(create_model("medsegdiff-v2", "compact"), images, masks, steps=600, lr=1e-3)
+    clean, _ = phantoms(range(1000, 1016))
+    noisy, _ = phantoms(range(1000, 1016), noise=0.3)  # same heads, more noise
+    _, spread_clean = model.sample(clean, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0))
+    _, spread_noisy = model.sample(noisy, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0))
+    per_clean, per_noisy = spread_clean.mean((1, 2, 3)), spread_noisy.mean((1, 2, 3))
+    assert per_noisy.mean() > 1.1 * per_clean.mean()
+    assert (per_noisy > per_clean).sum() >= 12
+
+
+def test_sampling_is_reproducible_with_a_generator(trained):
+    model, images, _, _, _ = trained
+    for eta in (0.0, 1.0):
+        a = model.sample(images[:2], steps=4, ensemble=3, eta=eta, generator=torch.Generator().manual_seed(7))
+        b = model.sample(images[:2], steps=4, ensemble=3, eta=eta, generator=torch.Generator().manual_seed(7))
+        c = model.sample(images[:2], steps=4, ensemble=3, eta=eta, generator=torch.Generator().manual_seed(8))
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert not torch.equal(a[0], c[0])
+
+
+def test_predict_proba_is_sample_with_the_defaults(trained):
+    model, images, _, _, _ = trained
+    torch.manual_seed(3)
+    expected = model.sample(images[:2], steps=model.default_steps, ensemble=model.default_ensemble)[0]
+    torch.manual_seed(3)
+    torch.testing.assert_close(model.predict_proba(images[:2]), expected, rtol=0, atol=0)
+
+
+def test_predictor_runs_the_diffusion_sampler(trained):
+    from fetometry.inference.predictor import Predictor
+
+    model, _, _, _, _ = trained
+    image = make_phantom(height=128, width=192, rng_or_seed=5).image
+    prediction = Predictor(model, canvas_hw=(H, W)).predict(image)
+    assert prediction.probability.shape == image.shape
+    assert 0 <= prediction.probability.min() and prediction.probability.max() <= 1
+
+
+def test_the_trainer_uses_the_hooks(phantom_hc18, tmp_path):
+    """The project's trainer (bf16 autocast, channels_last) trains and validates it."""
+    from conftest import TINY_RECIPE
+    from fetometry.data.hc18 import load_hc18
+    from fetometry.training.config import TrainConfig
+    from fetometry.training.trainer import Trainer
+
+    recipe = {**TINY_RECIPE, "model": "medsegdiff-v2", "epochs": 1, "max_steps": 2}
+    result = Trainer(TrainConfig.from_dict(recipe), tmp_path, progress=False).fit(load_hc18(phantom_hc18))
+    assert result.epochs_run == 1
+    assert math.isfinite(result.history[0]["train_loss"]) and 0 <= result.best_val_dice <= 1
+
+
+# --------------------------------------------------------------------------- NBP-Filter
+
+
+def spectral_attention(seed: int = 0) -> tuple[SpectralCrossAttention, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    module = SpectralCrossAttention(16, 24, 32, heads=4, bands=8)
+    return module, torch.randn(2, 16, 16, 24), torch.randn(2, 24, 16, 24), torch.randn(2, 32)
+
+
+def test_band_pass_filter_is_learnable():
+    module, x, context, time = spectral_attention()
+    module(x, context, time).square().mean().backward()
+    assert module.band_pass.base.grad is not None and module.band_pass.base.grad.abs().sum() > 0
+    assert module.band_pass.shift.weight.grad.abs().sum() > 0  # the timestep adapts it
+
+
+def test_band_pass_filter_gets_gradients_inside_the_trained_model(trained):
+    model, images, masks, _, _ = trained
+    model.zero_grad()
+    model.training_loss(images, masks, generator=torch.Generator().manual_seed(0)).backward()
+    band_pass = model.diffusion.ss_former.blocks[0].attention.band_pass
+    assert band_pass.base.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_band_pass_filter_depends_on_the_timestep():
+    torch.manual_seed(0)
+    band_pass = NeuralBandPassFilter(4, 8, bands=6)
+    torch.nn.init.normal_(band_pass.shift.weight)
+    gains = band_pass.band_gains(torch.randn(2, 8))
+    assert gains.min() >= 0
+    assert not torch.allclose(gains[0], gains[1])
+
+
+def test_a_filter_that_blocks_every_frequency_zeroes_the_attended_output():
+    module, x, context, time = spectral_attention()
+    with torch.no_grad():
+        assert module.attend(x, context, time).abs().max() > 1e-3
+        module.band_pass.base.zero_()  # shift is zero at init: every gain is ReLU(0) = 0
+        assert torch.count_nonzero(module.attend(x, context, time)) == 0
+
+
+def radial(h: int, w: int) -> torch.Tensor:
+    return NeuralBandPassFilter(1, 1).radial_frequency(h, w, torch.device("cpu"))
+
+
+def test_a_low_pass_filter_removes_the_high_frequencies_of_the_output():
+    module, x, context, time = spectral_attention()
+    with torch.no_grad():
+        module.band_pass.base.copy_(torch.tensor([1.0, 1.0] + [0.0] * 6))  # passes rho < 2/7
+        spectrum = torch.fft.rfft2(module.attend(x, context, time)).abs()
+    high = radial(16, 24) >= 2 / 7
+    assert high.any() and (~high).any()
+    assert spectrum[..., high].max() < 1e-4 * spectrum[..., ~high].max()
+    assert spectrum[..., ~high].max() > 1e-2
+
+
+def test_a_high_pass_filter_removes_the_mean_of_the_output():
+    module, x, context, time = spectral_attention()
+    with torch.no_grad():
+        module.band_pass.base.copy_(torch.tensor([0.0] * 4 + [1.0] * 4))  # blocks rho <= 3/7
+        out = module.attend(x, context, time)
+    assert out.mean(dim=(-2, -1)).abs().max() < 1e-5
+    assert out.std() > 1e-3
+
+
+# --------------------------------------------------------------------------- U-SA
+
+
+def test_uncertain_spatial_attention_widens_the_anchor_and_learns_its_kernel():
+    torch.manual_seed(0)
+    usa = UncertainSpatialAttention(8, 4, kernel_size=5)
+    kernel = usa.gaussian_kernel()
+    assert kernel.shape == (4, 1, 5, 5) and kernel.min() >= 0
+    torch.testing.assert_close(kernel.sum((1, 2, 3)), torch.ones(4))
+    anchor = torch.randn(2, 8, 12, 12)
+    relaxed = usa.relax(anchor)
+    assert torch.all(relaxed >= usa.to_anchor(anchor) - 1e-6)  # max(a, a * k) >= a
+    f_d = torch.randn(2, 4, 12, 12)
+    usa(f_d, relaxed).sum().backward()
+    assert usa.log_sigma.grad.abs().sum() > 0 and usa.offset.grad.abs().sum() > 0
