@@ -60,3 +60,30 @@ def test_fixed_seed_gives_the_same_model():
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x))
+
+
+def test_models_json_lists_every_variant_with_the_contract_keys(capsys):
+    import json
+
+    from fetometry.cli import main
+
+    assert main(["models", "--json", "--name", "unext", "--repeats", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["variant"] for r in rows} == {"paper", "compact"}
+    for row in rows:
+        assert {"name", "variant", "params", "gflops", "cpu_ms"} <= set(row)
+        assert abs(row["params"] - 1.47e6) / 1.47e6 < 0.10
+        assert 0.4 < row["gflops"] < 0.8 and row["cpu_ms"] > 0
+
+
+def test_diffusion_profile_counts_the_whole_sampler():
+    from fetometry.evaluation.complexity import Inference, count_gmacs
+
+    model = create_model("medsegdiff-v2", "compact")
+    one = count_gmacs(Inference(model, steps=1, ensemble=1), (64, 64))
+    two_by_two = count_gmacs(Inference(model, steps=2, ensemble=2), (64, 64))
+    four_by_one = count_gmacs(Inference(model, steps=4, ensemble=1), (64, 64))
+    assert Inference(model).description == f"sampler {model.default_steps} steps x {model.default_ensemble} samples"
+    # The condition network runs once; the denoiser once per step and ensemble member.
+    assert two_by_two > 1.3 * one
+    assert two_by_two == pytest.approx(four_by_one, rel=0.02)

@@ -106,10 +106,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from fetometry.evaluation.complexity import markdown_table, profile_models
     from fetometry.models import available_models
 
-    specs = [s for s in available_models() if args.name is None or s.name == args.name]
+    specs = [s for s in available_models() if args.name in (None, s.name) and args.variant in (None, s.variant)]
     if not specs:
         raise ValueError(f"no registered model named {args.name!r}; valid: {sorted({s.name for s in available_models()})}")
-    rows = profile_models(specs, repeats=args.repeats, progress=not (args.quiet or args.json))
+    rows = profile_models(specs, repeats=args.repeats, sampler_steps=args.sampler_steps, sampler_ensemble=args.sampler_ensemble, progress=not (args.quiet or args.json))
     print(json.dumps(rows, indent=2) if args.json else markdown_table(rows))
     return 0
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="a JSON list of {name, variant, params, gflops, cpu_ms}")
     p.add_argument("--name", help="only this architecture")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per model (median reported)")
+    p.add_argument("--variant", help="only this variant (e.g. compact)")
+    p.add_argument("--sampler-steps", type=int, help="diffusion models: sampler steps to time (default: the model's)")
+    p.add_argument("--sampler-ensemble", type=int, help="diffusion models: ensemble size to time (default: the model's)")
     p.set_defaults(func=_cmd_models)
 
     p = verbs.add_parser("demo", help="run the default model on the bundled HC18 samples")
