@@ -35,6 +35,7 @@ from fetometry.data.splits import split_samples
 from fetometry.evaluation.metrics import SegmentationMetrics
 from fetometry.inference.predictor import Predictor
 from fetometry.pipeline import ImageInput, predict_images, write_predictions
+from fetometry.training.model_card import write_model_card
 from fetometry.training.run import calibrate_on
 from fetometry.training.trainer import hardware_description
 
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="attention-unet")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--speed-images", type=int, default=200)
+    parser.add_argument("--write-card", action="store_true", help="rewrite the weights folder's MODEL_CARD.md with these results")
     args = parser.parse_args(argv)
     samples = load_hc18(args.data)
     predictor = Predictor.from_weights(args.model)
@@ -128,7 +130,9 @@ def main(argv=None) -> int:
     report["predict_speed"] = predict_speed(predictor, samples[: args.speed_images])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"foundation_{args.model}.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    (out / f"foundation_{Path(args.model).name}.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    if args.write_card:
+        write_model_card(predictor.config["weights_dir"], report)
     print(markdown(report))
     return 0
 

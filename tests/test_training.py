@@ -95,3 +95,11 @@ def test_shipped_recipe_parses():
     config = TrainConfig.from_file(REPO / "configs" / "attention-unet.toml")
     assert config.model == "attention-unet" and config.bf16 and config.channels_last
     assert np.isclose(config.val_fraction, 0.2)
+
+
+def test_exported_weights_have_a_model_card(tiny_run):
+    card = (tiny_run / "model" / "MODEL_CARD.md").read_text()
+    config = json.loads((tiny_run / "model" / "config.json").read_text())
+    assert config["data"]["images"] == len(load_hc18(config["data"]["path"]))
+    for needed in ("## Data", "## Recipe", "## Hardware", "## Metrics", "CC BY 4.0", "decision support"):
+        assert needed in card, needed

@@ -19,20 +19,19 @@ from fetometry.biometry.measures import calibrate_offset_px
 from fetometry.data.sample import Sample
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
+from fetometry.training.model_card import write_model_card
 from fetometry.training.trainer import hardware_description, train
 
 log = logging.getLogger(__name__)
 
 
 def load_dataset(data_dir: str | Path) -> list[Sample]:
-    """An HC18-layout folder, or a folder data set (images/, masks/, CSV)."""
+    """The annotated samples of an HC18-layout folder or a folder data set (images/, masks/, CSV)."""
+    from fetometry.data.folder import load_folder
     from fetometry.data.hc18 import is_hc18_layout, load_hc18
 
-    if is_hc18_layout(data_dir):
-        return [s for s in load_hc18(data_dir) if s.mask_path is not None]
-    from fetometry.data.folder import load_folder
-
-    return [s for s in load_folder(data_dir) if s.mask_path is not None]
+    samples = load_hc18(data_dir) if is_hc18_layout(data_dir) else load_folder(data_dir)
+    return [s for s in samples if s.mask_path is not None]
 
 
 def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
@@ -63,10 +62,11 @@ def train_and_export(config: TrainConfig, data_dir: str | Path, run_dir: str | P
     result = train(config, samples, run_dir, progress=progress)
     train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
     calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
-    return export_weights(run_dir, run_dir / "model", config, calibration)
+    data = {"path": str(data_dir), "layout": samples[0].source or "folder", "images": len(samples)}
+    return export_weights(run_dir, run_dir / "model", config, calibration, data)
 
 
-def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration: dict) -> Path:
+def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration: dict, data: dict) -> Path:
     """best.safetensors + config.json (architecture, canvas, calibration, provenance)."""
     from fetometry.models import create_model
 
@@ -82,6 +82,7 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
         "canvas_hw": [config.canvas_h, config.canvas_w],
         "threshold": 0.5,
         **calibration,
+        "data": data,
         "training": {
             "recipe": config.to_dict(),
             "best_epoch": manifest["best_epoch"],
@@ -94,4 +95,5 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
         },
     }
     (folder / "config.json").write_text(json.dumps(weights_config, indent=2))
+    write_model_card(folder)
     return folder

@@ -1,0 +1,106 @@
+"""MODEL_CARD.md for a weights folder: data, recipe, hardware, metrics, attribution.
+
+Written from the folder's config.json (what was trained, how, where) and, when a
+benchmark has scored the model, from its results; no number is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fetometry import DISCLAIMER
+
+HC18_ATTRIBUTION = (
+    "HC18 challenge data: van den Heuvel TLA, de Bruijn D, "
+    "de Korte CL, van Ginneken B (2018). Automated measurement of fetal head "
+    "circumference using 2D ultrasound images. PLoS ONE 13(8): e0200412. Data set: "
+    "Zenodo, doi 10.5281/zenodo.1327317. License: CC BY 4.0 "
+    "(https://creativecommons.org/licenses/by/4.0/). These weights are a derived work "
+    "and are distributed under the same license, with this attribution."
+)
+
+
+def _metrics_section(metrics: dict | None) -> list[str]:
+    if not metrics:
+        return ["Not yet scored: run `benchmarks/foundation.py --model <folder>` to add the validation metrics."]
+    v, t, g = metrics["validation"], metrics["validation_tta"], metrics["geometry"]
+    rows = [
+        f"Scored {metrics['date']} on the subject-grouped VALIDATION split ({v['n']} images, "
+        "never used for training or calibration), at the original image resolution:",
+        "",
+        "| TTA | Dice | IoU | recall | precision | Hausdorff mm | HC MAE mm (SD) | HC signed mm | mAP |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in (("none", v), ("flip", t)):
+        rows.append(
+            f"| {name} | {row['dice']:.4f} | {row['iou']:.4f} | {row['recall']:.4f} | {row['precision']:.4f} | "
+            f"{row['hausdorff_mm']:.2f} | {row['hc_abs_difference_mm']:.2f} ({row['hc_abs_sd_mm']:.2f}) | "
+            f"{row['hc_difference_mm']:+.2f} | {row['map']:.4f} |"
+        )
+    rows += [
+        "",
+        f"Geometry check (reference masks through the same ellipse path, offset calibrated on "
+        f"train): HC MAE {g['train']['hc_mae_mm']:.3f} mm (train), {g['val']['hc_mae_mm']:.3f} mm (val).",
+        "mAP: COCO-style mask AP over IoU 0.50:0.05:0.95, score = mean foreground probability.",
+    ]
+    return rows
+
+
+def _data_section(data: dict) -> list[str]:
+    where = f"`{data.get('path', 'unknown')}` ({data.get('layout', '?')} layout, {data.get('images', '?')} annotated images)."
+    if data.get("layout") == "hc18":
+        return [f"Trained on the HC18-layout data set {where}", "", HC18_ATTRIBUTION]
+    return [f"Trained on the folder data set {where}"]
+
+
+def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    training = config.get("training", {})
+    recipe = training.get("recipe", {})
+    hardware = training.get("hardware", {})
+    lines = [
+        f"# {config['model']} ({config['variant']}) — fetometry weights",
+        "",
+        f"> {DISCLAIMER}",
+        "",
+        "## What it does",
+        "Segments the fetal head in a 2D ultrasound image (one class, logits -> sigmoid); "
+        "fetometry fits an ellipse to the 0.5 contour and reports HC, BPD and OFD in mm.",
+        f"Architecture `{config['model']}` variant `{config['variant']}` "
+        f"({training.get('parameters', 0) / 1e6:.2f}M parameters), see docs/MODELS.md. "
+        f"Input: grayscale letterboxed onto a {config['canvas_hw'][0]}x{config['canvas_hw'][1]} canvas.",
+        "",
+        "## Data",
+        *_data_section(config.get("data", {})),
+        "",
+        f"Split by subject (seed {recipe.get('split_seed')}, validation fraction {recipe.get('val_fraction')}); "
+        "the list of images of each split is in the training run's `split.json`.",
+        f"HC calibration: boundary offset {config.get('hc_offset_px', 0):.3f} px, the median over "
+        f"{config.get('calibration_images', 0)} TRAINING-split reference masks (the filled HC18 masks lie "
+        "about 1.4 px outside the sonographer's ellipse).",
+        "",
+        "## Recipe",
+        "```json",
+        json.dumps(recipe, indent=2),
+        "```",
+        f"Best epoch by validation Dice: {training.get('best_epoch')} of {training.get('epochs_run')}; "
+        f"training wall time {training.get('wall_time_s', 0) / 60:.0f} min.",
+        "",
+        "## Hardware",
+        f"{hardware.get('cpu', 'unknown CPU')}; torch {hardware.get('torch')}; {hardware.get('platform', '')}. "
+        f"Trained {training.get('date')} (commit {training.get('git_commit')}).",
+        "",
+        "## Metrics",
+        *_metrics_section(metrics),
+        "",
+        "## Limits",
+        "Trained on HC18 images of one centre (Radboud UMC, Voluson E8 / Voluson 730 scanners); "
+        "other scanners and settings are untested. It measures the head in a standard plane; it "
+        "does not check that the plane is correct. Every measurement needs review by a clinician.",
+        "",
+    ]
+    path = folder / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path
