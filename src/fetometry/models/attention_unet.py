@@ -23,15 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.blocks import conv_bn_relu
 from fetometry.models.registry import register_model
-
-
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class DoubleConv(nn.Sequential):

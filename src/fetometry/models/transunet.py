@@ -63,6 +63,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.blocks import conv_bn_relu
 from fetometry.models.registry import register_model
 
 
@@ -246,22 +247,14 @@ class TokenEncoder(nn.Module):
 # ---------------------------------------------------------------------------- decoder
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
 class UpBlock(nn.Module):
     """Bilinear x2, concatenate the skip (if any), two conv-BN-ReLU.
     (B, C_in, h, w) [+ skip (B, C_skip, 2h, 2w)] -> (B, C_out, 2h, 2w)."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
-        self.conv1 = _conv_bn_relu(in_channels + skip_channels, out_channels)
-        self.conv2 = _conv_bn_relu(out_channels, out_channels)
+        self.conv1 = conv_bn_relu(in_channels + skip_channels, out_channels)
+        self.conv2 = conv_bn_relu(out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         # align_corners=True as the released nn.UpsamplingBilinear2d.
@@ -286,7 +279,7 @@ class TransUNet(nn.Module):
         width = config.resnet_width
         self.cnn = HybridCNN(in_channels, width, config.resnet_units, config.gn_groups)
         self.transformer = TokenEncoder(self.cnn.out_channels, config)
-        self.conv_more = _conv_bn_relu(config.hidden_size, config.head_channels)
+        self.conv_more = conv_bn_relu(config.hidden_size, config.head_channels)
         skip_channels = (8 * width, 4 * width, width, 0)  # 1/8, 1/4, 1/2, none at full size
         in_channels_per_block = (config.head_channels, *config.decoder_channels[:-1])
         self.decoder = nn.ModuleList(
