@@ -101,5 +101,6 @@ def test_exported_weights_have_a_model_card(tiny_run):
     card = (tiny_run / "model" / "MODEL_CARD.md").read_text()
     config = json.loads((tiny_run / "model" / "config.json").read_text())
     assert config["data"]["images"] == len(load_hc18(config["data"]["path"]))
+    assert json.loads((tiny_run / "model" / "split.json").read_text()) == json.loads((tiny_run / "split.json").read_text())
     for needed in ("## Data", "## Recipe", "## Hardware", "## Metrics", "CC BY 4.0", "decision support"):
         assert needed in card, needed

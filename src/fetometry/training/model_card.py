@@ -76,7 +76,7 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
         *_data_section(config.get("data", {})),
         "",
         f"Split by subject (seed {recipe.get('split_seed')}, validation fraction {recipe.get('val_fraction')}); "
-        "the list of images of each split is in the training run's `split.json`.",
+        "the images of each split are listed in `split.json` beside these weights.",
         f"HC calibration: boundary offset {config.get('hc_offset_px', 0):.3f} px, the median over "
         f"{config.get('calibration_images', 0)} TRAINING-split reference masks (the filled HC18 masks lie "
         "about 1.4 px outside the sonographer's ellipse).",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
@@ -74,6 +75,7 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
     load_weights(model, run_dir / "checkpoints" / "best.safetensors")
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(model, folder / "model.safetensors")
+    shutil.copyfile(run_dir / "split.json", folder / "split.json")  # which images trained it
     manifest = json.loads((run_dir / "manifest.json").read_text())
     weights_config = {
         "model": config.model,
