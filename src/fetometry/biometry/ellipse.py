@@ -56,6 +56,14 @@ _MAX_MEDIAN_RELATIVE_RESIDUAL = 0.05
 _MIN_INLIER_FRACTION = 0.5
 _RANSAC_TRIALS = 100
 _RANSAC_SAMPLE = 6
+#: Floor of the robust residual scale, in units of the points' RMS radius (about the
+#: head's mean radius). A segmentation network's outline deviates SMOOTHLY from an
+#: ellipse by a few % of the radius; with a tiny floor those deviations count as
+#: outliers and trimming them biases the fit towards one side. Measured on predictions
+#: of the default model on 205 TRAINING-split HC18 images: HC MAE 2.62 mm with a floor
+#: of 1e-6, 2.22 mm at 0.01, 1.77 mm at 0.04, 1.76 mm with no rejection at all. Gross
+#: outliers (beyond 2.5 x 4% = 10% of the radius) are still rejected.
+_SIGMA_FLOOR = 0.04
 _INLIER_SIGMAS = 2.5
 #: Consistency factor turning a median absolute residual into a Gaussian sigma.
 _MAD_TO_SIGMA = 1.4826
@@ -409,7 +417,7 @@ def fit_ellipse(points: np.ndarray) -> Ellipse:
     if scale <= 0:
         raise EllipseFitError("all points coincide; they do not determine an ellipse")
     unit = (xy - mean) / scale  # conditioning: zero mean, unit RMS radius
-    floor = 1e-6  # residual floor in normalised units (exact data has sigma ~ 0)
+    floor = _SIGMA_FLOOR  # see _SIGMA_FLOOR: smooth shape deviations are not outliers
     start = _least_median_start(unit, np.random.default_rng(0))
     if start is None:
         raise EllipseFitError("no ellipse fits these points (they may be collinear or lie on a hyperbola)")

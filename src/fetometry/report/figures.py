@@ -46,7 +46,7 @@ def save_overlay_grid(images: Sequence[np.ndarray], results: Sequence, reference
     import matplotlib.pyplot as plt
 
     rows = max(1, int(np.ceil(len(images) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.75 * rows + 0.6), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, result, reference in zip(axes.ravel(), images, results, references):
