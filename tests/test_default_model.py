@@ -36,13 +36,15 @@ def test_demo_measures_the_bundled_samples(tmp_path):
     samples = load_hc18(SAMPLES_DIR)
     assert (tmp_path / "demo_overlay.png").stat().st_size > 10_000
     assert (tmp_path / "measurements.csv").is_file() and (tmp_path / "demo_table.md").is_file()
-    errors = []
+    errors, scores = [], []
     for sample, result in zip(samples, outcome["results"]):
         assert result.status == "ok", (sample.name, result.detail)
         errors.append(abs(result.measurement.hc_mm - sample.hc_mm))
-        assert dice(result.prediction.mask, sample.load_mask()) > 0.93, sample.name
-    # Validation-split images spanning HC 57-320 mm; the model's val MAE is ~2 mm.
-    assert np.mean(errors) < 4.0, errors
+        scores.append(dice(result.prediction.mask, sample.load_mask()))
+    # Validation-split images spanning HC 57-320 mm (the smallest head has the lowest
+    # Dice: its boundary band is a larger share of its area); validation MAE is 1.7 mm.
+    assert min(scores) > 0.9 and np.mean(scores) > 0.95, scores
+    assert np.mean(errors) < 3.0, errors
 
 
 def test_default_model_on_shared_validation_images(shared_hc18, predictor):
