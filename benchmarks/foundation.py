@@ -98,7 +98,7 @@ def predict_speed(predictor: Predictor, samples, repeats: int = 3) -> dict:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            write_predictions(predict_images(predictor, inputs, progress=False), tmp, model=predictor.name)
+            write_predictions(predict_images(predictor, inputs, progress=False), tmp)
             times.append(time.perf_counter() - started)
     median = statistics.median(times)
     return {"n_images": len(inputs), "runs_s": times, "median_s": median, "images_per_s": len(inputs) / median}

@@ -101,6 +101,7 @@ def test_measure_json_has_the_contract_keys(phantom_hc18, tiny_weights, capsys):
     result = json.loads(capsys.readouterr().out)
     for key in ("hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad", "status"):
         assert key in result
+    assert result["model"] == "attention-unet"  # the model that measured, from its config
     if result["status"] == "ok":
         assert result["bpd_mm"] <= result["ofd_mm"]
         assert result["hc_mm"] == pytest.approx(np.pi * (result["semi_axes_a_mm"] + result["semi_axes_b_mm"]), rel=0.05)

@@ -39,7 +39,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     from fetometry.pipeline import measure_file
 
     result = measure_file(args.image, model=args.model, pixel_size_mm=args.pixel_size, tta=args.tta)
-    row = result.to_dict(model=args.model or "default")
+    row = result.to_dict()
     if args.overlay:
         from fetometry.io.images import read_image
         from fetometry.report.figures import draw_overlay

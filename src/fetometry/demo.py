@@ -25,7 +25,7 @@ def run_demo(out_dir: str | Path, *, model: str | None = None, progress: bool = 
     predictor = Predictor.from_weights(model)
     inputs = [ImageInput(s.image_path, s.pixel_size_mm) for s in samples]
     results = predict_images(predictor, inputs, progress=progress)
-    write_predictions(results, out_dir, model=predictor.name)
+    write_predictions(results, out_dir)
     references = [s.hc_mm for s in samples]
     images = [s.load_image() for s in samples]
     figure = save_overlay_grid(images, results, references, out_dir / "demo_overlay.png", title=f"fetometry demo: {predictor.name} on HC18 samples (CC BY 4.0)")

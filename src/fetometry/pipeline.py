@@ -59,11 +59,12 @@ class ImageResult:
     ellipse: Ellipse | None = None
     measurement: HeadMeasurement | None = None
     prediction: Prediction | None = field(default=None, repr=False)
+    model: str = ""
 
-    def to_dict(self, model: str = "") -> dict:
+    def to_dict(self) -> dict:
         """One measurements.csv row / the `measure --json` object (None = empty)."""
         row = {key: None for key in CSV_COLUMNS}
-        row.update(filename=self.filename, status=self.status, detail=self.detail, model=model, pixel_size_mm=self.pixel_size_mm)
+        row.update(filename=self.filename, status=self.status, detail=self.detail, model=self.model, pixel_size_mm=self.pixel_size_mm)
         if self.prediction is not None:
             row["confidence"] = round(self.prediction.confidence, 4)
         if self.ellipse is not None:
@@ -153,14 +154,16 @@ def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progre
     def flush() -> None:
         predictions = predictor.predict_batch([image for _, image in batch])
         for (item, _), prediction in zip(batch, predictions):
-            results.append(measure_prediction(item.path.name, prediction, item.pixel_size_mm, offset_px=predictor.hc_offset_px, pixel_size_problem=item.pixel_size_problem))
+            result = measure_prediction(item.path.name, prediction, item.pixel_size_mm, offset_px=predictor.hc_offset_px, pixel_size_problem=item.pixel_size_problem)
+            result.model = predictor.name
+            results.append(result)
         bar.update(len(batch))
         batch.clear()
 
     for item, image, error in _read_all(inputs):
         if image is None:
             log.warning("%s", error)
-            results.append(ImageResult(item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm))
+            results.append(ImageResult(item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm, model=predictor.name))
             bar.update(1)
             continue
         batch.append((item, image))
@@ -172,7 +175,7 @@ def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progre
     return results
 
 
-def write_predictions(results: Sequence[ImageResult], out_dir: str | Path, *, model: str) -> Path:
+def write_predictions(results: Sequence[ImageResult], out_dir: str | Path) -> Path:
     """Write DIR/measurements.csv and DIR/masks/<stem>_mask.png (uint8 0/255, input size)."""
     out_dir = Path(out_dir)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -181,7 +184,7 @@ def write_predictions(results: Sequence[ImageResult], out_dir: str | Path, *, mo
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for result in results:
-            row = result.to_dict(model)
+            row = result.to_dict()
             writer.writerow({k: ("" if v is None else _fmt(v)) for k, v in row.items()})
             if result.prediction is not None:
                 write_mask(out_dir / "masks" / f"{Path(result.filename).stem}_mask.png", result.prediction.mask)
@@ -197,7 +200,7 @@ def predict_path(source: str | Path, out_dir: str | Path, *, model: str | Path |
     inputs = collect_inputs(source, pixel_size_mm=pixel_size_mm, pixel_csv=pixel_csv)
     predictor = Predictor.from_weights(model, tta=tta)
     results = predict_images(predictor, inputs, progress=progress)
-    write_predictions(results, out_dir, model=predictor.name)
+    write_predictions(results, out_dir)
     return results
 
 
@@ -206,4 +209,6 @@ def measure_file(image: str | Path, *, model: str | Path | None = None, pixel_si
     inputs = collect_inputs(image, pixel_size_mm=pixel_size_mm)
     predictor = Predictor.from_weights(model, tta=tta)
     pixels = read_image(inputs[0].path)
-    return measure_prediction(inputs[0].path.name, predictor.predict(pixels), inputs[0].pixel_size_mm, offset_px=predictor.hc_offset_px)
+    result = measure_prediction(inputs[0].path.name, predictor.predict(pixels), inputs[0].pixel_size_mm, offset_px=predictor.hc_offset_px)
+    result.model = predictor.name
+    return result
