@@ -104,6 +104,7 @@ class Trainer:
         self.best_val_dice = -1.0
         self.best_epoch = -1
         self.history: list[dict] = []
+        self.commit = git_commit()  # the code that trains, recorded before anything changes
 
     # ---- checkpoints -------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
@@ -247,7 +248,7 @@ class Trainer:
             "split": {k: len(v) for k, v in splits.items()},
             "split_file": "split.json",
             "skipped_samples": skipped,
-            "git_commit": git_commit(),
+            "git_commit": self.commit,
             "hardware": hardware_description(),
             "wall_time_s": result.wall_time_s,
             "epochs_run": result.epochs_run,
