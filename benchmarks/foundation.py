@@ -64,7 +64,7 @@ def geometry(splits: dict) -> dict:
 def accuracy(predictor: Predictor, samples, *, tta: bool) -> dict:
     predictor.tta = tta
     metrics = SegmentationMetrics()
-    inputs = [ImageInput(s.image_path, s.pixel_size_mm) for s in samples]
+    inputs = [ImageInput.from_sample(s) for s in samples]
     started = time.perf_counter()
     results = predict_images(predictor, inputs)
     elapsed = time.perf_counter() - started
@@ -93,7 +93,7 @@ def accuracy(predictor: Predictor, samples, *, tta: bool) -> dict:
 
 def predict_speed(predictor: Predictor, samples, repeats: int = 3) -> dict:
     predictor.tta = False
-    inputs = [ImageInput(s.image_path, s.pixel_size_mm) for s in samples]
+    inputs = [ImageInput.from_sample(s) for s in samples]
     times = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:

@@ -23,7 +23,7 @@ def run_demo(out_dir: str | Path, *, model: str | None = None, progress: bool = 
     out_dir = Path(out_dir)
     samples = load_hc18(SAMPLES_DIR)
     predictor = Predictor.from_weights(model)
-    inputs = [ImageInput(s.image_path, s.pixel_size_mm) for s in samples]
+    inputs = [ImageInput.from_sample(s) for s in samples]
     results = predict_images(predictor, inputs, progress=progress)
     write_predictions(results, out_dir)
     references = [s.hc_mm for s in samples]

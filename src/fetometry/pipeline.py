@@ -49,6 +49,11 @@ class ImageInput:
     pixel_size_mm: float | None = None
     pixel_size_problem: str = ""
 
+    @classmethod
+    def from_sample(cls, sample) -> "ImageInput":
+        """A data-set Sample (fetometry.data.Sample) as a measurement input."""
+        return cls(sample.image_path, sample.pixel_size_mm)
+
 
 @dataclass
 class ImageResult:

@@ -8,7 +8,6 @@ confidence score (mean foreground probability inside the mask).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,12 +102,3 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]
-
-    def predict_many(self, images: Iterable[np.ndarray]) -> Iterator[Prediction]:
-        batch: list[np.ndarray] = []
-        for image in images:
-            batch.append(image)
-            if len(batch) == self.batch_size:
-                yield from self.predict_batch(batch)
-                batch = []
-        yield from self.predict_batch(batch)
