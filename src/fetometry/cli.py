@@ -7,6 +7,7 @@ their rows say why), 1 when nothing could be done, 2 for usage errors.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -15,6 +16,10 @@ from pathlib import Path
 from fetometry import DISCLAIMER, __version__
 
 log = logging.getLogger("fetometry")
+
+#: Verbs that live beside the code they drive: each module has ``register(subparsers)``,
+#: which adds its parser and sets ``func``; heavy imports stay inside the verb's function.
+VERB_MODULES: list[str] = []
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_output", help="output folder")
     p.add_argument("--model", default=None, help="shipped model name or weights folder")
     p.set_defaults(func=_cmd_demo)
+
+    for module_name in VERB_MODULES:
+        importlib.import_module(module_name).register(verbs)
     return parser
 
 
