@@ -21,6 +21,11 @@ def weights_root() -> Path:
     return PACKAGE_DIR.parents[1] / "weights"  # src/fetometry -> repository root
 
 
+def shipped_models() -> list[str]:
+    """Names of the weights folders under weights_root(), sorted."""
+    return sorted(p.name for p in weights_root().glob("*") if (p / "config.json").is_file())
+
+
 def resolve_weights(name_or_path: str | Path | None) -> Path:
     """A shipped model name (``attention-unet``) or a weights folder -> that folder."""
     candidate = Path(name_or_path or DEFAULT_MODEL)
@@ -29,7 +34,7 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
     folder = weights_root() / str(name_or_path or DEFAULT_MODEL)
     if (folder / "config.json").is_file():
         return folder
-    shipped = sorted(p.name for p in weights_root().glob("*") if (p / "config.json").is_file())
+    shipped = shipped_models()
     raise FileNotFoundError(
         f"no model {str(name_or_path)!r}: give a shipped name ({', '.join(shipped) or 'none found'}) "
         "or a folder holding model.safetensors + config.json"

@@ -1,0 +1,262 @@
+"""The model comparison table: every trained model scored on one protocol.
+
+    fetometry benchmark --data ../shared/data/hc18 [--models a,b,...] [--tta] --out DIR
+
+Protocol (the same for every row): the subject-grouped validation split of the models'
+recipes (all rows must share it; the command refuses otherwise), each image at its
+original resolution, the model's own calibrated HC offset, largest-component ellipse
+fit, optional flip TTA. Per model: Dice, IoU, recall, precision, mAP, Hausdorff (mm),
+HC absolute error (mean and SD, mm), within-subject HC repeatability, parameters, GMACs
+and CPU latency at 256x256, and how long the model trained on which hardware (from its
+weights' config; never re-timed here).
+
+Within-subject repeatability: HC18 has several images of some subjects (``010_HC``,
+``010_2HC``). For each such subject, the mean absolute HC difference over all pairs of
+its images; then the mean over subjects. Computed for the model's HCs and, next to it,
+for the sonographers' own reference HCs from the CSV on the same images, so the two are
+comparable (the images of one subject may be different planes, so neither is zero).
+
+Writes DIR/benchmark.json, DIR/benchmark.csv, DIR/benchmark.md and DIR/benchmark.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fetometry.data.splits import split_samples, subject_id
+from fetometry.evaluation.metrics import SegmentationMetrics
+
+log = logging.getLogger(__name__)
+
+#: Columns of benchmark.csv / the Markdown table, in order.
+COLUMNS = [
+    "model", "variant", "tta", "n", "dice", "iou", "recall", "precision", "map", "hausdorff_mm",
+    "hc_mae_mm", "hc_sd_mm", "hc_measured", "repeatability_model_mm", "repeatability_reference_mm",
+    "params_m", "gmacs_256", "cpu_ms_256", "train_minutes", "train_hardware",
+]
+
+
+def validation_split(samples, recipe: dict) -> list:
+    """The subject-grouped validation split of a training recipe."""
+    fractions = {"train": 1 - recipe["val_fraction"], "val": recipe["val_fraction"]}
+    return split_samples(samples, fractions, seed=recipe["split_seed"])["val"]
+
+
+def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None]) -> dict:
+    """Mean over subjects of the mean |HC_i - HC_j| over pairs of one subject's images.
+
+    Images without an HC (None) are left out; subjects with fewer than two HCs are too.
+    """
+    by_subject: dict[str, list[float]] = defaultdict(list)
+    for name, hc in zip(names, hcs):
+        if hc is not None:
+            by_subject[subject_id(name)].append(float(hc))
+    per_subject = [np.mean([abs(a - b) for a, b in itertools.combinations(values, 2)]) for values in by_subject.values() if len(values) > 1]
+    return {"mean_abs_difference_mm": float(np.mean(per_subject)) if per_subject else None, "subjects": len(per_subject)}
+
+
+def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = True) -> dict:
+    """Segment, fit and measure every sample; segmentation and HC metrics over all of them."""
+    from fetometry.pipeline import ImageInput, predict_images
+
+    predictor.tta = tta
+    started = time.perf_counter()
+    results = predict_images(predictor, [ImageInput.from_sample(s) for s in samples], progress=progress)
+    seconds = time.perf_counter() - started
+    metrics = SegmentationMetrics()
+    statuses: dict[str, int] = defaultdict(int)
+    for sample, result in zip(samples, results):
+        statuses[result.status] += 1
+        hc = result.measurement.hc_mm if result.measurement else None
+        mask = result.prediction.mask if result.prediction is not None else None
+        score = result.prediction.confidence if result.prediction is not None else None
+        metrics.add(sample.name, mask, sample.load_mask(), sample.pixel_size_mm, hc, sample.hc_mm, score)
+    summary = metrics.summary()
+    rows = metrics.rows()
+    hc_abs = [r["hc_abs_difference_mm"] for r in rows if r["hc_abs_difference_mm"] is not None]
+    names = [r["name"] for r in rows]
+    flat = {name: stats["mean"] for name, stats in summary["metrics"].items()}
+    flat.update(
+        n=len(samples),
+        statuses=dict(statuses),
+        map=summary["map"],
+        hc_measured=len(hc_abs),
+        hc_mae_mm=float(np.mean(hc_abs)) if hc_abs else None,
+        hc_sd_mm=float(np.std(hc_abs, ddof=1)) if len(hc_abs) > 1 else None,
+        repeatability_model=within_subject_repeatability(names, [r["pred_hc_mm"] for r in rows]),
+        repeatability_reference=within_subject_repeatability(names, [r["ref_hc_mm"] for r in rows]),
+        seconds_per_image=seconds / max(1, len(samples)),
+        tta=tta,
+    )
+    return {"summary": flat, "rows": rows}
+
+
+def model_cost(predictor, *, repeats: int = 5) -> dict:
+    """Parameters, GMACs and median CPU latency of one 256x256 image (see complexity.py)."""
+    from fetometry.evaluation.complexity import Inference, count_gmacs, count_parameters, cpu_latency_ms
+
+    inference = Inference(predictor.model)
+    return {
+        "params": count_parameters(predictor.model),
+        "gmacs_256": count_gmacs(inference),
+        "cpu_ms_256": cpu_latency_ms(inference, repeats=repeats),
+        "inference": inference.description,
+    }
+
+
+def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repeats: int = 5) -> dict:
+    """One table row (flat keys of COLUMNS) plus the raw scores and per-image rows."""
+    scored = score_predictor(predictor, samples, tta=tta, progress=progress)
+    s = scored["summary"]
+    cost = model_cost(predictor, repeats=repeats)
+    training = predictor.config.get("training", {})
+    hardware = training.get("hardware", {})
+    row = {
+        "model": predictor.name,
+        "variant": predictor.config.get("variant", ""),
+        "tta": "flip" if tta else "none",
+        "n": s["n"],
+        "dice": s["dice"],
+        "iou": s["iou"],
+        "recall": s["recall"],
+        "precision": s["precision"],
+        "map": s["map"],
+        "hausdorff_mm": s["hausdorff_mm"],
+        "hc_mae_mm": s["hc_mae_mm"],
+        "hc_sd_mm": s["hc_sd_mm"],
+        "hc_measured": s["hc_measured"],
+        "repeatability_model_mm": s["repeatability_model"]["mean_abs_difference_mm"],
+        "repeatability_reference_mm": s["repeatability_reference"]["mean_abs_difference_mm"],
+        "params_m": cost["params"] / 1e6,
+        "gmacs_256": cost["gmacs_256"],
+        "cpu_ms_256": cost["cpu_ms_256"],
+        "train_minutes": training["wall_time_s"] / 60 if training.get("wall_time_s") else None,
+        "train_hardware": f"{hardware.get('cpu', '?')}, {hardware.get('threads', '?')} threads" if hardware else "unknown",
+    }
+    return {"row": row, "summary": s, "cost": cost, "per_image": scored["rows"]}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    header = (
+        "| model | variant | TTA | n | Dice | IoU | recall | mAP | HD mm | HC MAE mm | HC SD mm | "
+        "repeat. model mm | repeat. sonographer mm | params M | GMACs | CPU ms | trained min | hardware |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['tta']} | {r['n']} | {_fmt(r['dice'])} | {_fmt(r['iou'])} | {_fmt(r['recall'])} | "
+            f"{_fmt(r['map'])} | {_fmt(r['hausdorff_mm'], 2)} | {_fmt(r['hc_mae_mm'], 2)} | {_fmt(r['hc_sd_mm'], 2)} | "
+            f"{_fmt(r['repeatability_model_mm'], 2)} | {_fmt(r['repeatability_reference_mm'], 2)} | {_fmt(r['params_m'], 2)} | "
+            f"{_fmt(r['gmacs_256'], 2)} | {_fmt(r['cpu_ms_256'], 0)} | {_fmt(r['train_minutes'], 0)} | {r['train_hardware']} |"
+        )
+    return "\n".join(lines)
+
+
+def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """benchmark.json (everything), .csv and .md (the table), .png (HC error vs latency)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [entry["row"] for entry in report["models"]]
+    paths = {"json": out / "benchmark.json", "csv": out / "benchmark.csv", "md": out / "benchmark.md", "png": out / "benchmark.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True, default=float))
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    protocol = report["protocol"]
+    paths["md"].write_text(
+        f"Date {report['date']}; scored on {report['hardware']['cpu']} ({report['hardware']['threads']} threads), "
+        f"torch {report['hardware']['torch']}.\n\nProtocol: {protocol}\n\n{markdown_table(rows)}\n"
+    )
+    _plot(rows, paths["png"])
+    return paths
+
+
+def _plot(rows: Sequence[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for r in rows:
+        if r["hc_mae_mm"] is None:
+            continue
+        ax.scatter(r["cpu_ms_256"], r["hc_mae_mm"], s=30 + 200 * (r["dice"] or 0) ** 8)
+        ax.annotate(f"{r['model']} ({r['tta']})", (r["cpu_ms_256"], r["hc_mae_mm"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("CPU latency per 256x256 image (ms, median)")
+    ax.set_ylabel("HC mean absolute error (mm)")
+    ax.set_title("fetometry benchmark (marker size ~ Dice)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_benchmark(models: Sequence[str], data: str | Path, out_dir: str | Path, *, tta_modes: Sequence[bool] = (False,), progress: bool = True, repeats: int = 5) -> dict:
+    """Load each shipped model (name or weights folder), score it on the shared split."""
+    from fetometry.data.hc18 import load_hc18
+    from fetometry.inference.predictor import Predictor
+    from fetometry.training.trainer import hardware_description
+
+    samples = load_hc18(data)
+    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "data": str(data), "models": []}
+    split_names: list[str] | None = None
+    for name in models:
+        predictor = Predictor.from_weights(name)
+        val = validation_split(samples, predictor.config["training"]["recipe"])
+        names = sorted(s.name for s in val)
+        if split_names is not None and names != split_names:
+            raise ValueError(f"{name}: its recipe's validation split differs from the first model's; the table needs one protocol")
+        split_names = names
+        for tta in tta_modes:
+            log.info("benchmark: %s (tta=%s) on %d validation images", name, tta, len(val))
+            report["models"].append(benchmark_row(predictor, val, tta=tta, progress=progress, repeats=repeats))
+    recipe = predictor.config["training"]["recipe"]
+    report["protocol"] = (
+        f"subject-grouped validation split (val_fraction {recipe['val_fraction']}, split_seed {recipe['split_seed']}, "
+        f"{len(split_names or [])} images of {len({subject_id(n) for n in split_names or []})} subjects), original resolution, "
+        "largest component, robust ellipse fit, HC offset calibrated on the training split; latency: one 256x256 image, "
+        "bf16 autocast + channels_last, median of repeated runs in this process"
+    )
+    report["paths"] = {k: str(v) for k, v in write_outputs(report, out_dir).items()}
+    return report
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("benchmark", help="score the trained models on one protocol: Markdown, CSV and a plot")
+    p.add_argument("--data", required=True, help="HC18-layout folder with reference masks and HCs")
+    p.add_argument("--models", default=None, help="comma-separated shipped model names or weights folders (default: all shipped)")
+    p.add_argument("--tta", action="store_true", help="also score every model with flip TTA")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency column (median)")
+    p.add_argument("--out", default="benchmark_output", help="output folder")
+    p.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args) -> int:
+    from fetometry.resources import shipped_models
+
+    models = args.models.split(",") if args.models else shipped_models()
+    if not models:
+        raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
+    report = run_benchmark(models, args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats)
+    print(Path(report["paths"]["md"]).read_text())
+    print(f"wrote {', '.join(report['paths'].values())}")
+    return 0

@@ -1,0 +1,42 @@
+"""`fetometry benchmark`: the comparison table on one protocol."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from fetometry.cli import main
+from fetometry.evaluation.benchmark import COLUMNS, within_subject_repeatability
+
+
+def test_repeatability_is_the_mean_over_subjects_of_pairwise_differences():
+    names = ["010_HC.png", "010_2HC.png", "010_3HC.png", "011_HC.png", "011_2HC.png", "012_HC.png"]
+    hcs = [100.0, 102.0, 106.0, 200.0, 201.0, 150.0]
+    result = within_subject_repeatability(names, hcs)
+    # subject 010: pairs |100-102|, |100-106|, |102-106| -> mean 4; subject 011: 1; 012 has one image.
+    assert result == {"mean_abs_difference_mm": pytest.approx(2.5), "subjects": 2}
+
+
+def test_repeatability_leaves_out_images_without_an_hc():
+    result = within_subject_repeatability(["010_HC.png", "010_2HC.png", "011_HC.png"], [100.0, None, 120.0])
+    assert result == {"mean_abs_difference_mm": None, "subjects": 0}
+
+
+def test_benchmark_writes_table_csv_json_and_plot(tiny_weights, phantom_hc18, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["-q", "benchmark", "--data", str(phantom_hc18), "--models", str(tiny_weights), "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    (entry,) = report["models"]
+    row = entry["row"]
+    assert row["n"] == len(entry["per_image"]) > 0
+    assert 0.0 <= row["dice"] <= 1.0 and row["params_m"] > 0 and row["cpu_ms_256"] > 0
+    with (out / "benchmark.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == COLUMNS and len(rows) == 1
+    table = (out / "benchmark.md").read_text()
+    assert "| HC MAE mm |" in table and "Protocol:" in table
+    assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert "benchmark.md" in capsys.readouterr().out
