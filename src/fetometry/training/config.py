@@ -37,6 +37,11 @@ class TrainConfig:
     channels_last: bool = True
     #: Stop after this many optimizer steps in total (tests, smoke runs); 0 = no limit.
     max_steps: int = 0
+    #: Exponential moving average of the weights (e.g. 0.999); 0 = off. With it, validation,
+    #: the best checkpoint and the exported weights use the averaged weights.
+    ema_decay: float = 0.0
+    #: Stop when validation Dice has not improved for this many epochs; 0 = never.
+    early_stopping_patience: int = 0
 
     @property
     def canvas_hw(self) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from fetometry.biometry.measures import calibrate_offset_px
 from fetometry.data.sample import Sample
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
+from fetometry.training.distributed import DistributedContext
 from fetometry.training.model_card import write_model_card
 from fetometry.training.trainer import hardware_description, train
 
@@ -60,7 +61,9 @@ def train_and_export(config: TrainConfig, data_dir: str | Path, run_dir: str | P
     samples = load_dataset(data_dir)
     if not samples:
         raise ValueError(f"{data_dir}: no annotated images to train on")
-    result = train(config, samples, run_dir, progress=progress)
+    train(config, samples, run_dir, progress=progress)
+    if not DistributedContext.from_environment().is_main:
+        return run_dir / "model"  # rank 0 calibrates and exports
     train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
     calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
     data = {"path": str(data_dir), "layout": samples[0].source or "folder", "images": len(samples)}

@@ -1,9 +1,11 @@
-"""The one trainer for every feed-forward model.
+"""The one trainer for every model (the diffusion model brings its loss through a hook).
 
 CPU-first: bf16 autocast (AMX) and channels_last. Each epoch writes a checkpoint that
-resumes the run exactly (model, optimizer, epoch; data order and augmentation are
+resumes the run exactly (model, EMA, optimizer, epoch; data order and augmentation are
 functions of (seed, epoch)). The best epoch by validation Dice is kept as
 ``best.safetensors``; ``export_model`` turns it into a shippable weights folder.
+Optional: an exponential moving average of the weights, early stopping, and
+data-parallel training over several processes (see ``distributed.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fetometry.models import create_model
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
 from fetometry.training.dataset import SegmentationDataset
+from fetometry.training.distributed import DistributedContext, average_gradients, barrier, broadcast_buffers, broadcast_parameters
 from fetometry.training.losses import dice_bce_loss
 
 log = logging.getLogger(__name__)
@@ -94,10 +97,17 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.dist = DistributedContext.from_environment()
+        self.dist.initialise()
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.dist.world_size} processes")
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, config.variant, **config.model_kwargs)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if self.dist.enabled:
+            broadcast_parameters(self.model)
+        self.ema = _copy_model(self.model) if config.ema_decay > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.start_epoch = 0
         self.step = 0
@@ -108,8 +118,12 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
+        if not self.dist.is_main:
+            return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         save_weights(self.model, self.ckpt_dir / "last.safetensors")
+        if self.ema is not None:
+            save_weights(self.ema, self.ckpt_dir / "last_ema.safetensors")
         state = {
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
@@ -128,6 +142,8 @@ class Trainer:
         if not (state_path.is_file() and weights_path.is_file()):
             return False
         load_weights(self.model, weights_path)
+        if self.ema is not None:
+            load_weights(self.ema, self.ckpt_dir / "last_ema.safetensors")
         state = torch.load(state_path, weights_only=True)  # our own file; still no unpickling
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"]) + 1
@@ -158,11 +174,31 @@ class Trainer:
                 loss = self._loss(self._to_input(images), masks)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.dist.enabled:
+                average_gradients(self.model, self.dist.world_size)
             self.optimizer.step()
+            if self.dist.enabled:
+                broadcast_buffers(self.model)  # BatchNorm statistics: rank 0's on every rank, as DDP does
+            self._update_ema()
             self.step += 1
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.config.ema_decay
+        for averaged, current in zip(self.ema.parameters(), self.model.parameters()):
+            averaged.lerp_(current, 1.0 - decay)
+        for averaged, current in zip(self.ema.buffers(), self.model.buffers()):
+            averaged.copy_(current)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are validated and exported: the EMA when enabled."""
+        return self.ema if self.ema is not None else self.model
 
     def _loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """A model's own ``training_loss`` hook (diffusion) or Dice + BCE on its logits."""
@@ -171,13 +207,14 @@ class Trainer:
         return dice_bce_loss(self.model(images), masks, bce_weight=self.config.bce_weight)
 
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        if hasattr(self.model, "predict_proba"):
-            return self.model.predict_proba(images).float()
-        return torch.sigmoid(self.model(images).float())
+        model = self.eval_model
+        if hasattr(model, "predict_proba"):
+            return model.predict_proba(images).float()
+        return torch.sigmoid(model(images).float())
 
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> float:
-        self.model.eval()
+        self.eval_model.eval()
         scores: list[float] = []
         for images, masks in loader:
             with self._autocast():
@@ -187,15 +224,17 @@ class Trainer:
 
     def fit(self, samples: list[Sample], *, augment=None) -> TrainResult:
         config = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         splits = split_samples(samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed)
-        (self.run_dir / "split.json").write_text(json.dumps({k: sorted(s.name for s in v) for k, v in splits.items()}, indent=1))
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            (self.run_dir / "split.json").write_text(json.dumps({k: sorted(s.name for s in v) for k, v in splits.items()}, indent=1))
         if not splits["train"]:
             raise ValueError("the training split is empty: give more images or a smaller val_fraction")
         train_set = SegmentationDataset(splits["train"], config.canvas_hw, augment=augment, seed=config.seed, progress=self.progress)
         val_set = SegmentationDataset(splits["val"], config.canvas_hw, progress=self.progress) if splits["val"] else None
-        steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+        rank_batch = config.batch_size // self.dist.world_size  # the global batch is config.batch_size
+        steps_per_epoch = math.ceil(len(self.dist.shard(list(range(len(train_set))))) / rank_batch)
         total_steps = steps_per_epoch * config.epochs
         if config.max_steps:
             total_steps = min(total_steps, config.max_steps)
@@ -206,16 +245,13 @@ class Trainer:
         for epoch in range(self.start_epoch, config.epochs):
             if config.max_steps and self.step >= config.max_steps:
                 break
-            train_set.set_epoch(epoch)
-            # Data order is a function of (seed, epoch): a resumed run replays it exactly.
-            order = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=order, drop_last=len(train_set) > config.batch_size)
-            train_loss = self.train_epoch(loader, epoch, total_steps, warmup_steps)
+            train_loss = self.train_epoch(self._epoch_loader(train_set, epoch, rank_batch), epoch, total_steps, warmup_steps)
             val_dice = self.validate(DataLoader(val_set, batch_size=config.batch_size)) if val_set else float("nan")
             if val_set is None or val_dice > self.best_val_dice:
                 self.best_val_dice, self.best_epoch = val_dice, epoch
-                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                save_weights(self.model, self.ckpt_dir / "best.safetensors")
+                if self.dist.is_main:
+                    self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                    save_weights(self.eval_model, self.ckpt_dir / "best.safetensors")
             row = {
                 "epoch": epoch + 1,
                 "step": self.step,
@@ -227,13 +263,31 @@ class Trainer:
             self.history.append(row)
             self._log_row(row)
             self.save_checkpoint(epoch)
+            barrier(self.dist)
             log.info("epoch %d: loss %.4f, val Dice %.4f", epoch + 1, train_loss, val_dice)
+            if self._should_stop_early():
+                log.info("early stopping: no better validation Dice for %d epochs (best: epoch %d)", config.early_stopping_patience, self.best_epoch + 1)
+                break
         wall = self.history[-1]["wall_time_s"] if self.history else 0.0
         result = TrainResult(self.run_dir, self.best_val_dice, self.best_epoch + 1, len(self.history), wall, self.history)
         self._write_manifest(result, splits, skipped=train_set.skipped + (val_set.skipped if val_set else []))
         return result
 
+    def _epoch_loader(self, train_set: SegmentationDataset, epoch: int, rank_batch: int) -> DataLoader:
+        """Data order is a function of (seed, epoch): a resumed run replays it exactly; each
+        process of a distributed run takes its own shard of that one order."""
+        train_set.set_epoch(epoch)
+        order = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
+        indices = self.dist.shard(torch.randperm(len(train_set), generator=order).tolist())
+        return DataLoader(train_set, batch_size=rank_batch, sampler=indices, drop_last=len(indices) > rank_batch)
+
+    def _should_stop_early(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return patience > 0 and len(self.history) - 1 - self.best_epoch >= patience
+
     def _log_row(self, row: dict) -> None:
+        if not self.dist.is_main:
+            return
         path = self.run_dir / "log.csv"
         new = not path.exists()
         with path.open("a", newline="") as handle:
@@ -243,6 +297,8 @@ class Trainer:
             writer.writerow(row)
 
     def _write_manifest(self, result: TrainResult, splits: dict, skipped: list) -> None:
+        if not self.dist.is_main:
+            return
         manifest = {
             "config": self.config.to_dict(),
             "split": {k: len(v) for k, v in splits.items()},
@@ -255,9 +311,20 @@ class Trainer:
             "best_epoch": result.best_epoch,
             "best_val_dice_canvas": result.best_val_dice,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "processes": self.dist.world_size,
+            "stopped_early": result.epochs_run < self.config.epochs and not self.config.max_steps,
             "date": time.strftime("%Y-%m-%d"),
         }
         (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    averaged = copy.deepcopy(model)
+    for p in averaged.parameters():
+        p.requires_grad_(False)
+    return averaged
 
 
 def train(config: TrainConfig, samples: list[Sample], run_dir: str | Path, *, progress: bool = True) -> TrainResult:
