@@ -282,7 +282,8 @@ def test_hc_alone_gives_estimated_ga_and_no_centile():
     assert summary["ga_intergrowth_weeks"] is None  # beyond its 98-181 days
     assert any("INTERGROWTH-21st dating formula's range" in note for note in summary["notes"])
     assert any("no centile" in note for note in summary["notes"])
-    assert all(summary[f"{m}_centile"] is None and summary[f"{m}_z"] is None for m in growth.MEASURES)
+    placement_keys = {f"{m}_{kind}" for m in (*growth.MEASURES, "efw") for kind in ("z", "centile")}
+    assert not placement_keys & set(summary)  # no centile keys at all without an independent GA
     assert summary["flags"] == []
     json.dumps(summary)  # JSON-ready
 
@@ -346,9 +347,9 @@ def test_summary_bad_input_is_a_clear_error(kwargs, match):
 
 
 def test_summary_keys_are_stable():
-    expected = {"ga_weeks", "ga_source", "ga_hadlock_weeks", "ga_intergrowth_weeks", "efw_g", "efw_z",
-                "efw_centile", "flags", "notes", "standards"}
-    expected |= {f"{m}_{kind}" for m in growth.MEASURES for kind in ("z", "centile")}
-    assert set(clinical_summary().keys()) == expected
-    assert set(clinical_summary(hc_mm=200.0, ga_weeks=22, ga_source="lmp").keys()) == expected
+    without_ga = {"ga_weeks", "ga_source", "ga_hadlock_weeks", "ga_intergrowth_weeks", "efw_g", "flags", "notes", "standards"}
+    with_ga = without_ga | {"efw_z", "efw_centile"} | {f"{m}_{kind}" for m in growth.MEASURES for kind in ("z", "centile")}
+    assert set(clinical_summary().keys()) == without_ga
+    assert set(clinical_summary(hc_mm=200.0).keys()) == without_ga
+    assert set(clinical_summary(hc_mm=200.0, ga_weeks=22, ga_source="lmp").keys()) == with_ga
     assert assess.STANDARDS["growth"].startswith("INTERGROWTH-21st")

@@ -8,8 +8,9 @@ estimates and NO centile: a centile from a GA estimated from the same HC is circ
 a note saying why, never an extrapolated number.
 
 The result is JSON-ready (floats rounded for display: GA to 0.01 week, z to 0.01,
-centiles to 0.1, EFW to 1 g). Every key is always present; ``None`` means "not
-computable from these inputs" and ``notes`` says why.
+centiles to 0.1, EFW to 1 g). The z-score and centile keys exist only when a GA was
+given (the contract of ``measure --json``); every other key is always present, and
+``None`` means "not computable from these inputs", with ``notes`` saying why.
 """
 
 from __future__ import annotations
@@ -167,12 +168,14 @@ def clinical_summary(
     efw_values = _efw(values, ga, notes)
 
     summary: dict[str, Any] = {"ga_weeks": _rounded(ga, 2), "ga_source": source, **estimates}
-    for measure in MEASURES:
-        summary[f"{measure}_z"] = _rounded(placed[f"{measure}_z"], 2)
-        summary[f"{measure}_centile"] = _rounded(placed[f"{measure}_centile"], 1)
+    if ga is not None:
+        for measure in MEASURES:
+            summary[f"{measure}_z"] = _rounded(placed[f"{measure}_z"], 2)
+            summary[f"{measure}_centile"] = _rounded(placed[f"{measure}_centile"], 1)
     summary["efw_g"] = _rounded(efw_values[0], 0)
-    summary["efw_z"] = _rounded(efw_values[1], 2)
-    summary["efw_centile"] = _rounded(efw_values[2], 1)
+    if ga is not None:
+        summary["efw_z"] = _rounded(efw_values[1], 2)
+        summary["efw_centile"] = _rounded(efw_values[2], 1)
     summary["flags"] = _collect_flags(values, placed, efw_values)
     summary["notes"] = notes
     summary["standards"] = dict(STANDARDS)
