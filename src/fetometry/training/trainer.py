@@ -124,33 +124,28 @@ class Trainer:
         save_weights(self.model, self.ckpt_dir / "last.safetensors")
         if self.ema is not None:
             save_weights(self.ema, self.ckpt_dir / "last_ema.safetensors")
-        state = {
-            "optimizer": self.optimizer.state_dict(),
+        write_optimizer_state(self.optimizer, self.ckpt_dir / "last_state", {
             "epoch": epoch,
             "step": self.step,
             "best_val_dice": self.best_val_dice,
             "best_epoch": self.best_epoch,
-            "history": json.dumps(self.history),
-        }
-        tmp = self.ckpt_dir / "last_state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.ckpt_dir / "last_state.pt")  # atomic: a kill never leaves half a file
+            "history": self.history,
+        })
 
     def try_resume(self) -> bool:
-        state_path = self.ckpt_dir / "last_state.pt"
+        state_path = self.ckpt_dir / "last_state.json"
         weights_path = self.ckpt_dir / "last.safetensors"
         if not (state_path.is_file() and weights_path.is_file()):
             return False
         load_weights(self.model, weights_path)
         if self.ema is not None:
             load_weights(self.ema, self.ckpt_dir / "last_ema.safetensors")
-        state = torch.load(state_path, weights_only=True)  # our own file; still no unpickling
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = read_optimizer_state(self.optimizer, self.ckpt_dir / "last_state")
         self.start_epoch = int(state["epoch"]) + 1
         self.step = int(state["step"])
         self.best_val_dice = float(state["best_val_dice"])
         self.best_epoch = int(state["best_epoch"])
-        self.history = json.loads(state["history"])
+        self.history = state["history"]
         log.info("resumed after epoch %d of %d (step %d)", self.start_epoch, self.config.epochs, self.step)
         return True
 
@@ -316,6 +311,51 @@ class Trainer:
             "date": time.strftime("%Y-%m-%d"),
         }
         (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def write_optimizer_state(optimizer: torch.optim.Optimizer, stem: Path, extra: dict) -> None:
+    """Optimizer tensors -> STEM.safetensors, everything else -> STEM.json (no pickle).
+
+    Each file is written to a temporary name and renamed (atomic); the JSON goes last
+    and names the tensors file's epoch, so a kill between the two is detected on resume.
+    """
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    meta = {"epoch": str(extra["epoch"])}
+    tmp = stem.with_suffix(".safetensors.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(stem.with_suffix(".safetensors"))
+    document = {**extra, "param_groups": state["param_groups"], "scalars": scalars}
+    tmp = stem.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(document))
+    tmp.replace(stem.with_suffix(".json"))
+
+
+def read_optimizer_state(optimizer: torch.optim.Optimizer, stem: Path) -> dict:
+    """Load what ``write_optimizer_state`` wrote into ``optimizer``; returns the extra fields."""
+    from safetensors import safe_open
+
+    document = json.loads(stem.with_suffix(".json").read_text())
+    state: dict[int, dict] = {}
+    with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as handle:
+        if handle.metadata().get("epoch") != str(document["epoch"]):
+            raise ValueError(f"{stem}: optimizer tensors and state are from different epochs; delete the checkpoints folder to restart")
+        for name in handle.keys():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = handle.get_tensor(name)
+    for name, value in document["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": document["param_groups"]})
+    return document
 
 
 def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
