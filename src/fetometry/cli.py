@@ -19,7 +19,7 @@ log = logging.getLogger("fetometry")
 
 #: Verbs that live beside the code they drive: each module has ``register(subparsers)``,
 #: which adds its parser and sets ``func``; heavy imports stay inside the verb's function.
-VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark"]
+VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.command"]
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:

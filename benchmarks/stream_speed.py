@@ -1,0 +1,201 @@
+"""Stream speed: frames per second end to end on an 800x540 cine loop, PyTorch vs onnxruntime.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/stream_speed.py [--model unext] [--frames 60]
+
+End to end = what `fetometry stream` does after the model is loaded: open and decode the
+loop (MJPG AVI, or a DICOM cine with --format dicom), segment (Predictor.predict_batch),
+fit the ellipse, measure, quality gate, temporal consistency and smoothing, write
+frames.csv and best_frame.png. The loop is a synthetic phantom head (fetometry.data.
+synthetic) drifting and growing over the frames. Both backends run in the same process on
+the same file, median of --repeats runs each; the ratio onnx / torch is of those medians.
+"torch" is the Predictor as shipped: PyTorch eager (no compilation), bf16 autocast,
+channels_last; "torch-fp32" the same without autocast (plain fp32 eager). A per-stage breakdown (sequential, no threads) shows where the time goes.
+
+The machine's state is recorded honestly: threads used, CPU affinity and load averages
+before and after (other processes, e.g. training, share the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fetometry.data.synthetic import make_phantom
+from fetometry.inference.predictor import Predictor
+from fetometry.io.video import open_source
+from fetometry.pipeline import measure_prediction
+from fetometry.stream.command import build_predictor
+from fetometry.stream.processor import assess_frame, run_stream
+from fetometry.training.trainer import hardware_description
+
+REPO = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 540, 800
+PIXEL_SIZE_MM = 0.15
+
+
+class Fp32Predictor(Predictor):
+    """The shipped Predictor without bf16 autocast: plain PyTorch eager in fp32."""
+
+    @torch.no_grad()
+    def _probabilities(self, canvases: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(canvases)[:, None].contiguous(memory_format=torch.channels_last)
+        return self._forward_proba(x)[:, 0].numpy()
+
+
+def make_predictor(model: str, backend: str, work: Path) -> Predictor:
+    """torch (as shipped: bf16 autocast), torch-fp32 (no autocast) or onnx."""
+    if backend == "torch-fp32":
+        shipped = build_predictor(model, "torch", work)
+        return Fp32Predictor(shipped.model, canvas_hw=shipped.canvas_hw, threshold=shipped.threshold, config=shipped.config)
+    return build_predictor(model, backend, work)
+
+
+def phantom_loop(n_frames: int, *, seed: int = 0) -> np.ndarray:
+    """(N, 540, 800) float32: one head drifting right and growing by about 10% over the loop."""
+    frames = []
+    for i in range(n_frames):
+        t = i / max(1, n_frames - 1)
+        phantom = make_phantom(
+            height=HEIGHT, width=WIDTH, rng_or_seed=seed, semi_major_px=150.0 * (1 + 0.1 * t),
+            semi_minor_px=118.0 * (1 + 0.1 * t), angle_rad=0.25, center=(360.0 + 80.0 * t, 290.0),
+            pixel_size_mm=PIXEL_SIZE_MM,
+        )
+        frames.append(phantom.image)
+    return np.stack(frames)
+
+
+def write_loop(frames: np.ndarray, folder: Path, kind: str) -> Path:
+    if kind == "dicom":
+        from fetometry.io.dicom import write_ultrasound_dicom
+
+        return write_ultrasound_dicom(folder / "loop.dcm", frames, pixel_size_mm=PIXEL_SIZE_MM, frame_time_ms=1000 / 30)
+    path = folder / "loop.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (WIDTH, HEIGHT), False)
+    for frame in frames:
+        writer.write(np.round(frame * 255).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def stream_once(predictor: Predictor, loop: Path, backend: str) -> tuple[float, float, dict]:
+    """One end-to-end pass: open + run_stream (read, segment, fit, measure, gate, write).
+
+    Returns (wall s, CPU s of this process, summary)."""
+    with tempfile.TemporaryDirectory() as out:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with open_source(loop, pixel_size_mm=PIXEL_SIZE_MM) as source:
+            summary = run_stream(source, predictor, out, backend=backend, progress=False)
+        return time.perf_counter() - wall, time.process_time() - cpu, summary
+
+
+def end_to_end(predictors: dict[str, Predictor], loop: Path, repeats: int) -> dict[str, dict]:
+    """Median over repeats per backend; runs interleave (torch, onnx, torch, ...) so that a
+    change of load on the machine hits both backends alike."""
+    runs: dict[str, list] = {name: [] for name in predictors}
+    for _ in range(repeats):
+        for name, predictor in predictors.items():
+            runs[name].append(stream_once(predictor, loop, name))
+    results = {}
+    for name, passes in runs.items():
+        wall = statistics.median(p[0] for p in passes)
+        cpu = statistics.median(p[1] for p in passes)
+        summary = passes[-1][2]
+        results[name] = {
+            "runs_s": [round(p[0], 3) for p in passes], "median_s": round(wall, 3),
+            "fps": round(summary["frames"] / wall, 2),
+            # CPU seconds of this process per frame: what a dedicated core would need
+            # (an estimate; contention also slows the CPU work itself through caches).
+            "cpu_ms_per_frame": round(cpu * 1000 / summary["frames"], 1),
+            "frames": summary["frames"], "frames_accepted": summary["frames_accepted"],
+            "hc_mm_median_accepted": summary["hc_mm_median_accepted"],
+        }
+    return results
+
+
+def stages(predictor: Predictor, frames: np.ndarray, n: int = 12) -> dict:
+    """Sequential wall and CPU ms per frame of each stage, on n frames in batches."""
+    images = list(frames[:n])
+    n = len(images)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, work):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = work()
+        timings[f"{name}_wall_ms"] = round((time.perf_counter() - wall) * 1000 / n, 1)
+        timings[f"{name}_cpu_ms"] = round((time.process_time() - cpu) * 1000 / n, 1)
+        return out
+
+    batch = predictor.batch_size
+    predictions = timed("segment", lambda: [p for i in range(0, n, batch) for p in predictor.predict_batch(images[i:i + batch])])
+    results = timed("fit_measure", lambda: [measure_prediction("f", p, PIXEL_SIZE_MM, offset_px=predictor.hc_offset_px) for p in predictions])
+    timed("quality_gate", lambda: [assess_frame(r, image.shape) for image, r in zip(images, results)])
+    return timings
+
+
+def machine_state() -> dict:
+    return {
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="unext")
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--format", choices=("avi", "dicom"), default="avi")
+    parser.add_argument("--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx")
+    parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_speed.json"))
+    args = parser.parse_args(argv)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "hardware": hardware_description(), "model": args.model,
+              "loop": {"height": HEIGHT, "width": WIDTH, "frames": args.frames, "format": args.format},
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "note": args.note,
+              "machine_before": machine_state(), "backends": {}}
+    frames = phantom_loop(args.frames)
+    with tempfile.TemporaryDirectory() as work:
+        loop = write_loop(frames, Path(work), args.format)
+        predictors = {}
+        for backend in args.backends.split(","):
+            try:
+                predictors[backend] = make_predictor(args.model, backend, Path(work))
+            except ImportError as error:
+                report["backends"][backend] = {"error": f"backend unavailable: {error}"}
+                continue
+            predictors[backend].predict_batch(list(frames[:predictors[backend].batch_size]))  # warm-up
+        for backend, result in end_to_end(predictors, loop, args.repeats).items():
+            result["stages_sequential"] = stages(predictors[backend], frames)
+            report["backends"][backend] = result
+            print(f"{backend}: {result['fps']} fps end to end (runs {result['runs_s']} s, {result['cpu_ms_per_frame']} CPU ms/frame), stages {result['stages_sequential']}", flush=True)
+    report["machine_after"] = machine_state()
+    fps = {name: r.get("fps") for name, r in report["backends"].items()}
+    if fps.get("torch") and fps.get("onnx"):
+        report["onnx_over_torch_fps"] = round(fps["onnx"] / fps["torch"], 3)
+        cpu = {name: report["backends"][name]["cpu_ms_per_frame"] for name in ("torch", "onnx")}
+        report["torch_over_onnx_cpu_ms_per_frame"] = round(cpu["torch"] / cpu["onnx"], 3)
+    if fps.get("torch-fp32") and fps.get("onnx"):
+        report["onnx_over_torch_fp32_fps"] = round(fps["onnx"] / fps["torch-fp32"], 3)
+    report["target_fps"] = 30
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({k: report[k] for k in ("machine_before", "machine_after")}, indent=None))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    sys.exit(main())

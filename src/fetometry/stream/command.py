@@ -1,0 +1,86 @@
+"""The `fetometry stream` verb: argument parsing only; the work is in ``processor.run_stream``.
+
+    fetometry stream INPUT --out DIR [--model NAME] [--pixel-size MM] [--backend torch|onnx]
+
+INPUT is a video file (no calibration: give --pixel-size for mm values), a DICOM cine
+loop (calibrated by its ultrasound regions) or a capture device index (0, 1, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from fetometry import DISCLAIMER
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+
+
+def register(subparsers) -> None:
+    """Add the `stream` verb to the CLI's subparsers."""
+    p = subparsers.add_parser("stream", help="measure every frame of a video, DICOM cine loop or capture device")
+    p.add_argument("input", help="video file, DICOM cine loop, or capture device index (0, 1, ...)")
+    p.add_argument("--out", required=True, help="output folder (frames.csv, best_frame.png, summary.json)")
+    p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
+    p.add_argument("--pixel-size", type=float, help="pixel size in mm (videos carry none; overrides a DICOM's calibration)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="run the network with PyTorch or onnxruntime")
+    p.add_argument("--masks", action="store_true", help="also write DIR/masks/frame_NNNNNN_mask.png")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (a live device also stops on Ctrl-C)")
+    p.add_argument("--batch-size", type=int, help="frames segmented together (default: the predictor's)")
+    p.add_argument("--window", type=int, default=9, help="frames in the temporal median (consistency and smoothing)")
+    p.add_argument("--tolerance", type=float, default=0.10, help="relative perimeter change that scores 0 temporal consistency")
+    p.set_defaults(func=run_command)
+
+
+def build_predictor(model: str | Path | None, backend: str, work_dir: Path):
+    """A Predictor for ``model`` running on PyTorch or on onnxruntime (exported into work_dir)."""
+    from fetometry.inference.predictor import Predictor
+
+    predictor = Predictor.from_weights(model)
+    if backend == "torch":
+        return predictor
+    if backend != "onnx":
+        raise ValueError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    from fetometry.inference.export import export_onnx
+    from fetometry.inference.onnx_backend import load_onnx_model
+
+    # Exported from the same weights folder, so the PyTorch predictor's config (canvas,
+    # threshold, boundary offset) describes the ONNX graph too.
+    files = export_onnx(predictor.config["weights_dir"], work_dir / "model.onnx")
+    config = {**predictor.config, "backend": "onnxruntime"}
+    return Predictor(load_onnx_model(files[0]), canvas_hw=predictor.canvas_hw, threshold=predictor.threshold, config=config)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from fetometry.io.video import open_source
+    from fetometry.stream.processor import run_stream
+
+    with tempfile.TemporaryDirectory(prefix="fetometry-stream-") as work_dir:
+        predictor = build_predictor(args.model, args.backend, Path(work_dir))
+        with open_source(args.input, pixel_size_mm=args.pixel_size) as source:
+            summary = run_stream(
+                source, predictor, args.out, backend=args.backend, write_masks=args.masks,
+                max_frames=args.max_frames, progress=not args.quiet, batch_size=args.batch_size,
+                window=args.window, tolerance=args.tolerance, min_history=min(3, max(1, args.window)),
+            )
+    _print_summary(summary, Path(args.out))
+    return 0
+
+
+def _print_summary(summary: dict, out_dir: Path) -> None:
+    print(f"{summary['frames']} frames at {summary['fps']} fps: {summary['frames_with_head']} with a head, {summary['frames_accepted']} accepted")
+    print(f"pixel size: {summary['pixel_size_source']}")
+    best = summary["best_frame"]
+    if best is None:
+        print("no frame was accepted: no best frame, no measurement")
+    elif best["hc_mm"] is not None:
+        print(f"best frame {best['frame']}: HC {best['hc_mm']:.1f} mm, BPD {best['bpd_mm']:.1f} mm, OFD {best['ofd_mm']:.1f} mm (quality {best['quality_score']:.2f})")
+        print(f"median HC of accepted frames: {summary['hc_mm_median_accepted']:.1f} mm")
+    else:
+        print(f"best frame {best['frame']} (quality {best['quality_score']:.2f}): no mm values without a pixel size")
+    print(f"wrote {out_dir / 'frames.csv'}, {out_dir / 'summary.json'}" + (f", {out_dir / 'best_frame.png'}" if best else ""))
+    print(DISCLAIMER)
