@@ -441,3 +441,18 @@ def test_hc18_reference_masks_reproduce_the_csv_hc():
     assert 1.2 < offset < 1.6  # README: about 1.4 px
     errors = [measure_ellipse(fits[i], samples[i].pixel_size_mm, offset_px=offset).hc_mm - samples[i].hc_mm for i in held_out]
     assert np.mean(np.abs(errors)) <= 0.3
+
+
+def test_largest_component_fills_holes_exactly_as_a_whole_frame_fill():
+    """The bounding-box fill (a speed-up for video frames) equals scipy's fill of the whole frame."""
+    import cv2
+    from scipy import ndimage
+
+    from fetometry.biometry.ellipse import largest_component
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        mask = rng.random((40, 60)) < rng.uniform(0.3, 0.7)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        best = int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1
+        np.testing.assert_array_equal(largest_component(mask), ndimage.binary_fill_holes(labels == best))

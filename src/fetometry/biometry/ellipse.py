@@ -175,7 +175,15 @@ def largest_component(mask: np.ndarray, *, min_area_px: int = 0) -> np.ndarray:
     best = int(np.argmax(areas)) + 1
     if areas[best - 1] < min_area_px:
         return np.zeros_like(mask)
-    return ndimage.binary_fill_holes(labels == best)
+    # Fill holes inside the component's bounding box (padded by one background pixel):
+    # the same result as filling the whole frame, at a fraction of the cost on video frames.
+    x, y, w, h = stats[best, :4]
+    top, left = max(y - 1, 0), max(x - 1, 0)
+    bottom, right = min(y + h + 1, mask.shape[0]), min(x + w + 1, mask.shape[1])
+    component = np.zeros_like(mask)
+    crop = np.pad(labels[top:bottom, left:right] == best, 1)
+    component[top:bottom, left:right] = ndimage.binary_fill_holes(crop)[1:-1, 1:-1]
+    return component
 
 
 def subpixel_boundary(prob: np.ndarray, level: float = 0.5) -> np.ndarray:
