@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 from fetometry import DISCLAIMER, __version__
+from fetometry.exam import add_measure_arguments  # numpy only: keeps the CLI quick to start
 
 log = logging.getLogger("fetometry")
 
 #: Verbs that live beside the code they drive: each module has ``register(subparsers)``,
 #: which adds its parser and sets ``func``; heavy imports stay inside the verb's function.
-VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.command"]
+VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.command", "fetometry.serve.command"]
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -41,28 +42,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from fetometry.pipeline import measure_file
+    from fetometry.exam import run_measure_cli
 
-    result = measure_file(args.image, model=args.model, pixel_size_mm=args.pixel_size, tta=args.tta)
-    row = result.to_dict()
-    if args.overlay:
-        from fetometry.io.images import read_image
-        from fetometry.report.figures import draw_overlay
-        import cv2
-
-        rgb = draw_overlay(read_image(args.image), result)
-        cv2.imwrite(str(args.overlay), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if args.json:
-        row["disclaimer"] = DISCLAIMER
-        print(json.dumps(row, indent=2))
-    else:
-        if result.measurement is not None:
-            m = result.measurement
-            print(f"{result.filename}: HC {m.hc_mm:.1f} mm, BPD {m.bpd_mm:.1f} mm, OFD {m.ofd_mm:.1f} mm, cephalic index {m.cephalic_index:.1f}")
-        else:
-            print(f"{result.filename}: {result.status}: {result.detail}")
-        print(DISCLAIMER)
-    return 0
+    return run_measure_cli(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -141,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--overlay", type=Path, help="write the image with the fitted ellipse (PNG)")
     _add_model(p)
+    add_measure_arguments(p)  # dating, report, explanation, uncertainty (fetometry.exam)
     p.set_defaults(func=_cmd_measure)
 
     p = verbs.add_parser("evaluate", help="score predictions against reference masks and HC")
