@@ -217,29 +217,48 @@ def test_spread_is_larger_where_the_fused_mask_is_wrong(trained):
         assert spread[i][wrong[i]].mean() > 1.3 * spread[i][~wrong[i]].mean()
 
 
+def phantoms_at_noise_levels(seeds, levels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``phantoms`` but each phantom gets its own additive-noise level (image units)."""
+    drawn = [make_phantom(height=H, width=W, rng_or_seed=int(s), noise=float(n)) for s, n in zip(seeds, levels)]
+    images = torch.from_numpy(np.stack([p.image for p in drawn]))[:, None]
+    masks = torch.from_numpy(np.stack([p.mask for p in drawn]))[:, None].float()
+    return images, masks
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="measured: after 500-1500 CPU steps on 64 phantoms (half with noise 0.3) the mean "
-    "spread on noisy test phantoms equals that on clean ones (0.0671 vs 0.0672 at 1000 steps, "
-    "5-8 of 16 pairs higher) although Dice drops 0.76 -> 0.65; occluded or pure-noise images "
-    "even get a LOWER spread (the model is confidently wrong out of distribution)",
+    reason="measured (H8, 600 steps, about 80 s of one core): trained on noise levels drawn in [0, 1], "
+    "the mean spread on noise-1.0 test phantoms is LOWER than on their clean versions (eta 0: 0.083 vs "
+    "0.093, 4 of 16 higher; eta 1: 0.062 vs 0.071, 7 of 16) while Dice drops 0.55 -> 0.40; seed 0 at "
+    "300 steps: 0.238 vs 0.236, 8 of 16. The diffusion U-Net is far from converged in a test's budget, "
+    "so its spread is left-over sampler noise, not the posterior",
 )
 def test_spread_is_larger_on_noisy_phantoms_than_on_clean_ones():
-    torch.manual_seed(0)
-    pool = 64
-    images, masks = phantoms(range(pool))
-    noisy_train, _ = phantoms(range(pool), noise=0.3)
-    images[1::2] = noisy_train[1::2]  # half of the training images are noisy
-    model = train(create_model("medsegdiff-v2", "compact"), images, masks, steps=600, lr=1e-3)
-    clean, _ = phantoms(range(1000, 1016))
-    noisy, _ = phantoms(range(1000, 1016), noise=0.3)  # same heads, more noise
-    _, spread_clean = model.sample(clean, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0))
-    _, spread_noisy = model.sample(noisy, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0))
-    per_clean, per_noisy = spread_clean.mean((1, 2, 3)), spread_noisy.mean((1, 2, 3))
-    assert per_noisy.mean() > 1.1 * per_clean.mean()
-    assert (per_noisy > per_clean).sum() >= 12
+    """Heavily corrupted images should give a wider ensemble than clean ones.
+
+    Why this setting: an ensemble's spread can only reflect p(mask | image) where the
+    training data hold real ambiguity. At noise 0.3 the skull ring stays visible, so a
+    fitted model is (rightly) sure either way. Here the training noise is drawn per image
+    in [0, 1]; at 1.0 the head is nearly invisible (the label is genuinely uncertain), so
+    the MSE-trained denoiser should learn a broad posterior there and leave the members
+    apart, while on clean images it saturates them to 0 or 1. The same 16 unseen heads
+    are sampled clean and at noise 1.0, 8 members each, with the default sampler (eta 0).
+    Expected to fail until the diffusion U-Net is trained far longer (see the reason).
+    """
+    torch.manual_seed(1)
+    levels = np.random.default_rng(1).uniform(0.0, 1.0, 64)  # corruption varies widely
+    images, masks = phantoms_at_noise_levels(range(20000, 20064), levels)
+    model = train(create_model("medsegdiff-v2", "compact"), images, masks, steps=600, seed=1)
+    heads = range(25000, 25016)  # unseen phantoms
+    clean, _ = phantoms_at_noise_levels(heads, [0.0] * 16)
+    corrupted, _ = phantoms_at_noise_levels(heads, [1.0] * 16)  # same heads, head barely visible
+    _, spread_clean = model.sample(clean, steps=10, ensemble=8, generator=torch.Generator().manual_seed(0))
+    _, spread_corrupted = model.sample(corrupted, steps=10, ensemble=8, generator=torch.Generator().manual_seed(0))
+    per_clean, per_corrupted = spread_clean.mean((1, 2, 3)), spread_corrupted.mean((1, 2, 3))
+    assert per_corrupted.mean() > 1.1 * per_clean.mean()
+    assert (per_corrupted > per_clean).sum() >= 12
 
 
 def test_sampling_is_reproducible_with_a_generator(trained):
