@@ -49,7 +49,7 @@ def test_predict_without_pixel_size_leaves_mm_empty(phantom_hc18, tiny_weights, 
     out = tmp_path / "pred"
     assert main(["-q", "predict", str(folder), "--out", str(out), "--model", str(tiny_weights)]) == 0
     for row in _rows(out / "measurements.csv"):
-        assert row["status"] in {"no_pixel_size", "no_head", "fit_failed"}
+        assert row["status"] in {"no_pixel_size", "no_head", "fit_failed", "refused"}
         assert all(row[key] == "" for key in ("hc_mm", "bpd_mm", "ofd_mm", "center_x_mm", "semi_axes_a_mm"))
         assert row["detail"]
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, ellipse_from_probability
 from fetometry.biometry.measures import HeadMeasurement, measure_ellipse
+from fetometry.biometry.quality import DEFAULT_THRESHOLDS, QualityReport, QualityThresholds, assess_quality
 from fetometry.data.hc18 import is_hc18_layout, load_hc18
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_mask
@@ -32,6 +33,7 @@ CSV_COLUMNS = [
     "filename", "center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad",
     "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "pixel_size_mm", "model", "status", "detail",
     "confidence", "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px",
+    "quality_score", "quality_rule",
 ]
 MM_KEYS = ["center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad", "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index"]
 
@@ -41,6 +43,7 @@ NO_PIXEL_SIZE = "no_pixel_size"
 NO_HEAD = "no_head"
 FIT_FAILED = "fit_failed"
 UNREADABLE = "unreadable"
+REFUSED = "refused"  # the quality gate refused the frame; `detail` names the rule
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ImageResult:
     measurement: HeadMeasurement | None = None
     prediction: Prediction | None = field(default=None, repr=False)
     model: str = ""
+    quality: QualityReport | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """One measurements.csv row / the `measure --json` object (None = empty)."""
@@ -72,6 +76,8 @@ class ImageResult:
         row.update(filename=self.filename, status=self.status, detail=self.detail, model=self.model, pixel_size_mm=self.pixel_size_mm)
         if self.prediction is not None:
             row["confidence"] = round(self.prediction.confidence, 4)
+        if self.quality is not None:
+            row.update(quality_score=round(self.quality.score, 4), quality_rule=self.quality.rule)
         if self.ellipse is not None:
             row.update(
                 center_x_px=self.ellipse.center_x_px,
@@ -85,8 +91,11 @@ class ImageResult:
         return row
 
 
-def measure_prediction(filename: str, prediction: Prediction, pixel_size_mm: float | None, *, offset_px: float = 0.0, pixel_size_problem: str = "") -> ImageResult:
-    """Probability map -> ellipse -> measurement, with a status saying what happened."""
+def measure_prediction(filename: str, prediction: Prediction, pixel_size_mm: float | None, *, offset_px: float = 0.0, pixel_size_problem: str = "", quality: QualityThresholds | None = DEFAULT_THRESHOLDS) -> ImageResult:
+    """Probability map -> ellipse -> quality gate -> measurement, with a status saying
+    what happened. A frame the gate refuses keeps its ellipse (for the overlay) but gets
+    no measurement: status ``refused``, ``detail`` names the rule. ``quality=None``
+    switches the gate off (research use: measure everything)."""
     result = ImageResult(filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction)
     try:
         result.ellipse = ellipse_from_probability(prediction.probability)
@@ -96,6 +105,11 @@ def measure_prediction(filename: str, prediction: Prediction, pixel_size_mm: flo
     except EllipseFitError as error:
         result.status, result.detail = FIT_FAILED, f"no ellipse could be fitted: {error}"
         return result
+    if quality is not None:
+        result.quality = assess_quality(prediction, result.ellipse, pixel_size_mm=pixel_size_mm, image_shape=prediction.probability.shape, thresholds=quality)
+        if not result.quality.passed:
+            result.status, result.detail = REFUSED, result.quality.detail
+            return result
     if pixel_size_mm is None:
         result.status = NO_PIXEL_SIZE
         result.detail = pixel_size_problem or "no pixel size: give --pixel-size MM or --pixel-csv CSV; no mm value without it"
@@ -150,8 +164,12 @@ def _read_all(inputs: Sequence[ImageInput]):
             yield item, None, str(error)
 
 
-def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progress: bool = True) -> list[ImageResult]:
-    """Segment and measure every input; unreadable files get a row, not a crash."""
+def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progress: bool = True, gate: bool = True) -> list[ImageResult]:
+    """Segment and measure every input; unreadable files get a row, not a crash.
+
+    ``gate=False`` measures every fitted ellipse without the quality gate: how a
+    benchmark scores a model (the HC18 protocol has no option to decline an image)."""
+    quality = QualityThresholds.from_config(predictor.config) if gate else None
     results: list[ImageResult] = []
     bar = tqdm(total=len(inputs), desc="measuring", unit="img", disable=not progress)
     batch: list[tuple[ImageInput, np.ndarray]] = []
@@ -159,7 +177,7 @@ def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progre
     def flush() -> None:
         predictions = predictor.predict_batch([image for _, image in batch])
         for (item, _), prediction in zip(batch, predictions):
-            result = measure_prediction(item.path.name, prediction, item.pixel_size_mm, offset_px=predictor.hc_offset_px, pixel_size_problem=item.pixel_size_problem)
+            result = measure_prediction(item.path.name, prediction, item.pixel_size_mm, offset_px=predictor.hc_offset_px, pixel_size_problem=item.pixel_size_problem, quality=quality)
             result.model = predictor.name
             results.append(result)
         bar.update(len(batch))
@@ -214,6 +232,6 @@ def measure_file(image: str | Path, *, model: str | Path | None = None, pixel_si
     inputs = collect_inputs(image, pixel_size_mm=pixel_size_mm)
     predictor = Predictor.from_weights(model, tta=tta)
     pixels = read_image(inputs[0].path)
-    result = measure_prediction(inputs[0].path.name, predictor.predict(pixels), inputs[0].pixel_size_mm, offset_px=predictor.hc_offset_px)
+    result = measure_prediction(inputs[0].path.name, predictor.predict(pixels), inputs[0].pixel_size_mm, offset_px=predictor.hc_offset_px, quality=QualityThresholds.from_config(predictor.config))
     result.model = predictor.name
     return result

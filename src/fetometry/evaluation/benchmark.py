@@ -70,7 +70,8 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
 
     predictor.tta = tta
     started = time.perf_counter()
-    results = predict_images(predictor, [ImageInput.from_sample(s) for s in samples], progress=progress)
+    # No quality gate: the HC18 protocol scores every image (refusals are counted elsewhere).
+    results = predict_images(predictor, [ImageInput.from_sample(s) for s in samples], progress=progress, gate=False)
     seconds = time.perf_counter() - started
     metrics = SegmentationMetrics()
     statuses: dict[str, int] = defaultdict(int)

@@ -30,6 +30,11 @@ class Prediction:
     confidence: float
 
 
+def _is_onnx(path: Path) -> bool:
+    """An exported file, or a folder holding a MedSegDiff-V2 export (condition.onnx)."""
+    return path.suffix == ".onnx" or (path.is_dir() and (path / "condition.onnx").is_file())
+
+
 class Predictor:
     """Wraps a network that maps (B, 1, h, w) images to (B, 1, h, w) logits."""
 
@@ -43,7 +48,12 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "Predictor":
-        """Load a shipped model by name or a weights folder (model.safetensors + config.json)."""
+        """Load a shipped model by name, a weights folder (model.safetensors + config.json),
+        or an ONNX export (``*.onnx``, or a MedSegDiff-V2 export folder), run by onnxruntime."""
+        if name_or_path is not None and _is_onnx(Path(name_or_path)):
+            from fetometry.inference.onnx_backend import load_onnx_predictor
+
+            return load_onnx_predictor(name_or_path, **kwargs)
         folder = resolve_weights(name_or_path)
         config = read_config(folder)
         model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))

@@ -1,0 +1,268 @@
+"""Quality gate: refuse to report a measurement that the segmentation does not support.
+
+A measurement is only as good as the head outline under it. Before HC, BPD and OFD are
+reported, ``assess_quality`` checks the prediction and its fitted ellipse against a few
+rules, in this order, and names the first one that refuses the frame:
+
+``no_head``         no ellipse (no head component, or no ellipse could be fitted).
+``low_confidence``  the mean foreground probability inside the mask (the predictor's
+                    ``confidence``) is below ``min_confidence``: the network is unsure.
+``axis_ratio``      semi-minor / semi-major below ``min_axis_ratio``. A transverse head
+                    section is nearly round: the cephalic index BPD/OFD is normally
+                    about 0.74-0.83 (Hadlock et al., AJR 137, 1981); a much flatter
+                    ellipse is a partial or oblique outline, not a head.
+``head_size``       with a pixel size, the ellipse perimeter in mm (the HC before the
+                    boundary offset) outside ``hc_range_mm``: a "head" of 15 mm or of
+                    600 mm is a wrong segmentation or a wrong pixel size.
+``head_extent``     the ellipse's area as a fraction of the image outside
+                    ``extent_range`` (checked with or without a pixel size): a speck or a
+                    frame-filling blob is not a head on a biometry plane.
+``clipped``         more than ``max_clipped_fraction`` of the ellipse's perimeter lies
+                    outside the image: the fit extrapolates a head the image cuts off.
+``mask_fit``        intersection over union between the segmented head component and
+                    the fitted ellipse below ``min_mask_fit_iou``: the outline is not an
+                    ellipse, so the ellipse's axes measure nothing real.
+
+The default thresholds were chosen on TRAINING-split predictions of the shipped default
+model on HC18 (``benchmarks/quality_gate.py``; the rules, thresholds and the refusal
+rates on the validation split are in ``docs/QUALITY.md``).
+
+``score`` (0..1) summarises quality in one number for display and ranking, NOT for the
+decision: confidence x mask-fit IoU x (1 - clipped fraction); 0 without a head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from fetometry.biometry.ellipse import Ellipse, largest_component
+from fetometry.biometry.measures import ramanujan_perimeter
+
+#: Rule names in the order they are checked (the first failing one is reported).
+RULES = ("no_head", "low_confidence", "axis_ratio", "head_size", "head_extent", "clipped", "mask_fit")
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """The limits of the gate (see the module docstring for what each one guards)."""
+
+    min_confidence: float = 0.95
+    min_axis_ratio: float = 0.59
+    hc_range_mm: tuple[float, float] = (44.0, 422.0)
+    extent_range: tuple[float, float] = (0.028, 0.739)
+    max_clipped_fraction: float = 0.10
+    min_mask_fit_iou: float = 0.90
+
+    def __post_init__(self) -> None:
+        for name in ("min_confidence", "min_axis_ratio", "max_clipped_fraction", "min_mask_fit_iou"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value}: use a fraction between 0 and 1")
+        for name in ("hc_range_mm", "extent_range"):
+            low, high = getattr(self, name)
+            if not 0.0 <= low < high:
+                raise ValueError(f"{name}={(low, high)}: give (low, high) with 0 <= low < high")
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> "QualityThresholds":
+        """The ``"quality"`` block of a weights config.json (limits chosen for THAT model,
+        e.g. by benchmarks/quality_gate.py), else the defaults. Missing keys keep their
+        default; unknown keys raise."""
+        block = dict((config or {}).get("quality") or {})
+        unknown = set(block) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown quality thresholds {sorted(unknown)} in the config; valid: {sorted(cls.__dataclass_fields__)}")
+        for name in ("hc_range_mm", "extent_range"):
+            if name in block:
+                block[name] = tuple(block[name])
+        return cls(**block)
+
+
+#: Chosen on TRAINING-split predictions of the default model (docs/QUALITY.md).
+DEFAULT_THRESHOLDS = QualityThresholds()
+
+
+@dataclass
+class QualityReport:
+    """The gate's verdict. ``rule`` names the refusing rule (None when passed);
+    ``detail`` says why in words; ``checks`` maps each rule to its value, limit and
+    outcome (``passed`` None = not checked, e.g. ``head_size`` without a pixel size)."""
+
+    passed: bool
+    score: float
+    rule: str | None
+    detail: str
+    checks: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- features
+
+
+def clipped_fraction(ellipse: Ellipse, image_shape: tuple[int, int], *, samples: int = 720) -> float:
+    """Fraction of the ellipse's perimeter (by arc length) outside the image.
+
+    The image covers x in [-0.5, W - 0.5] and y in [-0.5, H - 0.5] (pixel centres at
+    integers, see ``biometry.ellipse``).
+    """
+    height, width = image_shape
+    points = ellipse.points(samples)
+    segments = np.roll(points, -1, axis=0) - points
+    lengths = np.hypot(segments[:, 0], segments[:, 1])
+    middle = points + 0.5 * segments
+    outside = (middle[:, 0] < -0.5) | (middle[:, 0] > width - 0.5) | (middle[:, 1] < -0.5) | (middle[:, 1] > height - 0.5)
+    return float(lengths[outside].sum() / lengths.sum())
+
+
+def mask_fit_iou(mask: np.ndarray, ellipse: Ellipse) -> float:
+    """IoU between the largest head component of ``mask`` (holes filled) and the ellipse,
+    both restricted to the image.
+
+    Computed on the box holding every mask pixel and the ellipse: the same components
+    and holes as on the whole image (outside the box there is only background), at a
+    fraction of the cost.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    x0, y0, x1, y1 = _ellipse_box(ellipse, *mask.shape)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        x0, y0 = min(x0, int(cols[0])), min(y0, int(rows[0]))
+        x1, y1 = max(x1, int(cols[-1]) + 1), max(y1, int(rows[-1]) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    component = largest_component(mask[y0:y1, x0:x1])
+    y, x = np.ogrid[y0:y1, x0:x1]
+    inside = ellipse.normalised_radius(x.astype(float), y.astype(float)) <= 1.0
+    union = np.count_nonzero(inside | component)
+    return float(np.count_nonzero(inside & component) / union) if union else 0.0
+
+
+def _ellipse_box(ellipse: Ellipse, height: int, width: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) integer box holding the ellipse, clipped to the image."""
+    cos_a, sin_a = math.cos(ellipse.angle_rad), math.sin(ellipse.angle_rad)
+    a, b = ellipse.semi_major_px, ellipse.semi_minor_px
+    half_w, half_h = math.hypot(a * cos_a, b * sin_a), math.hypot(a * sin_a, b * cos_a)
+    x0 = max(0, math.floor(ellipse.center_x_px - half_w))
+    y0 = max(0, math.floor(ellipse.center_y_px - half_h))
+    x1 = min(width, math.ceil(ellipse.center_x_px + half_w) + 1)
+    y1 = min(height, math.ceil(ellipse.center_y_px + half_h) + 1)
+    return x0, y0, x1, y1
+
+
+def quality_features(prediction, ellipse: Ellipse | None, *, pixel_size_mm: float | None, image_shape: tuple[int, int]) -> dict:
+    """The numbers the rules look at (None where they cannot be computed).
+
+    prediction: a ``fetometry.inference.Prediction`` on the image grid (H, W).
+    Keys: confidence, axis_ratio, perimeter_mm, extent, clipped_fraction, mask_fit_iou.
+    """
+    image_shape = _check_shape(prediction, image_shape)
+    features = dict.fromkeys(("axis_ratio", "perimeter_mm", "extent", "clipped_fraction", "mask_fit_iou"))
+    features["confidence"] = float(prediction.confidence)
+    if ellipse is None:
+        return features
+    area_px = math.pi * ellipse.semi_major_px * ellipse.semi_minor_px
+    features.update(
+        axis_ratio=ellipse.axis_ratio,
+        extent=area_px / (image_shape[0] * image_shape[1]),
+        clipped_fraction=clipped_fraction(ellipse, image_shape),
+        mask_fit_iou=mask_fit_iou(np.asarray(prediction.mask, dtype=bool), ellipse),
+    )
+    if pixel_size_mm is not None:
+        # Ramanujan II (1914), as biometry.measures; before the boundary offset, which
+        # changes HC by under 10 mm and does not matter for a plausibility range.
+        features["perimeter_mm"] = ramanujan_perimeter(ellipse.semi_major_px, ellipse.semi_minor_px) * float(pixel_size_mm)
+    return features
+
+
+def _check_shape(prediction, image_shape) -> tuple[int, int]:
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"image_shape must be (H, W) with H, W >= 1, got {image_shape}")
+    if tuple(np.shape(prediction.mask)) != shape:
+        raise ValueError(
+            f"the prediction's mask is {np.shape(prediction.mask)} but image_shape is {shape}; "
+            "pass the ORIGINAL image's (H, W), the grid the Predictor returns"
+        )
+    return shape
+
+
+# ------------------------------------------------------------------------------- rules
+
+
+def _lower(value: float | None, limit: float) -> dict:
+    return {"value": value, "limit": f">= {limit:g}", "passed": None if value is None else bool(value >= limit)}
+
+
+def _upper(value: float | None, limit: float) -> dict:
+    return {"value": value, "limit": f"<= {limit:g}", "passed": None if value is None else bool(value <= limit)}
+
+
+def _within(value: float | None, low: float, high: float) -> dict:
+    return {"value": value, "limit": f"{low:g}..{high:g}", "passed": None if value is None else bool(low <= value <= high)}
+
+
+def run_checks(features: dict, *, has_head: bool, thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> dict[str, dict]:
+    """Every rule's {"value", "limit", "passed"} (passed None = not checked), from the
+    output of ``quality_features``; ``has_head``: an ellipse was fitted."""
+    limits = thresholds
+    return {
+        "no_head": {"value": has_head, "limit": "an ellipse was fitted", "passed": has_head},
+        "low_confidence": _lower(features["confidence"], limits.min_confidence),
+        "axis_ratio": _lower(features["axis_ratio"], limits.min_axis_ratio),
+        "head_size": _within(features["perimeter_mm"], *limits.hc_range_mm),
+        "head_extent": _within(features["extent"], *limits.extent_range),
+        "clipped": _upper(features["clipped_fraction"], limits.max_clipped_fraction),
+        "mask_fit": _lower(features["mask_fit_iou"], limits.min_mask_fit_iou),
+    }
+
+
+def refusing_rule(checks: dict[str, dict]) -> str | None:
+    """The first rule (in ``RULES`` order) whose check failed; None when all passed."""
+    return next((rule for rule in RULES if checks[rule]["passed"] is False), None)
+
+
+_REASONS = {
+    "no_head": "no head was found, so there is nothing to measure",
+    "low_confidence": "the model is unsure of the head (mean probability {value:.3f}, needs {limit})",
+    "axis_ratio": "the ellipse is too flat for a head section (axis ratio {value:.2f}, needs {limit}); "
+    "scan a transverse plane through the thalami",
+    "head_size": "the head's circumference would be {value:.0f} mm (plausible {limit} mm); "
+    "check the pixel size or the segmentation",
+    "head_extent": "the head covers {value:.1%} of the image (plausible {limit} of the image area)",
+    "clipped": "{value:.0%} of the head's outline lies outside the image (at most {limit}); "
+    "center the head in the frame",
+    "mask_fit": "the segmented outline is not an ellipse (IoU with the fitted ellipse {value:.3f}, needs {limit})",
+}
+
+
+def assess_quality(
+    prediction,
+    ellipse: Ellipse | None,
+    *,
+    pixel_size_mm: float | None,
+    image_shape: tuple[int, int],
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> QualityReport:
+    """Check one frame; ``passed`` False means: do not report a measurement for it.
+
+    prediction: the Predictor's output on the image grid; ellipse: the head ellipse
+    fitted to it, or None when none was found; pixel_size_mm: mm per pixel or None
+    (then ``head_size`` is not checked); image_shape: (H, W) of the original image.
+    """
+    features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image_shape)
+    checks = run_checks(features, has_head=ellipse is not None, thresholds=thresholds)
+    failed = refusing_rule(checks)
+    score = 0.0
+    if ellipse is not None:
+        score = features["confidence"] * features["mask_fit_iou"] * (1.0 - features["clipped_fraction"])
+    if failed is None:
+        return QualityReport(True, float(np.clip(score, 0.0, 1.0)), None, "all quality checks passed", checks)
+    check = checks[failed]
+    detail = f"refused by rule '{failed}': " + _REASONS[failed].format(value=check["value"], limit=check["limit"])
+    return QualityReport(False, float(np.clip(score, 0.0, 1.0)), failed, detail, checks)

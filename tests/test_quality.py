@@ -1,0 +1,176 @@
+"""The quality gate: each rule refuses what it should, names itself, and lets good
+heads through (synthetic predictions, plus the default model on bundled HC18 images)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fetometry.biometry.ellipse import Ellipse, ellipse_from_probability
+from fetometry.biometry.quality import (
+    DEFAULT_THRESHOLDS,
+    RULES,
+    QualityThresholds,
+    assess_quality,
+    clipped_fraction,
+    mask_fit_iou,
+)
+from fetometry.inference.predictor import Prediction
+
+SHAPE = (540, 800)  # HC18 image size
+GOOD = Ellipse(400.0, 270.0, 180.0, 150.0, 0.3)  # axis ratio 0.83; HC ~ 1040 px
+
+
+def prediction_for(mask: np.ndarray, confidence: float = 0.97) -> Prediction:
+    return Prediction(mask.astype(np.float32) * confidence, mask.astype(bool), confidence)
+
+
+def assess(ellipse: Ellipse | None, *, mask=None, confidence=0.97, pixel_size_mm: float | None = 0.15, shape=SHAPE):
+    if mask is None:
+        mask = ellipse.to_mask(shape) if ellipse is not None else np.zeros(shape, bool)
+    return assess_quality(prediction_for(mask, confidence), ellipse, pixel_size_mm=pixel_size_mm, image_shape=shape)
+
+
+def test_a_plausible_head_passes_every_check():
+    report = assess(GOOD)
+    assert report.passed and report.rule is None
+    assert all(check["passed"] for check in report.checks.values()), report.checks
+    assert set(report.checks) == set(RULES)
+    # score = confidence x mask-fit IoU x (1 - clipped): about the confidence here.
+    assert 0.95 < report.score <= 0.97
+    json.dumps(report.to_dict())  # JSON-ready
+
+
+def test_no_ellipse_is_refused_as_no_head():
+    report = assess(None)
+    assert not report.passed and report.rule == "no_head" and report.score == 0.0
+    assert "no head" in report.detail
+
+
+def test_low_confidence_is_refused():
+    report = assess(GOOD, confidence=DEFAULT_THRESHOLDS.min_confidence - 0.05)
+    assert report.rule == "low_confidence" and "unsure" in report.detail
+
+
+def test_a_flat_ellipse_is_not_a_head_section():
+    flat = Ellipse(400.0, 270.0, 200.0, 0.4 * 200.0, 0.0)
+    report = assess(flat)
+    assert report.rule == "axis_ratio"
+    assert report.checks["axis_ratio"]["value"] == pytest.approx(0.4)
+
+
+def test_head_size_depends_on_the_pixel_size():
+    # ~1040 px of perimeter: 156 mm at 0.15 mm/px (plausible), 1040 mm at 1 mm/px (not).
+    assert assess(GOOD, pixel_size_mm=0.15).passed
+    report = assess(GOOD, pixel_size_mm=1.0)
+    assert report.rule == "head_size" and "pixel size" in report.detail
+    assert report.checks["head_size"]["value"] == pytest.approx(1040, rel=0.02)
+    # Without a pixel size the mm rule is not checked (never guess a size) ...
+    unchecked = assess(GOOD, pixel_size_mm=None)
+    assert unchecked.passed and unchecked.checks["head_size"]["passed"] is None
+
+
+def test_a_speck_is_refused_by_its_extent_even_without_pixel_size():
+    speck = Ellipse(400.0, 270.0, 12.0, 10.0, 0.0)
+    report = assess(speck, pixel_size_mm=None)
+    assert report.rule == "head_extent"
+
+
+def test_a_head_cut_by_the_border_is_refused():
+    cut = Ellipse(60.0, 270.0, 180.0, 150.0, 0.0)  # 120 px of its 180 px half-axis leave the image
+    report = assess(cut)
+    assert report.rule == "clipped" and "outside the image" in report.detail
+    assert report.checks["clipped"]["value"] > 0.2
+
+
+def test_an_outline_that_is_not_an_ellipse_is_refused():
+    mask = GOOD.to_mask(SHAPE)
+    mask[100:440, 150:650] = True  # a box glued to the head
+    report = assess(GOOD, mask=mask)
+    assert report.rule == "mask_fit"
+    assert report.checks["mask_fit"]["value"] < DEFAULT_THRESHOLDS.min_mask_fit_iou
+
+
+def test_the_first_failing_rule_in_order_is_named():
+    flat = Ellipse(400.0, 270.0, 200.0, 60.0, 0.0)
+    report = assess(flat, confidence=0.3)
+    assert report.rule == "low_confidence"  # before axis_ratio in RULES
+    assert report.checks["axis_ratio"]["passed"] is False
+
+
+def test_clipped_fraction_of_a_circle_on_the_edge_is_half():
+    on_edge = Ellipse(-0.5, 270.0, 100.0, 100.0, 0.0)  # centred on the image's left edge
+    assert clipped_fraction(on_edge, SHAPE) == pytest.approx(0.5, abs=2e-3)
+    assert clipped_fraction(GOOD, SHAPE) == 0.0
+
+
+def test_mask_fit_iou_of_an_ellipse_and_its_own_mask_is_one():
+    assert mask_fit_iou(GOOD.to_mask(SHAPE), GOOD) == pytest.approx(1.0)
+    shifted = Ellipse(420.0, 270.0, 180.0, 150.0, 0.3)
+    assert 0.7 < mask_fit_iou(GOOD.to_mask(SHAPE), shifted) < 0.95
+    assert mask_fit_iou(np.zeros(SHAPE, bool), GOOD) == 0.0
+
+
+def test_mask_fit_iou_on_the_crop_equals_the_whole_image_computation():
+    """Noise blobs, a hole and a head cut by the border: the cropped computation must
+    give exactly the IoU of the whole-image definition."""
+    from fetometry.biometry.ellipse import largest_component
+
+    rng = np.random.default_rng(0)
+    for ellipse in (GOOD, Ellipse(60.0, 270.0, 180.0, 150.0, 1.0)):
+        mask = ellipse.to_mask(SHAPE) ^ (rng.random(SHAPE) < 0.002)  # specks in and out
+        mask[260:280, 390:410] = False  # a hole, filled by largest_component
+        component, inside = largest_component(mask), ellipse.to_mask(SHAPE)
+        expected = np.count_nonzero(component & inside) / np.count_nonzero(component | inside)
+        assert mask_fit_iou(mask, ellipse) == pytest.approx(expected, abs=1e-12)
+
+
+def test_bad_thresholds_and_shapes_raise_clear_errors():
+    with pytest.raises(ValueError, match="fraction"):
+        QualityThresholds(min_confidence=1.5)
+    with pytest.raises(ValueError, match="low < high"):
+        QualityThresholds(hc_range_mm=(400.0, 35.0))
+    with pytest.raises(ValueError, match="ORIGINAL image"):
+        assess_quality(prediction_for(GOOD.to_mask(SHAPE)), GOOD, pixel_size_mm=0.1, image_shape=(270, 400))
+
+
+def test_thresholds_from_a_weights_config():
+    assert QualityThresholds.from_config({"model": "x"}) == DEFAULT_THRESHOLDS
+    limits = QualityThresholds.from_config({"quality": {"min_confidence": 0.9, "hc_range_mm": [30, 450]}})
+    assert limits.min_confidence == 0.9 and limits.hc_range_mm == (30, 450)
+    assert limits.min_axis_ratio == DEFAULT_THRESHOLDS.min_axis_ratio
+    with pytest.raises(ValueError, match="unknown quality thresholds"):
+        QualityThresholds.from_config({"quality": {"min_confidance": 0.9}})
+
+
+def test_custom_thresholds_change_the_verdict():
+    strict = QualityThresholds(min_confidence=0.99)
+    report = assess_quality(prediction_for(GOOD.to_mask(SHAPE)), GOOD, pixel_size_mm=0.15, image_shape=SHAPE, thresholds=strict)
+    assert report.rule == "low_confidence"
+
+
+def test_default_model_passes_real_heads_and_refuses_noise():
+    """Bundled HC18 images (validation split, all measured within 5%) pass; a frame of
+    pure speckle-like noise is refused."""
+    from fetometry.data.hc18 import load_hc18
+    from fetometry.inference.predictor import Predictor
+    from fetometry.resources import SAMPLES_DIR
+
+    predictor = Predictor.from_weights()
+    for sample in load_hc18(SAMPLES_DIR):
+        image = sample.load_image()
+        prediction = predictor.predict(image)
+        report = assess_quality(prediction, ellipse_from_probability(prediction.probability), pixel_size_mm=sample.pixel_size_mm, image_shape=image.shape)
+        assert report.passed, (sample.name, report.detail)
+    noise = np.random.default_rng(0).random(SHAPE, dtype=np.float32) ** 3
+    prediction = predictor.predict(noise)
+    try:
+        ellipse = ellipse_from_probability(prediction.probability)
+    except ValueError:  # NoHeadError / EllipseFitError
+        ellipse = None
+    report = assess_quality(prediction, ellipse, pixel_size_mm=0.1, image_shape=SHAPE)
+    assert not report.passed and report.rule in RULES, report.checks
+    assert math.isfinite(report.score)
