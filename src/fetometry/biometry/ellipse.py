@@ -317,6 +317,32 @@ def _conic_to_ellipse(conic: np.ndarray) -> Ellipse | None:
         return None
 
 
+def _conics_to_ellipses(conics: list[np.ndarray]) -> list[Ellipse]:
+    """``_conic_to_ellipse`` of many conics at once, keeping the real ellipses in order."""
+    if not conics:
+        return []
+    a, b, c, d, e, f = np.array(conics).T
+    quad = np.stack([np.stack([a, b / 2.0], -1), np.stack([b / 2.0, c], -1)], -2)
+    det = a * c - b * b / 4.0
+    solvable = np.isfinite(quad).all(axis=(1, 2)) & (np.abs(det) > 0)
+    if not solvable.all():  # rare: keep the exact one-by-one path for degenerate conics
+        return [e for e in (_conic_to_ellipse(conic) for conic in conics) if e is not None]
+    center = np.linalg.solve(2.0 * quad, np.stack([-d, -e], -1)[..., None])[..., 0]
+    f0 = f + (d * center[:, 0] + e * center[:, 1]) / 2.0
+    eigvals, eigvecs = np.linalg.eigh(quad)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        squared = -f0[:, None] / eigvals
+    ok = np.isfinite(squared).all(1) & (squared > 0).all(1) & np.isfinite(center).all(1)
+    ellipses = []
+    for k in np.nonzero(ok)[0]:
+        semi = np.sqrt(squared[k])
+        try:
+            ellipses.append(Ellipse.from_axes(center[k, 0], center[k, 1], semi[0], semi[1], math.atan2(eigvecs[k, 1, 0], eigvecs[k, 0, 0])))
+        except ValueError:
+            continue
+    return ellipses
+
+
 def _geometric_distance(ellipse_params: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Signed distance (+ outside) to the ellipse (cx, cy, a, b, angle), first order.
 
@@ -327,6 +353,17 @@ def _geometric_distance(ellipse_params: np.ndarray, xy: np.ndarray) -> np.ndarra
     cx, cy, a, b, angle = ellipse_params
     dx, dy = xy[:, 0] - cx, xy[:, 1] - cy
     cos_a, sin_a = math.cos(angle), math.sin(angle)
+    u, v = dx * cos_a + dy * sin_a, -dx * sin_a + dy * cos_a
+    s = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    grad = np.sqrt((u / a**2) ** 2 + (v / b**2) ** 2)
+    return (s - 1.0) * s / np.maximum(grad, 1e-12)
+
+
+def _geometric_distance_batch(params: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``_geometric_distance`` for K ellipses (K, 5) at once -> (K, N)."""
+    cx, cy, a, b, angle = (params[:, i : i + 1] for i in range(5))
+    dx, dy = xy[None, :, 0] - cx, xy[None, :, 1] - cy
+    cos_a, sin_a = np.cos(angle), np.sin(angle)
     u, v = dx * cos_a + dy * sin_a, -dx * sin_a + dy * cos_a
     s = np.sqrt((u / a) ** 2 + (v / b) ** 2)
     grad = np.sqrt((u / a**2) ** 2 + (v / b**2) ** 2)
@@ -357,21 +394,52 @@ def _validate_points(points: np.ndarray) -> np.ndarray:
 
 
 def _least_median_start(xy: np.ndarray, rng: np.random.Generator) -> Ellipse | None:
-    """Least-median-of-squares over the all-point fit and random 6-point subsets."""
-    best, best_cost = None, np.inf
-    candidates = [_direct_fit(xy)]
+    """Least-median-of-squares over the all-point fit and random 6-point subsets.
+
+    The subset fits and their costs are computed as one batch (the same candidates, in
+    the same order, as fitting them one by one; the first of equal costs wins).
+    """
+    conics = [_direct_fit(xy)]
     if len(xy) > 2 * _RANSAC_SAMPLE:
-        for _ in range(_RANSAC_TRIALS):
-            subset = rng.choice(len(xy), size=_RANSAC_SAMPLE, replace=False)
-            candidates.append(_direct_fit(xy[subset]))
-    for conic in candidates:
-        ellipse = None if conic is None else _conic_to_ellipse(conic)
-        if ellipse is None:
+        subsets = np.stack([rng.choice(len(xy), size=_RANSAC_SAMPLE, replace=False) for _ in range(_RANSAC_TRIALS)])
+        conics.extend(_direct_fit_batch(xy[subsets]))
+    valid = _conics_to_ellipses([c for c in conics if c is not None])
+    if not valid:
+        return None
+    params = np.array([[e.center_x_px, e.center_y_px, e.semi_major_px, e.semi_minor_px, e.angle_rad] for e in valid])
+    costs = np.median(np.abs(_geometric_distance_batch(params, xy)), axis=1)
+    return valid[int(np.argmin(costs))]
+
+
+def _direct_fit_batch(subsets: np.ndarray) -> list[np.ndarray | None]:
+    """``_direct_fit`` of each (K, n, 2) subset, vectorised; falls back to one by one
+    when a subset is degenerate (a singular system stops a batched solve)."""
+    x, y = subsets[..., 0], subsets[..., 1]
+    d1 = np.stack([x * x, x * y, y * y], axis=-1)
+    d2 = np.stack([x, y, np.ones_like(x)], axis=-1)
+    s1 = np.einsum("kni,knj->kij", d1, d1)
+    s2 = np.einsum("kni,knj->kij", d1, d2)
+    s3 = np.einsum("kni,knj->kij", d2, d2)
+    try:
+        t = -np.linalg.solve(s3, np.swapaxes(s2, 1, 2))
+    except np.linalg.LinAlgError:
+        return [_direct_fit(subset) for subset in subsets]
+    m = s1 + s2 @ t
+    m = np.stack([m[:, 2] / 2.0, -m[:, 1], m[:, 0] / 2.0], axis=1)
+    if not np.isfinite(m).all():
+        return [_direct_fit(subset) for subset in subsets]
+    eigvals, eigvecs = np.linalg.eig(m)
+    eigvecs = np.real(eigvecs)
+    conics: list[np.ndarray | None] = []
+    for k in range(len(subsets)):
+        condition = 4.0 * eigvecs[k, 0] * eigvecs[k, 2] - eigvecs[k, 1] ** 2
+        candidates = np.nonzero(condition > 0)[0]
+        if len(candidates) == 0:
+            conics.append(None)
             continue
-        cost = float(np.median(np.abs(_distances(ellipse, xy))))
-        if cost < best_cost:
-            best, best_cost = ellipse, cost
-    return best
+        a1 = eigvecs[k, :, candidates[np.argmin(np.abs(eigvals[k, candidates]))]]
+        conics.append(np.concatenate([a1, t[k] @ a1]))
+    return conics
 
 
 def _robust_sigma(residuals: np.ndarray, floor: float) -> float:
