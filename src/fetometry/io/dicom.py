@@ -245,7 +245,12 @@ def read_dicom(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, po
     with _pydicom_silenced(name):
         dataset = _parse(path_or_bytes, name)
         frames = _decode_gray(dataset, name)
-        image = _describe(dataset, frames, name, point)
+        try:
+            image = _describe(dataset, frames, name, point)
+        except DicomError:
+            raise
+        except Exception as error:  # a malformed header value, parsed lazily by pydicom
+            raise DicomError(f"{name}: a header value is malformed ({type(error).__name__}); the file may be corrupt") from None
     log.debug("%s: %s", name, image.safe_summary())
     return image
 
@@ -448,8 +453,17 @@ def _regions(dataset) -> list[UltrasoundRegion]:
         items = list(dataset.get("SequenceOfUltrasoundRegions", None) or [])
     except Exception:
         return []
-    parsed = [_parse_region(i, item) for i, item in enumerate(items)]
+    parsed = [_parse_region_safely(i, item) for i, item in enumerate(items)]
     return [r for r in parsed if r is not None]
+
+
+def _parse_region_safely(index: int, item) -> UltrasoundRegion | None:
+    """A malformed region (pydicom parses values lazily and raises many types) is skipped:
+    it can calibrate nothing, and calibrate() says so when no sound region remains."""
+    try:
+        return _parse_region(index, item)
+    except Exception:
+        return None
 
 
 def _pixel_spacing(dataset) -> tuple[float, float] | None:
@@ -462,7 +476,15 @@ def _pixel_spacing(dataset) -> tuple[float, float] | None:
 
 
 def _frame_time_ms(dataset) -> float | None:
-    """FrameTime (0018,1063), else 1000 / CineRate (0018,0040) or the display rate."""
+    """FrameTime (0018,1063), else 1000 / CineRate (0018,0040) or the display rate; None
+    when absent or malformed (timing is informative, never a reason to refuse a file)."""
+    try:
+        return _declared_frame_time_ms(dataset)
+    except Exception:
+        return None
+
+
+def _declared_frame_time_ms(dataset) -> float | None:
     frame_time = _float_or_none(dataset.get("FrameTime", None))
     if frame_time is not None and frame_time > 0:
         return frame_time
