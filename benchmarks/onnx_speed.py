@@ -45,13 +45,14 @@ from fetometry.inference.onnx_backend import load_onnx_model, load_onnx_predicto
 from fetometry.inference.predictor import Predictor
 from fetometry.io.images import read_image
 from fetometry.models import create_model
-from fetometry.resources import SAMPLES_DIR
+from fetometry.resources import SAMPLES_DIR, shipped_models
 from fetometry.training.trainer import hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
 CANVAS = (256, 384)
-SHIPPED = ("attention-unet", "unext", "transunet")
-UNTRAINED = ("duck-net", "medsegdiff-v2")
+ARCHITECTURES = ("attention-unet", "unext", "transunet", "duck-net", "medsegdiff-v2")
+SHIPPED = tuple(name for name in ARCHITECTURES if name in shipped_models())  # trained weights in weights/
+UNTRAINED = tuple(name for name in ARCHITECTURES if name not in SHIPPED)  # timed as untrained compact models
 
 
 def median_ms(run, repeats: int, warmup: int = 2) -> dict:
