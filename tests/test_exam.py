@@ -158,6 +158,22 @@ def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
     pdf = (tmp_path / "r.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and f"{row['hc_mm']:.1f}" in pdf_text(pdf)
     assert cv2.imread(str(tmp_path / "o.png")).shape == (540, 800, 3)
+    assert SAMPLE.name in pdf_text(pdf)  # shown by default
+
+
+def test_measure_cli_report_shows_only_what_the_user_chooses(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("image")
+    parser.add_argument("--pixel-size", type=float)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--overlay")
+    parser.add_argument("--model")
+    add_measure_arguments(parser)
+    args = parser.parse_args([str(SAMPLE), "--pixel-size", "0.13", "--report", str(tmp_path / "r.pdf"), "--report-hide-filename", "--report-label", "EXAM-0042"])
+    assert run_measure_cli(args) == 0
+    text = pdf_text((tmp_path / "r.pdf").read_bytes())
+    assert SAMPLE.name not in text and SAMPLE.stem not in text
+    assert "EXAM-0042" in text
 
 
 # ----------------------------------------------------------- composition (oracle model)

@@ -336,11 +336,12 @@ class ExamResult:
             report["visits"] = visits
         return report
 
-    def write_report(self, path: str | Path, *, visits: list[dict] | None = None, label: str | None = None) -> Path:
+    def write_report(self, path: str | Path, *, visits: list[dict] | None = None, label: str | None = None, show_filename: bool = True) -> Path:
         """Write the PDF report (image, ellipse, table, GA/centiles, chart, maps, disclaimer).
 
         ``visits``: earlier exams of this pregnancy, ``[{"ga_weeks", "hc_mm"}]``, drawn on
-        the growth chart; ``label``: shown in the header (e.g. an opaque pregnancy id).
+        the growth chart; ``label``: shown in the header (e.g. an opaque pregnancy id);
+        ``show_filename=False`` leaves the file name (which may identify a patient) out.
         """
         pdf = _feature("fetometry.report.pdf", "the PDF report")
         path = Path(path)
@@ -348,6 +349,7 @@ class ExamResult:
         pdf.write_pdf_report(
             path, self.report_dict(visits=visits), image=self.image, overlay_rgb=self.overlay_rgb(),
             explanation_rgb=self.explanation_rgb(), uncertainty_rgb=self.uncertainty_rgb(), label=label,
+            show_filename=show_filename,
         )
         return path
 
@@ -517,6 +519,8 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ga-source", choices=("known", "crl", "ivf", "earlier_scan"), help="where --ga-weeks comes from (default: known)")
     parser.add_argument("--exam-date", help="date of the scan, YYYY-MM-DD (default: today)")
     parser.add_argument("--report", type=Path, help="write a PDF report")
+    parser.add_argument("--report-label", help="a label for the report header (e.g. an opaque exam id; never a name)")
+    parser.add_argument("--report-hide-filename", action="store_true", help="leave the image's file name out of the report")
     parser.add_argument("--explain", nargs="?", const="gradcam", choices=EXPLAIN_METHODS, help="add an explanation map (default method: gradcam)")
     parser.add_argument("--uncertainty", action="store_true", help="add the HC uncertainty (test-time augmentation spread)")
     parser.add_argument("--frame", type=int, default=0, help="frame of a DICOM cine loop (default 0)")
@@ -565,7 +569,7 @@ def _write_outputs(exam: ExamResult, args: argparse.Namespace) -> list[Path]:
                 raise OSError(f"could not write {path}")
             written.append(path)
     if getattr(args, "report", None):
-        written.append(exam.write_report(args.report))
+        written.append(exam.write_report(args.report, label=args.report_label, show_filename=not args.report_hide_filename))
     return written
 
 
