@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fetometry.data.splits import split_samples, subject_id
+from fetometry.data.splits import subject_id
 from fetometry.evaluation.metrics import SegmentationMetrics
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,11 @@ COLUMNS = [
 
 
 def validation_split(samples, recipe: dict) -> list:
-    """The subject-grouped validation split of a training recipe."""
-    fractions = {"train": 1 - recipe["val_fraction"], "val": recipe["val_fraction"]}
-    return split_samples(samples, fractions, seed=recipe["split_seed"])["val"]
+    """The subject-grouped validation split of a training recipe (fixed split or k-fold)."""
+    from fetometry.training.config import TrainConfig
+    from fetometry.training.trainer import training_splits
+
+    return training_splits(samples, TrainConfig.from_dict(recipe))["val"]
 
 
 def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None]) -> dict:

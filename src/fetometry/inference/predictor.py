@@ -50,6 +50,8 @@ class Predictor:
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "Predictor":
         """Load a shipped model by name, a weights folder (model.safetensors + config.json),
         or an ONNX export (``*.onnx``, or a MedSegDiff-V2 export folder), run by onnxruntime."""
+        if name_or_path is not None and "," in str(name_or_path):
+            return cls.from_ensemble(str(name_or_path).split(","), **kwargs)
         if name_or_path is not None and _is_onnx(Path(name_or_path)):
             from fetometry.inference.onnx_backend import load_onnx_predictor
 
@@ -61,6 +63,27 @@ class Predictor:
         config = {**config, "weights_dir": str(folder)}
         kwargs.setdefault("threshold", config.get("threshold", 0.5))
         return cls(model, canvas_hw=tuple(config["canvas_hw"]), config=config, **kwargs)
+
+    @classmethod
+    def from_ensemble(cls, names_or_paths: list[str | Path], **kwargs) -> "Predictor":
+        """Average the probabilities of several weights folders (e.g. the k folds of one
+        recipe, nnU-Net style). They must share the canvas; the HC offset is their mean
+        (each was calibrated on its own training split)."""
+        if len(names_or_paths) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        members = [cls.from_weights(name) for name in names_or_paths]
+        canvases = {m.canvas_hw for m in members}
+        if len(canvases) > 1:
+            raise ValueError(f"ensemble members use different canvases {sorted(canvases)}; train them with one recipe")
+        first = members[0].config
+        config = {
+            **{k: v for k, v in first.items() if k not in ("weights_dir", "training")},
+            "display_name": "ensemble(" + ", ".join(m.name for m in members) + ")",
+            "hc_offset_px": float(np.mean([m.hc_offset_px for m in members])),
+            "members": [m.config.get("weights_dir", m.name) for m in members],
+        }
+        kwargs.setdefault("threshold", first.get("threshold", 0.5))
+        return cls(ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs)
 
     @property
     def name(self) -> str:
@@ -112,3 +135,21 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]
+
+
+class ProbabilityEnsemble(nn.Module):
+    """Members' foreground probabilities, averaged (``predict_proba`` hook); ``forward``
+    returns the logit of that average so that ``model(x)`` tools still work."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        probs = []
+        for member in self.members:
+            probs.append(member.predict_proba(x).float() if hasattr(member, "predict_proba") else torch.sigmoid(member(x).float()))
+        return torch.stack(probs).mean(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self.predict_proba(x), eps=1e-6)

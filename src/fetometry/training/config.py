@@ -42,6 +42,10 @@ class TrainConfig:
     ema_decay: float = 0.0
     #: Stop when validation Dice has not improved for this many epochs; 0 = never.
     early_stopping_patience: int = 0
+    #: Subject-grouped k-fold cross-validation: train fold ``fold`` of ``folds`` (its
+    #: validation subjects are 1/folds of all); 0 = the fixed split of ``val_fraction``.
+    folds: int = 0
+    fold: int = 0
 
     @property
     def canvas_hw(self) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fetometry.data.sample import Sample
-from fetometry.data.splits import split_samples
+from fetometry.data.splits import kfold_subjects, split_samples
 from fetometry.models import create_model
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
@@ -219,7 +219,7 @@ class Trainer:
 
     def fit(self, samples: list[Sample], *, augment=None) -> TrainResult:
         config = self.config
-        splits = split_samples(samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed)
+        splits = training_splits(samples, config)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -311,6 +311,17 @@ class Trainer:
             "date": time.strftime("%Y-%m-%d"),
         }
         (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def training_splits(samples: list[Sample], config: TrainConfig) -> dict[str, list[Sample]]:
+    """{"train", "val"}: fold ``config.fold`` of a subject-grouped k-fold when
+    ``config.folds`` > 1, else the fixed split of ``config.val_fraction``."""
+    if config.folds > 1:
+        if not 0 <= config.fold < config.folds:
+            raise ValueError(f"fold {config.fold} does not exist: use 0..{config.folds - 1}")
+        train, val = kfold_subjects(samples, config.folds, seed=config.split_seed)[config.fold]
+        return {"train": train, "val": val}
+    return split_samples(samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed)
 
 
 def write_optimizer_state(optimizer: torch.optim.Optimizer, stem: Path, extra: dict) -> None:
