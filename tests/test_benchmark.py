@@ -40,3 +40,21 @@ def test_benchmark_writes_table_csv_json_and_plot(tiny_weights, phantom_hc18, tm
     assert "| HC MAE mm |" in table and "Protocol:" in table
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     assert "benchmark.md" in capsys.readouterr().out
+
+
+def test_two_data_sets_combine_with_metrics_per_source(tiny_weights, tmp_path):
+    from fetometry.data.synthetic import write_phantom_dataset
+    from fetometry.evaluation.benchmark import run_benchmark
+    from fetometry.training.run import load_datasets
+
+    centre_a = write_phantom_dataset(tmp_path / "centre_a", 16, seed=11, size=(128, 192))
+    centre_b = write_phantom_dataset(tmp_path / "centre_b", 16, seed=12, size=(128, 192))
+    samples = load_datasets([centre_a, centre_b])
+    assert {s.source for s in samples} == {"centre_a", "centre_b"}
+    a_subjects = {s.subject for s in samples if s.source == "centre_a"}
+    assert a_subjects and not a_subjects & {s.subject for s in samples if s.source == "centre_b"}  # centres never merge
+    report = run_benchmark([str(tiny_weights)], [centre_a, centre_b], tmp_path / "out", progress=False, repeats=1)
+    per_source = report["models"][0]["summary"]["per_source"]
+    assert set(per_source) == {"centre_a", "centre_b"}
+    assert sum(m["n"] for m in per_source.values()) == report["models"][0]["row"]["n"]
+    assert "Per data set" in (tmp_path / "out" / "benchmark.md").read_text()

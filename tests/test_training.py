@@ -104,3 +104,17 @@ def test_exported_weights_have_a_model_card(tiny_run):
     assert json.loads((tiny_run / "model" / "split.json").read_text()) == json.loads((tiny_run / "split.json").read_text())
     for needed in ("## Data", "## Recipe", "## Hardware", "## Metrics", "CC BY 4.0", "decision support"):
         assert needed in card, needed
+
+
+def test_training_on_two_data_sets_keeps_their_subjects_apart(tmp_path):
+    from fetometry.data.synthetic import write_phantom_dataset
+    from fetometry.training.run import train_and_export
+
+    centres = [write_phantom_dataset(tmp_path / name, 8, seed=seed, size=(128, 192)) for name, seed in (("clinic", 21), ("hc18", 22))]
+    recipe = {**TINY_RECIPE, "epochs": 1, "max_steps": 2}
+    folder = train_and_export(TrainConfig.from_dict(recipe), centres, tmp_path / "run", progress=False)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["data"]["path"] == [str(c) for c in centres] and config["data"]["images"] == 16
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    names = split["train"] + split["val"]
+    assert len(names) == 16 and {n.split("/")[0] for n in names} == {"clinic", "hc18"}

@@ -73,7 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
     config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
-    folder = train_and_export(config, args.data, args.out, progress=not args.quiet)
+    folder = train_and_export(config, args.data[0] if len(args.data) == 1 else args.data, args.out, progress=not args.quiet)
     print(f"trained; weights folder {folder} (use it with --model {folder})")
     return 0
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("train", help="train a model on an HC18-layout or folder data set")
     p.add_argument("--model", required=True, help="registered architecture name, e.g. attention-unet")
     p.add_argument("--variant", help="architecture variant (default from the config)")
-    p.add_argument("--data", required=True, help="HC18-layout or folder data set")
+    p.add_argument("--data", required=True, action="append", help="HC18-layout or folder data set (repeat to combine several)")
     p.add_argument("--config", help="recipe file (configs/*.toml)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, manifest, model/)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")

@@ -53,15 +53,17 @@ def validation_split(samples, recipe: dict) -> list:
     return training_splits(samples, TrainConfig.from_dict(recipe))["val"]
 
 
-def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None]) -> dict:
+def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None], *, subjects: Sequence[str] | None = None) -> dict:
     """Mean over subjects of the mean |HC_i - HC_j| over pairs of one subject's images.
 
-    Images without an HC (None) are left out; subjects with fewer than two HCs are too.
+    Subjects come from the HC18 file names unless given. Images without an HC (None) are
+    left out; subjects with fewer than two HCs are too.
     """
+    subjects = subjects if subjects is not None else [subject_id(name) for name in names]
     by_subject: dict[str, list[float]] = defaultdict(list)
-    for name, hc in zip(names, hcs):
+    for subject, hc in zip(subjects, hcs):
         if hc is not None:
-            by_subject[subject_id(name)].append(float(hc))
+            by_subject[subject].append(float(hc))
     per_subject = [np.mean([abs(a - b) for a, b in itertools.combinations(values, 2)]) for values in by_subject.values() if len(values) > 1]
     return {"mean_abs_difference_mm": float(np.mean(per_subject)) if per_subject else None, "subjects": len(per_subject)}
 
@@ -87,6 +89,7 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
     rows = metrics.rows()
     hc_abs = [r["hc_abs_difference_mm"] for r in rows if r["hc_abs_difference_mm"] is not None]
     names = [r["name"] for r in rows]
+    subjects = [s.subject for s in samples]
     flat = {name: stats["mean"] for name, stats in summary["metrics"].items()}
     flat.update(
         n=len(samples),
@@ -95,12 +98,26 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
         hc_measured=len(hc_abs),
         hc_mae_mm=float(np.mean(hc_abs)) if hc_abs else None,
         hc_sd_mm=float(np.std(hc_abs, ddof=1)) if len(hc_abs) > 1 else None,
-        repeatability_model=within_subject_repeatability(names, [r["pred_hc_mm"] for r in rows]),
-        repeatability_reference=within_subject_repeatability(names, [r["ref_hc_mm"] for r in rows]),
+        repeatability_model=within_subject_repeatability(names, [r["pred_hc_mm"] for r in rows], subjects=subjects),
+        repeatability_reference=within_subject_repeatability(names, [r["ref_hc_mm"] for r in rows], subjects=subjects),
+        per_source=_per_source(samples, rows),
         seconds_per_image=seconds / max(1, len(samples)),
         tta=tta,
     )
     return {"summary": flat, "rows": rows}
+
+
+def _per_source(samples, rows: list[dict]) -> dict[str, dict]:
+    """Dice and HC error per data set (multi-centre validation), when there are several."""
+    sources = sorted({s.source for s in samples})
+    if len(sources) < 2:
+        return {}
+    out = {}
+    for source in sources:
+        mine = [r for s, r in zip(samples, rows) if s.source == source]
+        hc = [r["hc_abs_difference_mm"] for r in mine if r["hc_abs_difference_mm"] is not None]
+        out[source] = {"n": len(mine), "dice": float(np.mean([r["dice"] for r in mine])), "hc_mae_mm": float(np.mean(hc)) if hc else None, "hc_measured": len(hc)}
+    return out
 
 
 def model_cost(predictor, *, repeats: int = 5) -> dict:
@@ -186,10 +203,21 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     protocol = report["protocol"]
     paths["md"].write_text(
         f"Date {report['date']}; scored on {report['hardware']['cpu']} ({report['hardware']['threads']} threads), "
-        f"torch {report['hardware']['torch']}.\n\nProtocol: {protocol}\n\n{markdown_table(rows)}\n"
+        f"torch {report['hardware']['torch']}.\n\nProtocol: {protocol}\n\n{markdown_table(rows)}\n{_per_source_table(report)}"
     )
     _plot(rows, paths["png"])
     return paths
+
+
+def _per_source_table(report: dict) -> str:
+    """Metrics per data set (multi-centre validation); empty for a single data set."""
+    lines = []
+    for entry in report["models"]:
+        for source, m in entry["summary"].get("per_source", {}).items():
+            lines.append(f"| {entry['row']['model']} | {entry['row']['tta']} | {source} | {m['n']} | {_fmt(m['dice'])} | {_fmt(m['hc_mae_mm'], 2)} |")
+    if not lines:
+        return ""
+    return "\nPer data set:\n\n| model | TTA | source | n | Dice | HC MAE mm |\n|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
 
 
 def _plot(rows: Sequence[dict], path: Path) -> None:
@@ -213,14 +241,14 @@ def _plot(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_benchmark(models: Sequence[str], data: str | Path, out_dir: str | Path, *, tta_modes: Sequence[bool] = (False,), progress: bool = True, repeats: int = 5) -> dict:
+def run_benchmark(models: Sequence[str], data: str | Path | list, out_dir: str | Path, *, tta_modes: Sequence[bool] = (False,), progress: bool = True, repeats: int = 5) -> dict:
     """Load each shipped model (name or weights folder), score it on the shared split."""
-    from fetometry.data.hc18 import load_hc18
     from fetometry.inference.predictor import Predictor
+    from fetometry.training.run import load_datasets
     from fetometry.training.trainer import hardware_description
 
-    samples = load_hc18(data)
-    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "data": str(data), "models": []}
+    samples = load_datasets(data)
+    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data), "models": []}
     split_names: list[str] | None = None
     for name in models:
         predictor = Predictor.from_weights(name)
@@ -245,7 +273,7 @@ def run_benchmark(models: Sequence[str], data: str | Path, out_dir: str | Path, 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="score the trained models on one protocol: Markdown, CSV and a plot")
-    p.add_argument("--data", required=True, help="HC18-layout folder with reference masks and HCs")
+    p.add_argument("--data", required=True, action="append", help="HC18-layout or folder data set with reference masks and HCs (repeat to combine several: metrics per source)")
     p.add_argument("--models", default=None, help="comma-separated shipped model names or weights folders (default: all shipped)")
     p.add_argument("--tta", action="store_true", help="also score every model with flip TTA")
     p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency column (median)")
@@ -259,7 +287,7 @@ def _cmd_benchmark(args) -> int:
     models = args.models.split(",") if args.models else shipped_models()
     if not models:
         raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
-    report = run_benchmark(models, args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats)
+    report = run_benchmark(models, args.data[0] if len(args.data) == 1 else args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats)
     print(Path(report["paths"]["md"]).read_text())
     print(f"wrote {', '.join(report['paths'].values())}")
     return 0

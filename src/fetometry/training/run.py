@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,6 +37,26 @@ def load_dataset(data_dir: str | Path) -> list[Sample]:
     return [s for s in samples if s.mask_path is not None]
 
 
+def load_datasets(data_dirs: str | Path | list[str | Path]) -> list[Sample]:
+    """One data set, or several combined (e.g. HC18 + a clinic's folder data set).
+
+    Combined, every sample carries its data set's folder name as ``source``, and its
+    name and subject are prefixed with it: subjects of different centres never merge in
+    the subject-grouped splits, and metrics can be reported per source.
+    """
+    dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    if len(dirs) == 1:
+        return load_dataset(dirs[0])
+    labels = [Path(d).resolve().name for d in dirs]
+    if len(set(labels)) < len(labels):  # two folders of the same name: number them
+        labels = [f"{label}{i + 1}" for i, label in enumerate(labels)]
+    combined = []
+    for folder, label in zip(dirs, labels):
+        for sample in load_dataset(folder):
+            combined.append(replace(sample, name=f"{label}/{sample.name}", subject=f"{label}/{sample.subject}", source=label))
+    return combined
+
+
 def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
     """Median boundary offset (px) between reference masks and reference HC."""
     ellipses, sizes, references = [], [], []
@@ -55,10 +76,11 @@ def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
     return {"hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)), "calibration_images": len(ellipses)}
 
 
-def train_and_export(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, *, progress: bool = True) -> Path:
-    """Train on ``data_dir`` into ``run_dir`` and write ``run_dir/model`` (a weights folder)."""
+def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path], run_dir: str | Path, *, progress: bool = True) -> Path:
+    """Train on ``data_dir`` (one folder or several) into ``run_dir`` and write
+    ``run_dir/model`` (a weights folder)."""
     run_dir = Path(run_dir)
-    samples = load_dataset(data_dir)
+    samples = load_datasets(data_dir)
     if not samples:
         raise ValueError(f"{data_dir}: no annotated images to train on")
     train(config, samples, run_dir, progress=progress)
@@ -66,7 +88,8 @@ def train_and_export(config: TrainConfig, data_dir: str | Path, run_dir: str | P
         return run_dir / "model"  # rank 0 calibrates and exports
     train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
     calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
-    data = {"path": str(data_dir), "layout": samples[0].source or "folder", "images": len(samples)}
+    paths = [str(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) else [str(data_dir)]
+    data = {"path": paths[0] if len(paths) == 1 else paths, "layout": samples[0].source or "folder", "images": len(samples)}
     return export_weights(run_dir, run_dir / "model", config, calibration, data)
 
 
