@@ -33,6 +33,8 @@ def _metrics_section(metrics: dict | None) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in (("none", v), ("flip", t)):
+        if row is None:  # not scored (e.g. --no-tta for the diffusion model)
+            continue
         rows.append(
             f"| {name} | {row['dice']:.4f} | {row['iou']:.4f} | {row['recall']:.4f} | {row['precision']:.4f} | "
             f"{row['hausdorff_mm']:.2f} | {row['hc_abs_difference_mm']:.2f} ({row['hc_abs_sd_mm']:.2f}) | "
