@@ -69,6 +69,9 @@ class UpBlock(nn.Module):
 class AttentionUNet(nn.Module):
     """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by 16."""
 
+    #: Default Grad-CAM layer (fetometry.explain): the decoder block at 1/4 of the input.
+    cam_target_layer = "decoders.-3"
+
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (64, 128, 256, 512, 1024)):
         super().__init__()
         channels = list(channels)

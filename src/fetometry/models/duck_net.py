@@ -212,6 +212,9 @@ class DUCKNet(nn.Module):
     ``filters`` (f) is the width of the first level; level i has f * 2**i channels.
     """
 
+    #: Default Grad-CAM layer (fetometry.explain): the decoder DUCK block at 1/4 of the input.
+    cam_target_layer = "decoder.2"
+
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, filters: int = 17):
         super().__init__()
         if filters < 1:

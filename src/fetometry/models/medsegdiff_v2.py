@@ -619,6 +619,10 @@ class MedSegDiffV2(nn.Module):
     (``heads``, ``bands``, ``ss_depth``).
     """
 
+    #: Default Grad-CAM layer (fetometry.explain): the condition U-Net's last block at 1/4
+    #: of the input (the denoiser's default is fetometry.explain.cam.DENOISER_TARGET_LAYER).
+    cam_target_layer = "condition.decoder.-3.-1"
+
     def __init__(
         self,
         *,

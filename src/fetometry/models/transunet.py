@@ -270,6 +270,9 @@ class UpBlock(nn.Module):
 class TransUNet(nn.Module):
     """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by 16."""
 
+    #: Default Grad-CAM layer (fetometry.explain): the decoder block at 1/4 of the input.
+    cam_target_layer = "decoder.1"
+
     size_divisor = SIZE_DIVISOR
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, config: TransUNetConfig = PAPER):

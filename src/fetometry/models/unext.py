@@ -214,6 +214,9 @@ class UNeXt(nn.Module):
     (16, 32, 128, 160, 256).
     """
 
+    #: Default Grad-CAM layer (fetometry.explain): the decoder conv stage to 1/4 of the input.
+    cam_target_layer = "conv_up.0"
+
     size_divisor = 32
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (16, 32, 128, 160, 256)):

@@ -1,0 +1,359 @@
+"""`fetometry explain`: maps for one image, or the faithfulness evaluation of a model.
+
+    fetometry explain IMAGE --model NAME --method gradcam|gradcampp|hirescam|occlusion|uncertainty --out DIR
+    fetometry explain DATA --evaluate --model NAME --out DIR [--limit 50]
+
+One image: for each method, ``DIR/<stem>_<method>.png`` (image, predicted ellipse and
+the map, blended, with a colour bar) and ``DIR/<stem>_<method>.npy`` (float32, the map
+on the ORIGINAL image grid, 0..1; for ``uncertainty`` the per-pixel SD of the members'
+probabilities times 2, so 1 is the largest possible disagreement).
+
+``--evaluate``: every check of ``fetometry.explain.quality`` over the validation split of
+the model's own recipe (its ``split.json``), ``--limit`` images spread evenly over it;
+writes ``DIR/explain_<model>.json`` (per-image rows and the summary), ``.csv`` and
+``.md`` (the table).
+
+The Python API is ``write_explanations`` and ``evaluate_dataset`` below; the verb only
+parses arguments. Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VERB_METHODS = ("gradcam", "gradcampp", "hirescam", "occlusion", "uncertainty")
+
+
+# ----------------------------------------------------------------------------- API: one image
+
+
+def write_explanations(
+    predictor,
+    image: np.ndarray,
+    stem: str,
+    out_dir: str | Path,
+    methods: Sequence[str] = ("gradcam",),
+    *,
+    pixel_size_mm: float | None = None,
+    target: str = "region",
+    layer: str | None = None,
+    network: str | None = None,
+) -> list[dict]:
+    """Write ``<stem>_<method>.png`` and ``.npy`` per method; returns one dict per method
+    ({method, png, npy, ...}; uncertainty adds hc_mm, hc_sd_mm, interval_mm, confidence)."""
+    from fetometry.explain.cam import Explainer
+    from fetometry.explain.figures import save_explanation_png
+    from fetometry.explain.uncertainty import hc_uncertainty
+    from fetometry.pipeline import measure_prediction
+
+    methods = parse_methods(methods)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prediction = predictor.predict(image)
+    result = measure_prediction(stem, prediction, pixel_size_mm, offset_px=predictor.hc_offset_px)
+    maps: dict[str, tuple[np.ndarray, str, str, dict]] = {}
+    cams = [m for m in methods if m != "uncertainty"]
+    if cams:
+        explainer = Explainer(predictor, layer=layer, target=target, network=network)
+        for method, explanation in explainer.explain(image, cams, prediction=prediction).items():
+            where = f", layer {explanation.layer}" if explanation.layer else ""
+            title = f"{method} ({predictor.name}, target {target}{where})"
+            maps[method] = (explanation.saliency, title, f"{method} (0..1)", {"seconds": round(explanation.seconds, 3), "cpu_seconds": round(explanation.cpu_seconds, 3)})
+    if "uncertainty" in methods:
+        u = hc_uncertainty(predictor, image, pixel_size_mm, prediction=prediction)
+        spread = np.clip(2.0 * u["spread_map"], 0.0, 1.0).astype(np.float32)
+        maps["uncertainty"] = (spread, f"uncertainty ({predictor.name}): {describe_hc(u)}", "2 x SD of member probabilities", _uncertainty_summary(u))
+    written = []
+    for method in methods:
+        saliency, title, label, extra = maps[method]
+        png = save_explanation_png(out_dir / f"{stem}_{method}.png", image, saliency, ellipse=result.ellipse, title=title, label=label)
+        npy = out_dir / f"{stem}_{method}.npy"
+        np.save(npy, saliency.astype(np.float32))
+        written.append({"method": method, "png": str(png), "npy": str(npy), **extra})
+    return written
+
+
+def describe_hc(u: dict) -> str:
+    """'HC 175.2 +/- 1.3 mm (95%: 172.6-177.8), confidence 0.97' (px without a pixel size)."""
+    if u["hc_px"] is None:
+        return "no head found in the prediction, confidence 0"
+    unit, value, sd, interval = ("mm", u["hc_mm"], u["hc_sd_mm"], u["interval_mm"]) if u["hc_mm"] is not None else ("px", u["hc_px"], u["hc_sd_px"], u["interval_px"])
+    if sd is None:
+        return f"HC {value:.1f} {unit}, too few members with a head for a spread, confidence {u['confidence']:.2f}"
+    share = round(100 * u["coverage"])
+    return f"HC {value:.1f} +/- {sd:.1f} {unit} ({share}%: {interval[0]:.1f}-{interval[1]:.1f}), confidence {u['confidence']:.2f}"
+
+
+def _uncertainty_summary(u: dict) -> dict:
+    keys = ("hc_mm", "hc_sd_mm", "interval_mm", "hc_px", "hc_sd_px", "interval_px", "confidence", "coverage", "members", "valid_members", "sources")
+    return {k: u[k] for k in keys}
+
+
+def parse_methods(methods: Sequence[str] | str) -> list[str]:
+    """'gradcam,occlusion' / ['all'] -> validated method names, in the given order."""
+    from fetometry.explain.cam import ExplainError
+
+    if isinstance(methods, str):
+        methods = [methods]
+    names = [m.strip() for item in methods for m in item.split(",") if m.strip()]
+    if "all" in names:
+        return list(VERB_METHODS)
+    unknown = [m for m in names if m not in VERB_METHODS]
+    if unknown or not names:
+        raise ExplainError(f"unknown method(s) {unknown or names}; use {', '.join(VERB_METHODS)} or all")
+    return list(dict.fromkeys(names))
+
+
+# ----------------------------------------------------------------------------- API: evaluation
+
+
+def validation_samples(data_dir: str | Path, predictor, *, split: str = "val", limit: int | None = 50) -> list:
+    """Annotated samples of the model's validation split (its ``split.json``, else its
+    recipe's subject split), ``limit`` of them spread evenly over the sorted list."""
+    from fetometry.data.folder import load_folder
+    from fetometry.data.hc18 import is_hc18_layout, load_hc18
+    from fetometry.data.splits import split_samples
+
+    samples = load_hc18(data_dir) if is_hc18_layout(data_dir) else load_folder(data_dir)
+    samples = [s for s in samples if s.mask_path is not None]
+    if not samples:
+        raise FileNotFoundError(f"{data_dir}: no annotated images; the evaluation needs reference masks")
+    if split == "val":
+        split_file = Path(predictor.config.get("weights_dir", "")) / "split.json"
+        if split_file.is_file():
+            names = set(json.loads(split_file.read_text())["val"])
+            samples = [s for s in samples if s.name in names]
+        else:
+            recipe = predictor.config.get("training", {}).get("recipe", {})
+            fraction = recipe.get("val_fraction", 0.2)
+            log.warning("%s has no split.json: using a subject split (val %.2f, seed %s)", split_file.parent, fraction, recipe.get("split_seed", 0))
+            samples = split_samples(samples, {"train": 1 - fraction, "val": fraction}, seed=recipe.get("split_seed", 0))["val"]
+    elif split != "all":
+        raise ValueError(f"unknown split {split!r}; use val or all")
+    if not samples:
+        raise FileNotFoundError(f"{data_dir}: none of the images is in the model's validation split")
+    if limit is not None and len(samples) > limit:
+        samples = [samples[i * len(samples) // limit] for i in range(limit)]
+    return samples
+
+
+def evaluate_dataset(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    split: str = "val",
+    limit: int | None = 50,
+    methods: Sequence[str] | None = None,
+    network: str | None = None,
+    layer: str | None = None,
+    steps: int = 10,
+    stages: int = 4,
+    occlusion_images: int | None = 10,
+    progress: bool = True,
+) -> tuple[dict, dict[str, Path]]:
+    """`fetometry explain --evaluate`: run the checks, write JSON, CSV and Markdown."""
+    from fetometry.explain.cam import METHODS
+    from fetometry.explain.quality import evaluate_explanations
+    from fetometry.inference.predictor import Predictor
+
+    predictor = Predictor.from_weights(model)
+    samples = validation_samples(data_dir, predictor, split=split, limit=limit)
+    methods = [m for m in parse_methods(methods or list(METHODS)) if m != "uncertainty"]
+    report = evaluate_explanations(
+        predictor, samples, methods=methods, network=network, layer=layer, steps=steps, stages=stages,
+        occlusion_images=occlusion_images, progress=progress,
+    )
+    from fetometry.explain.cam import is_diffusion
+
+    report["model"] = predictor.name
+    report["diffusion"] = is_diffusion(predictor.model)
+    report["uncertainty_sources"] = next((r["uncertainty"]["sources"] for r in report["rows"] if "uncertainty" in r), [])
+    report["weights"] = predictor.config.get("weights_dir")
+    report["split"] = split
+    tag = model_tag(predictor, network)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / f"explain_{tag}.json",
+        "csv": out_dir / f"explain_{tag}.csv",
+        "md": out_dir / f"explain_{tag}.md",
+    }
+    paths["json"].write_text(json.dumps(report, indent=1, sort_keys=True, default=_jsonable))
+    write_rows_csv(report["rows"], paths["csv"])
+    paths["md"].write_text(markdown_table([report]) + "\n\n" + calibration_table([report]) + "\n")
+    return report, paths
+
+
+def model_tag(predictor, network: str | None) -> str:
+    """File tag: the model's name, plus '-denoiser' when the denoiser is explained."""
+    name = str(predictor.config.get("model") or predictor.name)
+    return f"{name}-denoiser" if network == "denoiser" else name
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def write_rows_csv(rows: Sequence[dict], path: Path) -> Path:
+    """One line per image and method (plus the image's uncertainty columns)."""
+    columns = [
+        "filename", "method", "localisation", "chance_localisation", "deletion_auc", "insertion_auc",
+        "random_deletion_auc", "random_insertion_auc", "randomisation_rho_final", "seconds", "cpu_seconds",
+        "hc_mm", "hc_sd_mm", "reference_hc_mm", "confidence", "error",
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            u = row.get("uncertainty", {})
+            base = {
+                "filename": row["filename"], "reference_hc_mm": row.get("reference_hc_mm"), "hc_mm": u.get("hc_mm"),
+                "hc_sd_mm": u.get("hc_sd_mm"), "confidence": u.get("confidence"), "error": row.get("error", ""),
+                "chance_localisation": row.get("chance_localisation"),
+                "random_deletion_auc": row.get("random_curves", {}).get("deletion_auc"),
+                "random_insertion_auc": row.get("random_curves", {}).get("insertion_auc"),
+            }
+            for method, values in (row.get("methods") or {"": {}}).items():
+                rho = values.get("randomisation_rho") or [None]
+                writer.writerow({**base, "method": method, "randomisation_rho_final": rho[-1], **{k: values.get(k) for k in ("localisation", "deletion_auc", "insertion_auc", "seconds", "cpu_seconds")}})
+    return path
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def markdown_table(reports: Sequence[dict]) -> str:
+    """The docs table: one row per model and method (means over the images)."""
+    lines = [
+        "| model | network / layer | method | n | localisation (chance) | deletion AUC (random) | insertion AUC (random) | rand. rho top 25% / all | CPU s per map (wall) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        s = report["summary"]
+        network = s.get("network", "condition") if report.get("diffusion") else ""
+        for method, m in s["methods"].items():
+            by_stage = m.get("randomisation_rho_by_stage") or []
+            first = _fmt(by_stage[0], 2) if by_stage and by_stage[0].get("n") else "-"
+            where = f"{network} (input)" if method == "occlusion" else f"{network} `{s.get('layer', '')}`"
+            lines.append(
+                f"| {report['model']} | {where.strip()} | {method} | {m['localisation']['n']} | "
+                f"{_fmt(m['localisation'])} ({_fmt(m.get('chance_localisation', s['chance_localisation']))}) | "
+                f"{_fmt(m['deletion_auc'])} ({_fmt(m.get('random_deletion_auc', s['random_deletion_auc']))}) | "
+                f"{_fmt(m['insertion_auc'])} ({_fmt(m.get('random_insertion_auc', s['random_insertion_auc']))}) | "
+                f"{first} / {_fmt(m['randomisation_rho_final'], 2)} | {_fmt(m.get('cpu_seconds'), 2)} ({_fmt(m['seconds'], 2)}) |"
+            )
+    return "\n".join(lines)
+
+
+def calibration_table(reports: Sequence[dict]) -> str:
+    """Nominal vs observed coverage of the HC interval, per model: the member spread
+    alone, and (when fitted) with the residual fitted on other held-out images."""
+    lines: list[str] = []
+    for report in reports:
+        sources = "+".join(report.get("uncertainty_sources", [])) or "-"
+        variants = [("spread only", report["summary"].get("uncertainty", {}))]
+        fit = report.get("residual_calibration")
+        if fit and report["summary"].get("uncertainty_calibrated"):
+            label = f"+ residual {100 * fit['residual_fraction']:.1f}% (fit on {fit['images']} other val images)"
+            variants.append((label, report["summary"]["uncertainty_calibrated"]))
+        for label, u in variants:
+            coverage = u.get("coverage", [])
+            if not coverage:
+                continue
+            if not lines:
+                lines += [
+                    "| model | members | interval | n | " + " | ".join(f"{round(100 * c['nominal'])}%" for c in coverage)
+                    + " | mean spread SD mm | mean abs error mm | rho(spread, abs error) |",
+                    "|---|---|---|---|" + "---|" * len(coverage) + "---|---|---|",
+                ]
+            lines.append(
+                f"| {report['model']} | {sources} | {label} | {u['with_reference']} | "
+                + " | ".join(f"{100 * c['observed']:.0f}%" for c in coverage)
+                + f" | {_fmt(u.get('hc_sd_mm'), 2)} | {_fmt(u.get('hc_abs_error_mm'), 2)} | {u.get('spearman_sd_vs_abs_error', 0):.2f} |"
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the verb
+
+
+def register(subparsers) -> None:
+    """Add the ``explain`` verb to the fetometry CLI."""
+    p = subparsers.add_parser(
+        "explain",
+        help="class-activation maps, occlusion and uncertainty for an image; --evaluate: faithfulness checks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", help="an image file; with --evaluate an HC18-layout (or images/masks) folder with annotations")
+    p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
+    p.add_argument("--method", default=None, help=f"one or more of {', '.join(VERB_METHODS)} (comma-separated), or all (default: gradcam; with --evaluate: all map methods)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--target", choices=("region", "boundary"), default="region", help="explain the head region or only its boundary band")
+    p.add_argument("--layer", help="target layer (dotted module path; default: the architecture's cam_target_layer)")
+    p.add_argument("--network", choices=("condition", "denoiser"), help="MedSegDiff-V2: explain the condition U-Net (default) or the denoiser at the last sampling step")
+    p.add_argument("--pixel-size", type=float, help="pixel size in mm (uncertainty in mm; without it: px)")
+    p.add_argument("--evaluate", action="store_true", help="run the faithfulness and sanity checks over a data set and write a table")
+    p.add_argument("--split", choices=("val", "all"), default="val", help="--evaluate: the model's validation split (default) or all images")
+    p.add_argument("--limit", type=int, default=50, help="--evaluate: images, spread evenly over the split (default 50)")
+    p.add_argument("--steps", type=int, default=10, help="--evaluate: deletion / insertion steps (default 10)")
+    p.add_argument("--stages", type=int, default=4, help="--evaluate: cascading randomisation stages (default 4)")
+    p.add_argument("--occlusion-images", type=int, default=10, help="--evaluate: occlusion on the first N images only (default 10; it costs ~80 passes per map)")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        return _cmd_evaluate(args)
+    from fetometry.inference.predictor import Predictor
+    from fetometry.io.images import read_image
+    from fetometry.io.pixel_size import validate_pixel_size
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image (use --evaluate for a data-set folder)")
+    methods = parse_methods(args.method or "gradcam")
+    pixel_size = validate_pixel_size(args.pixel_size, source="--pixel-size") if args.pixel_size is not None else None
+    predictor = Predictor.from_weights(args.model)
+    image = read_image(path)
+    for entry in write_explanations(predictor, image, path.stem, args.out, methods, pixel_size_mm=pixel_size, target=args.target, layer=args.layer, network=args.network):
+        extra = f"  {describe_hc(entry)}" if entry["method"] == "uncertainty" else ""
+        print(f"{entry['method']}: {entry['png']} and {Path(entry['npy']).name}{extra}")
+    from fetometry import DISCLAIMER
+
+    print(DISCLAIMER)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    methods = [args.method] if args.method else None  # default: every map method
+    report, paths = evaluate_dataset(
+        args.input, args.out, model=args.model, split=args.split, limit=args.limit, methods=methods,
+        network=args.network, layer=args.layer, steps=args.steps, stages=args.stages,
+        occlusion_images=args.occlusion_images, progress=not getattr(args, "quiet", False),
+    )
+    print(markdown_table([report]))
+    print()
+    print(calibration_table([report]))
+    print(f"\nwrote {paths['json']}, {paths['csv'].name} and {paths['md'].name}")
+    return 0
