@@ -20,7 +20,7 @@ log = logging.getLogger("fetometry")
 
 #: Verbs that live beside the code they drive: each module has ``register(subparsers)``,
 #: which adds its parser and sets ``func``; heavy imports stay inside the verb's function.
-VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.command", "fetometry.serve.command", "fetometry.inference.export"]
+VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.command", "fetometry.serve.command", "fetometry.inference.export", "fetometry.explain.command"]
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
