@@ -133,3 +133,13 @@ def test_evaluate_scores_predictions(phantom_hc18, tiny_weights, tmp_path, capsy
 def test_csv_columns_follow_the_contract():
     assert CSV_COLUMNS[:6] == HC18_COLUMNS
     assert CSV_COLUMNS.index("status") < CSV_COLUMNS.index("detail")
+
+
+def test_every_verb_of_the_cli_contract_is_registered():
+    """ARCHITECTURE.md's CLI contract: the verbs other tools call."""
+    import argparse
+
+    from fetometry.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"predict", "measure", "train", "evaluate", "benchmark", "explain", "serve", "stream", "export", "models", "demo"} <= set(verbs)
