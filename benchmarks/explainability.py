@@ -35,6 +35,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DOCS = REPO / "docs" / "EXPLAINABILITY.md"
 TABLE_MARKERS = ("<!-- explain-table:start -->", "<!-- explain-table:end -->")
 CALIBRATION_MARKERS = ("<!-- calibration-table:start -->", "<!-- calibration-table:end -->")
+FIGURE_MARKERS = ("<!-- explain-figures:start -->", "<!-- explain-figures:end -->")
 
 
 def run_model(args) -> Path:
@@ -192,13 +193,25 @@ def markdown(args) -> str:
     table, calibration = markdown_table(reports), calibration_table(reports)
     stamp = ", ".join(f"{r['model']} {r['date']}" for r in reports)
     table += f"\n\nRuns: {stamp}; one CPU thread ({reports[0]['hardware']['cpu']}, shared with training: CPU seconds of the process, wall seconds in brackets)."
+    figures_md = figure_links(reports)
     if DOCS.is_file():
         text = DOCS.read_text()
-        for markers, body in ((TABLE_MARKERS, table), (CALIBRATION_MARKERS, calibration)):
+        for markers, body in ((TABLE_MARKERS, table), (CALIBRATION_MARKERS, calibration), (FIGURE_MARKERS, figures_md)):
             pattern = re.compile(re.escape(markers[0]) + ".*?" + re.escape(markers[1]), re.S)
             text = pattern.sub(lambda _: f"{markers[0]}\n{body}\n{markers[1]}", text)
         DOCS.write_text(text)
     return table + "\n\n" + calibration
+
+
+def figure_links(reports) -> str:
+    """Markdown image links for every evaluated model whose figures exist."""
+    lines = []
+    for report in reports:
+        tag = report["model"] + ("-denoiser" if report["settings"].get("network") == "denoiser" else "")
+        for suffix, what in (("", "maps"), ("_sanity", "sanity checks")):
+            if (REPO / "docs" / "images" / f"explain_{tag}{suffix}.png").is_file():
+                lines.append(f"![{tag}: {what}](images/explain_{tag}{suffix}.png)")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
