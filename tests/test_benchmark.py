@@ -58,3 +58,19 @@ def test_two_data_sets_combine_with_metrics_per_source(tiny_weights, tmp_path):
     assert set(per_source) == {"centre_a", "centre_b"}
     assert sum(m["n"] for m in per_source.values()) == report["models"][0]["row"]["n"]
     assert "Per data set" in (tmp_path / "out" / "benchmark.md").read_text()
+
+
+def test_ellipse_dice_scores_the_filled_fitted_ellipse():
+    from types import SimpleNamespace
+
+    from fetometry.biometry.ellipse import Ellipse
+    from fetometry.evaluation.benchmark import _ellipse_dice
+
+    ellipse = Ellipse.from_axes(48.0, 32.0, 30.0, 20.0, 0.3)
+    truth = ellipse.to_mask((64, 96))
+    ragged = truth.copy()
+    ragged[::3, ::3] = False  # a mask with holes: its own Dice is lower
+    assert _ellipse_dice(SimpleNamespace(ellipse=ellipse), ragged, truth) == 1.0
+    mask_dice = 2 * (ragged & truth).sum() / (ragged.sum() + truth.sum())
+    assert _ellipse_dice(SimpleNamespace(ellipse=None), ragged, truth) == pytest.approx(mask_dice)
+    assert _ellipse_dice(SimpleNamespace(ellipse=None), None, truth) == 0.0

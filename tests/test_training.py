@@ -118,3 +118,53 @@ def test_training_on_two_data_sets_keeps_their_subjects_apart(tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     names = split["train"] + split["val"]
     assert len(names) == 16 and {n.split("/")[0] for n in names} == {"clinic", "hc18"}
+
+
+def test_tensorboard_logs_hold_the_csv_rows(phantom_hc18, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 2, "tensorboard": True})
+    Trainer(config, tmp_path / "run", progress=False).fit(load_hc18(phantom_hc18))
+    rows = _read_log(tmp_path / "run" / "log.csv")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("val_dice")
+    assert [e.step for e in logged] == [int(r["step"]) for r in rows]
+    assert [round(e.value, 5) for e in logged] == [round(float(r["val_dice"]), 5) for r in rows]
+    assert {"train_loss", "lr", "wall_time_s"} <= set(events.Tags()["scalars"])
+
+
+def test_init_from_starts_from_the_given_weights(tiny_run, phantom_hc18, tmp_path):
+    """A run initialised from trained weights validates like them before its first step;
+    provenance (earlier epochs and time) reaches the exported config and card."""
+    from fetometry.training.run import train_and_export
+
+    before = float(_read_log(tiny_run / "log.csv")[-1]["val_dice"])
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 1, "max_steps": 1, "lr": 1e-6, "init_from": str(tiny_run / "model")})
+    folder = train_and_export(config, phantom_hc18, tmp_path / "continued", progress=False)
+    after = float(_read_log(tmp_path / "continued" / "log.csv")[0]["val_dice"])
+    assert after > 0.9 * before and after > 0.6  # a random start scores far lower (test above: the first epoch)
+    initial = json.loads((folder / "config.json").read_text())["training"]["initialised_from"]
+    assert initial["epochs_run"] == len(_read_log(tiny_run / "log.csv"))
+    assert "Initialised from" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_init_from_refuses_weights_that_saw_our_validation_images(tiny_run, phantom_hc18, tmp_path):
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 1, "split_seed": 7, "init_from": str(tiny_run / "model")})
+    with pytest.raises(ValueError, match="validation images"):
+        Trainer(config, tmp_path / "leaky", progress=False).fit(load_hc18(phantom_hc18))
+
+
+def test_flips_only_augmentation_is_a_recipe_choice():
+    from fetometry.data.augment import FlipAugmenter
+
+    with pytest.raises(ValueError, match="augmentation"):
+        TrainConfig.from_dict({"augmentation": "everything"})
+    image = np.arange(12, dtype=np.float32).reshape(3, 4) / 12
+    seen = set()
+    for seed in range(20):
+        out, mask = FlipAugmenter()(image, image > 0.5, np.random.default_rng(seed))
+        assert np.array_equal(out > 0.5, mask > 0.5)  # image and mask flip together
+        seen.add(out.tobytes())
+    assert len(seen) == 4  # none, left-right, up-down, both

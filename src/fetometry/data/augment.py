@@ -138,6 +138,29 @@ class Augmenter:
         return np.float32(1.0) - darkness * weight
 
 
+class FlipAugmenter:
+    """Flips only: left-right and up-down, each with probability 0.5. The "plain recipe"
+    of the benchmark's reference row (what a stock MONAI pipeline with RandFlipd gives),
+    against which the ultrasound augmentation of :class:`Augmenter` is measured."""
+
+    P_FLIP = 0.5
+
+    def __init__(self, *, seed: int | None = None):
+        self._rng = np.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return "FlipAugmenter()"
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = _check_pair(image, mask)
+        rng = self._rng if rng is None else rng
+        axes = tuple(axis for axis in (0, 1) if rng.uniform() < self.P_FLIP)
+        if axes:
+            image = np.ascontiguousarray(np.flip(image, axis=axes))
+            mask = np.ascontiguousarray(np.flip(mask, axis=axes))
+        return image, mask
+
+
 def _check_pair(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image)
     mask = np.asarray(mask)

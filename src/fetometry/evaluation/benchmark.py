@@ -16,6 +16,10 @@ its images; then the mean over subjects. Computed for the model's HCs and, next 
 for the sonographers' own reference HCs from the CSV on the same images, so the two are
 comparable (the images of one subject may be different planes, so neither is zero).
 
+Two Dice columns: "Dice" scores the segmentation mask itself; "Dice ellipse" scores the
+filled fitted ellipse, the region the product measures and draws (the HC18 references
+are filled ellipses too). Images without an ellipse score the mask in that column.
+
 Writes DIR/benchmark.json, DIR/benchmark.csv, DIR/benchmark.md and DIR/benchmark.png.
 """
 
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Columns of benchmark.csv / the Markdown table, in order.
 COLUMNS = [
-    "model", "variant", "tta", "n", "dice", "iou", "recall", "precision", "map", "hausdorff_mm",
+    "model", "variant", "tta", "n", "dice", "dice_ellipse", "iou", "recall", "precision", "map", "hausdorff_mm",
     "hc_mae_mm", "hc_sd_mm", "hc_measured", "repeatability_model_mm", "repeatability_reference_mm",
     "params_m", "gmacs_256", "cpu_ms_256", "train_minutes", "train_hardware",
 ]
@@ -79,12 +83,15 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
     seconds = time.perf_counter() - started
     metrics = SegmentationMetrics()
     statuses: dict[str, int] = defaultdict(int)
+    ellipse_dice: list[float] = []
     for sample, result in zip(samples, results):
         statuses[result.status] += 1
         hc = result.measurement.hc_mm if result.measurement else None
         mask = result.prediction.mask if result.prediction is not None else None
         score = result.prediction.confidence if result.prediction is not None else None
-        metrics.add(sample.name, mask, sample.load_mask(), sample.pixel_size_mm, hc, sample.hc_mm, score)
+        truth = sample.load_mask()
+        metrics.add(sample.name, mask, truth, sample.pixel_size_mm, hc, sample.hc_mm, score)
+        ellipse_dice.append(_ellipse_dice(result, mask, truth))
     summary = metrics.summary()
     rows = metrics.rows()
     hc_abs = [r["hc_abs_difference_mm"] for r in rows if r["hc_abs_difference_mm"] is not None]
@@ -95,6 +102,7 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
         n=len(samples),
         statuses=dict(statuses),
         map=summary["map"],
+        dice_ellipse=float(np.mean(ellipse_dice)) if ellipse_dice else None,
         hc_measured=len(hc_abs),
         hc_mae_mm=float(np.mean(hc_abs)) if hc_abs else None,
         hc_sd_mm=float(np.std(hc_abs, ddof=1)) if len(hc_abs) > 1 else None,
@@ -105,6 +113,20 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
         tta=tta,
     )
     return {"summary": flat, "rows": rows}
+
+
+def _ellipse_dice(result, mask: np.ndarray | None, truth: np.ndarray) -> float:
+    """Dice of the filled fitted ellipse against the reference (the mask's own Dice when
+    there is no ellipse; 0 when there is neither)."""
+    truth = truth > 0
+    if result.ellipse is not None:
+        region = result.ellipse.to_mask(truth.shape)
+    elif mask is not None:
+        region = mask
+    else:
+        return 0.0
+    total = int(region.sum()) + int(truth.sum())
+    return 2.0 * int((region & truth).sum()) / total if total else 1.0
 
 
 def _per_source(samples, rows: list[dict]) -> dict[str, dict]:
@@ -146,6 +168,7 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
         "tta": "flip" if tta else "none",
         "n": s["n"],
         "dice": s["dice"],
+        "dice_ellipse": s["dice_ellipse"],
         "iou": s["iou"],
         "recall": s["recall"],
         "precision": s["precision"],
@@ -175,13 +198,13 @@ def _fmt(value, digits: int = 4) -> str:
 
 def markdown_table(rows: Sequence[dict]) -> str:
     header = (
-        "| model | variant | TTA | n | Dice | IoU | recall | mAP | HD mm | HC MAE mm | HC SD mm | "
+        "| model | variant | TTA | n | Dice | Dice ellipse | IoU | recall | mAP | HD mm | HC MAE mm | HC SD mm | "
         "repeat. model mm | repeat. sonographer mm | params M | GMACs | CPU ms | trained min | hardware |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['variant']} | {r['tta']} | {r['n']} | {_fmt(r['dice'])} | {_fmt(r['iou'])} | {_fmt(r['recall'])} | "
+            f"| {r['model']} | {r['variant']} | {r['tta']} | {r['n']} | {_fmt(r['dice'])} | {_fmt(r.get('dice_ellipse'))} | {_fmt(r['iou'])} | {_fmt(r['recall'])} | "
             f"{_fmt(r['map'])} | {_fmt(r['hausdorff_mm'], 2)} | {_fmt(r['hc_mae_mm'], 2)} | {_fmt(r['hc_sd_mm'], 2)} | "
             f"{_fmt(r['repeatability_model_mm'], 2)} | {_fmt(r['repeatability_reference_mm'], 2)} | {_fmt(r['params_m'], 2)} | "
             f"{_fmt(r['gmacs_256'], 2)} | {_fmt(r['cpu_ms_256'], 0)} | {_fmt(r['train_minutes'], 0)} | {r['train_hardware']} |"

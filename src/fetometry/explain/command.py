@@ -85,7 +85,7 @@ def write_explanations(
 def describe_hc(u: dict) -> str:
     """'HC 175.2 +/- 1.3 mm (95%: 172.6-177.8), confidence 0.97' (px without a pixel size)."""
     if u["hc_px"] is None:
-        return "no head found in the prediction, confidence 0"
+        return "no head or no ellipse in the prediction, confidence 0"
     unit, value, sd, interval = ("mm", u["hc_mm"], u["hc_sd_mm"], u["interval_mm"]) if u["hc_mm"] is not None else ("px", u["hc_px"], u["hc_sd_px"], u["interval_px"])
     if sd is None:
         return f"HC {value:.1f} {unit}, too few members with a head for a spread, confidence {u['confidence']:.2f}"

@@ -30,12 +30,15 @@ class ModelSpec:
     description: str
     #: The input side length must be a multiple of this (number of downsamplings).
     size_divisor: int
+    #: A baseline that is not one of the compared architectures (the benchmark's stock
+    #: reference row); listed only when asked for.
+    reference: bool = False
 
 
 _REGISTRY: dict[tuple[str, str], ModelSpec] = {}
 
 
-def register_model(name: str, variant: str, *, size_divisor: int, description: str = ""):
+def register_model(name: str, variant: str, *, size_divisor: int, description: str = "", reference: bool = False):
     """Decorator registering ``builder(**kw) -> nn.Module`` as ``name``/``variant``."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -43,7 +46,7 @@ def register_model(name: str, variant: str, *, size_divisor: int, description: s
         if key in _REGISTRY:
             raise ValueError(f"model {name}/{variant} is registered twice")
         doc = description or (builder.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[key] = ModelSpec(name, variant, builder, doc, size_divisor)
+        _REGISTRY[key] = ModelSpec(name, variant, builder, doc, size_divisor, reference)
         return builder
 
     return wrap
@@ -60,10 +63,11 @@ def _ensure_loaded() -> None:
         importlib.import_module(f"{package.__name__}.{module.name}")
 
 
-def available_models() -> list[ModelSpec]:
-    """All registered (name, variant) specs, sorted."""
+def available_models(*, include_reference: bool = False) -> list[ModelSpec]:
+    """The registered (name, variant) specs of the compared architectures, sorted; with
+    ``include_reference`` also the reference baselines."""
     _ensure_loaded()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return [_REGISTRY[k] for k in sorted(_REGISTRY) if include_reference or not _REGISTRY[k].reference]
 
 
 def get_spec(name: str, variant: str = "compact") -> ModelSpec:

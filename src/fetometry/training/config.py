@@ -30,6 +30,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     bce_weight: float = 0.5
     augment_strength: float = 1.0
+    #: "ultrasound" (flips, affine, intensity, speckle, blur, shadow; scaled by
+    #: augment_strength) or "flips" (the plain recipe of the benchmark's reference row).
+    augmentation: str = "ultrasound"
     val_fraction: float = 0.2
     split_seed: int = 0
     seed: int = 0
@@ -46,6 +49,13 @@ class TrainConfig:
     #: validation subjects are 1/folds of all); 0 = the fixed split of ``val_fraction``.
     folds: int = 0
     fold: int = 0
+    #: Start from these weights (a weights folder or a .safetensors file) instead of a
+    #: random initialisation: fine-tuning, or continuing a run with a fresh schedule. A
+    #: folder's split.json is checked: none of our validation images may have trained it.
+    init_from: str = ""
+    #: Also write the log rows as TensorBoard scalars under <run>/tensorboard
+    #: (needs the tensorboard package); log.csv is always written.
+    tensorboard: bool = False
 
     @property
     def canvas_hw(self) -> tuple[int, int]:
@@ -64,7 +74,10 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
+        config = cls(**data)
+        if config.augmentation not in ("ultrasound", "flips"):
+            raise ValueError(f"augmentation={config.augmentation!r}: use 'ultrasound' or 'flips'")
+        return config
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -56,6 +56,18 @@ def _data_section(data: dict) -> list[str]:
     return [f"Trained on the folder data set {where}"]
 
 
+def _initialisation_lines(initial: dict | None) -> list[str]:
+    """A run that started from earlier weights states them and the time they took, so the
+    card's training time is the whole cost, not just the last leg."""
+    if not initial:
+        return []
+    earlier = initial.get("wall_time_s") or 0
+    return [
+        f"Initialised from `{initial.get('path')}` ({initial.get('epochs_run', '?')} earlier epochs, "
+        f"{earlier / 60:.0f} min); total training time {(earlier + initial.get('this_run_wall_time_s', 0)) / 60:.0f} min.",
+    ]
+
+
 def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -89,6 +101,7 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
         "```",
         f"Best epoch by validation Dice: {training.get('best_epoch')} of {training.get('epochs_run')}; "
         f"training wall time {training.get('wall_time_s', 0) / 60:.0f} min.",
+        *_initialisation_lines(training.get("initialised_from")),
         "",
         "## Hardware",
         f"{hardware.get('cpu', 'unknown CPU')}; torch {hardware.get('torch')}; {hardware.get('platform', '')}. "

@@ -93,6 +93,21 @@ def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path
     return export_weights(run_dir, run_dir / "model", config, calibration, data)
 
 
+def _initialisation(config: TrainConfig, this_run_wall_time_s: float) -> dict | None:
+    """Provenance of ``init_from`` weights: their path and, for a weights folder, the
+    epochs and time that trained them (earlier legs included)."""
+    if not config.init_from:
+        return None
+    initial = {"path": config.init_from, "this_run_wall_time_s": this_run_wall_time_s}
+    config_file = Path(config.init_from) / "config.json"
+    if config_file.is_file():
+        earlier = json.loads(config_file.read_text(encoding="utf-8")).get("training", {})
+        before = earlier.get("initialised_from") or {}
+        initial["epochs_run"] = earlier.get("epochs_run", 0) + before.get("epochs_run", 0)
+        initial["wall_time_s"] = earlier.get("wall_time_s", 0) + before.get("wall_time_s", 0)
+    return initial
+
+
 def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration: dict, data: dict) -> Path:
     """best.safetensors + config.json (architecture, canvas, calibration, provenance)."""
     from fetometry.models import create_model
@@ -122,6 +137,9 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
             "parameters": manifest["parameters"],
         },
     }
+    initial = _initialisation(config, manifest["wall_time_s"])
+    if initial:
+        weights_config["training"]["initialised_from"] = initial
     (folder / "config.json").write_text(json.dumps(weights_config, indent=2))
     write_model_card(folder)
     return folder

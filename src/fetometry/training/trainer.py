@@ -103,6 +103,8 @@ class Trainer:
             raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.dist.world_size} processes")
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, config.variant, **config.model_kwargs)
+        if config.init_from:
+            load_weights(self.model, initial_weights_file(config.init_from))
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
@@ -115,6 +117,7 @@ class Trainer:
         self.best_epoch = -1
         self.history: list[dict] = []
         self.commit = git_commit()  # the code that trains, recorded before anything changes
+        self._tensorboard = None
 
     # ---- checkpoints -------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
@@ -226,6 +229,8 @@ class Trainer:
             (self.run_dir / "split.json").write_text(json.dumps({k: sorted(s.name for s in v) for k, v in splits.items()}, indent=1))
         if not splits["train"]:
             raise ValueError("the training split is empty: give more images or a smaller val_fraction")
+        if config.init_from:
+            check_no_validation_leak(config.init_from, splits["val"])
         train_set = SegmentationDataset(splits["train"], config.canvas_hw, augment=augment, seed=config.seed, progress=self.progress)
         val_set = SegmentationDataset(splits["val"], config.canvas_hw, progress=self.progress) if splits["val"] else None
         rank_batch = config.batch_size // self.dist.world_size  # the global batch is config.batch_size
@@ -266,6 +271,8 @@ class Trainer:
         wall = self.history[-1]["wall_time_s"] if self.history else 0.0
         result = TrainResult(self.run_dir, self.best_val_dice, self.best_epoch + 1, len(self.history), wall, self.history)
         self._write_manifest(result, splits, skipped=train_set.skipped + (val_set.skipped if val_set else []))
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         return result
 
     def _epoch_loader(self, train_set: SegmentationDataset, epoch: int, rank_batch: int) -> DataLoader:
@@ -290,6 +297,23 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+        if self.config.tensorboard:
+            self._tensorboard_scalars(row)
+
+    def _tensorboard_scalars(self, row: dict) -> None:
+        """One scalar per log column, at the optimizer step; the writer is opened lazily,
+        so a run without the option never imports tensorboard."""
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ImportError("tensorboard = true needs the tensorboard package: pip install tensorboard") from error
+            self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        for key in ("train_loss", "val_dice", "lr"):
+            if row[key] == row[key]:  # NaN (no validation split) is left out
+                self._tensorboard.add_scalar(key, row[key], global_step=row["step"])
+        self._tensorboard.add_scalar("wall_time_s", row["wall_time_s"], global_step=row["step"])
+        self._tensorboard.flush()
 
     def _write_manifest(self, result: TrainResult, splits: dict, skipped: list) -> None:
         if not self.dist.is_main:
@@ -311,6 +335,30 @@ class Trainer:
             "date": time.strftime("%Y-%m-%d"),
         }
         (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def initial_weights_file(init_from: str | Path) -> Path:
+    """The safetensors file named by ``init_from``: the file itself or a weights folder's."""
+    path = Path(init_from)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {init_from} is neither a .safetensors file nor a weights folder with model.safetensors")
+    return path
+
+
+def check_no_validation_leak(init_from: str | Path, val_samples: list[Sample]) -> None:
+    """Refuse initial weights that were trained on one of this run's validation images:
+    its validation scores would then be optimistic. A folder's split.json says which images
+    trained it; a bare .safetensors file cannot be checked, which is logged."""
+    split_file = Path(init_from) / "split.json" if Path(init_from).is_dir() else None
+    if split_file is None or not split_file.is_file():
+        log.warning("init_from %s has no split.json: cannot check that it never saw this run's validation images", init_from)
+        return
+    trained_on = set(json.loads(split_file.read_text(encoding="utf-8")).get("train", []))
+    leaked = sorted(trained_on & {s.name for s in val_samples})
+    if leaked:
+        raise ValueError(f"init_from {init_from} was trained on {len(leaked)} of this run's validation images (e.g. {leaked[:3]}); use the same split")
 
 
 def training_splits(samples: list[Sample], config: TrainConfig) -> dict[str, list[Sample]]:
@@ -380,7 +428,10 @@ def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
 
 def train(config: TrainConfig, samples: list[Sample], run_dir: str | Path, *, progress: bool = True) -> TrainResult:
     """Train ``config.model`` on ``samples`` (split by subject inside) into ``run_dir``."""
-    from fetometry.data.augment import Augmenter
+    from fetometry.data.augment import Augmenter, FlipAugmenter
 
-    augment = Augmenter(strength=config.augment_strength) if config.augment_strength > 0 else None
+    if config.augmentation == "flips":
+        augment = FlipAugmenter()
+    else:
+        augment = Augmenter(strength=config.augment_strength) if config.augment_strength > 0 else None
     return Trainer(config, run_dir, progress=progress).fit(samples, augment=augment)

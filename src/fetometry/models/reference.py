@@ -1,0 +1,44 @@
+"""The benchmark's reference row: MONAI's stock ``AttentionUnet``, not one of the five.
+
+What a user gets without this project: ``monai.networks.nets.AttentionUnet`` with
+channels 16..256 and strides 2 (four downsamplings), trained with a plain recipe
+(configs/reference-monai-attention-unet.toml: Dice + cross-entropy, AdamW at a constant
+rate, flips only, 20 epochs on a 224x320 canvas). `fetometry benchmark` scores it beside
+the five, so every gain of theirs is a measured ratio.
+
+MONAI is an optional dependency (``pip install monai``); it is imported only when this
+model is built.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fetometry.models.registry import register_model
+
+REFERENCE_CHANNELS = (16, 32, 64, 128, 256)
+
+
+class MonaiAttentionUNet(nn.Module):
+    """MONAI's AttentionUnet as shipped (2D, channels 16..256, strides 2), unchanged."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, channels=REFERENCE_CHANNELS):
+        super().__init__()
+        try:
+            from monai.networks.nets import AttentionUnet
+        except ImportError as error:  # the reference row is optional
+            raise ImportError("the reference model needs MONAI: pip install monai") from error
+        self.net = AttentionUnet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
+                                 channels=tuple(channels), strides=(2,) * (len(channels) - 1))
+        # Grad-CAM target: the output of the last attention-gated up level, as for ours.
+        self.cam_target_layer = "net"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+@register_model("monai-attention-unet", "reference", size_divisor=16, reference=True)
+def monai_attention_unet_reference(**kwargs) -> nn.Module:
+    """MONAI AttentionUnet 16..256, stock (the benchmark's reference row)."""
+    return MonaiAttentionUNet(**kwargs)
