@@ -36,3 +36,30 @@ def test_reference_recipe_is_the_plain_one():
     # Same subject-grouped split as the five, so they share one validation set.
     shipped = TrainConfig.from_file(REPO / "configs" / "attention-unet.toml")
     assert (config.val_fraction, config.split_seed) == (shipped.val_fraction, shipped.split_seed)
+
+
+def test_reference_recipe_file_and_code_agree():
+    from fetometry.models.reference import REFERENCE_RECIPE
+
+    from_file = TrainConfig.from_file(REPO / "configs" / "reference-monai-attention-unet.toml")
+    assert from_file == TrainConfig.from_dict(REFERENCE_RECIPE)
+
+
+def test_benchmark_trains_and_scores_the_reference_row(phantom_hc18, tmp_path, monkeypatch):
+    """--train-reference trains the reference recipe in the same run and puts its row
+    first (shrunk here to seconds: the recipe itself is tested above)."""
+    pytest.importorskip("monai")
+    import fetometry.models.reference as reference
+    from fetometry.evaluation.benchmark import run_benchmark
+
+    tiny = {**reference.REFERENCE_RECIPE, "canvas_h": 64, "canvas_w": 96, "epochs": 1, "max_steps": 2, "val_fraction": 0.25}
+    monkeypatch.setattr(reference, "REFERENCE_RECIPE", tiny)
+    report = run_benchmark([], phantom_hc18, tmp_path / "bench", progress=False, repeats=1, train_reference=True)
+    rows = [entry["row"] for entry in report["models"]]
+    assert [r["model"] for r in rows] == ["monai-attention-unet"]
+    from fetometry.data.hc18 import load_hc18
+    from fetometry.evaluation.benchmark import validation_split
+
+    assert rows[0]["n"] == len(validation_split(load_hc18(phantom_hc18), tiny)) > 0
+    assert rows[0]["train_minutes"] is not None
+    assert (tmp_path / "bench" / "reference-monai-attention-unet" / "model" / "MODEL_CARD.md").is_file()

@@ -74,6 +74,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["max_steps"] = args.max_steps
     if args.init_from:
         overrides["init_from"] = args.init_from
+    if args.folds:
+        overrides.update(folds=args.folds, fold=args.fold)
     config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
     folder = train_and_export(config, args.data[0] if len(args.data) == 1 else args.data, args.out, progress=not args.quiet)
     print(f"trained; weights folder {folder} (use it with --model {folder})")
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, manifest, model/)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
+    p.add_argument("--folds", type=int, help="subject-grouped k-fold: the number of folds (validation = one fold)")
+    p.add_argument("--fold", type=int, default=0, help="with --folds: which fold to hold out (0..folds-1)")
     p.add_argument("--init-from", help="start from these weights (weights folder or .safetensors) instead of random ones")
     p.set_defaults(func=_cmd_train)
 

@@ -264,13 +264,17 @@ def _plot(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_benchmark(models: Sequence[str], data: str | Path | list, out_dir: str | Path, *, tta_modes: Sequence[bool] = (False,), progress: bool = True, repeats: int = 5) -> dict:
-    """Load each shipped model (name or weights folder), score it on the shared split."""
+def run_benchmark(models: Sequence[str], data: str | Path | list, out_dir: str | Path, *, tta_modes: Sequence[bool] = (False,), progress: bool = True, repeats: int = 5, train_reference: bool = False) -> dict:
+    """Load each shipped model (name or weights folder), score it on the shared split.
+    ``train_reference``: first train the stock reference row (MONAI AttentionUnet, plain
+    recipe) on the same data into OUT/reference-monai-attention-unet and score it too."""
     from fetometry.inference.predictor import Predictor
     from fetometry.training.run import load_datasets
     from fetometry.training.trainer import hardware_description
 
     samples = load_datasets(data)
+    if train_reference:
+        models = [str(train_reference_row(data, Path(out_dir) / "reference-monai-attention-unet", progress=progress)), *models]
     report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data), "models": []}
     split_names: list[str] | None = None
     for name in models:
@@ -294,11 +298,26 @@ def run_benchmark(models: Sequence[str], data: str | Path | list, out_dir: str |
     return report
 
 
+def train_reference_row(data, run_dir: Path, *, progress: bool = True) -> Path:
+    """Train (or, when its run folder has finished weights, reuse) the reference row."""
+    from fetometry.models import reference
+    from fetometry.training.config import TrainConfig
+    from fetometry.training.run import train_and_export
+
+    folder = run_dir / "model"
+    if (folder / "config.json").is_file():
+        log.info("reference row: reusing %s", folder)
+        return folder
+    log.info("reference row: training MONAI AttentionUnet with the plain recipe into %s", run_dir)
+    return train_and_export(TrainConfig.from_dict(reference.REFERENCE_RECIPE), data, run_dir, progress=progress)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="score the trained models on one protocol: Markdown, CSV and a plot")
     p.add_argument("--data", required=True, action="append", help="HC18-layout or folder data set with reference masks and HCs (repeat to combine several: metrics per source)")
     p.add_argument("--models", default=None, help="comma-separated shipped model names or weights folders (default: all shipped)")
     p.add_argument("--tta", action="store_true", help="also score every model with flip TTA")
+    p.add_argument("--train-reference", action="store_true", help="also train the stock reference row (MONAI AttentionUnet 16..256, plain recipe: about 20 min on one CPU core) and score it in the same run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency column (median)")
     p.add_argument("--out", default="benchmark_output", help="output folder")
     p.set_defaults(func=_cmd_benchmark)
@@ -308,9 +327,9 @@ def _cmd_benchmark(args) -> int:
     from fetometry.resources import shipped_models
 
     models = args.models.split(",") if args.models else shipped_models()
-    if not models:
+    if not models and not args.train_reference:
         raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
-    report = run_benchmark(models, args.data[0] if len(args.data) == 1 else args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats)
+    report = run_benchmark(models, args.data[0] if len(args.data) == 1 else args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats, train_reference=args.train_reference)
     print(Path(report["paths"]["md"]).read_text())
     print(f"wrote {', '.join(report['paths'].values())}")
     return 0

@@ -19,6 +19,28 @@ from fetometry.models.registry import register_model
 
 REFERENCE_CHANNELS = (16, 32, 64, 128, 256)
 
+#: The plain recipe of the reference row (configs/reference-monai-attention-unet.toml holds
+#: the same; a test keeps them equal). `fetometry benchmark --train-reference` trains it.
+REFERENCE_RECIPE = {
+    "model": "monai-attention-unet",
+    "variant": "reference",
+    "canvas_h": 224,
+    "canvas_w": 320,
+    "epochs": 20,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "min_lr": 1e-3,  # constant: no warm-up, no cosine decay
+    "weight_decay": 1e-2,  # torch's AdamW default
+    "warmup_epochs": 0.0,
+    "bce_weight": 1.0,  # Dice + cross-entropy with equal weights, as MONAI's DiceCELoss
+    "augmentation": "flips",
+    "val_fraction": 0.2,
+    "split_seed": 0,
+    "seed": 0,
+    "bf16": True,
+    "channels_last": True,
+}
+
 
 class MonaiAttentionUNet(nn.Module):
     """MONAI's AttentionUnet as shipped (2D, channels 16..256, strides 2), unchanged."""
