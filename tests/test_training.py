@@ -168,3 +168,15 @@ def test_flips_only_augmentation_is_a_recipe_choice():
         assert np.array_equal(out > 0.5, mask > 0.5)  # image and mask flip together
         seen.add(out.tobytes())
     assert len(seen) == 4  # none, left-right, up-down, both
+
+
+def test_device_is_checked():
+    from fetometry.training.trainer import resolve_device
+
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig.from_dict({"device": "tpu"})
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            resolve_device("cuda")

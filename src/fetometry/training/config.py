@@ -36,8 +36,13 @@ class TrainConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     seed: int = 0
+    #: Mixed precision: bf16 autocast on the CPU (AMX/AVX-512 BF16) and on GPUs that
+    #: support bf16; fp16 autocast with a gradient scaler on older GPUs.
     bf16: bool = True
     channels_last: bool = True
+    #: "auto" (a CUDA GPU when PyTorch sees one, else the CPU), "cpu" or "cuda". Several
+    #: processes on one node take GPU LOCAL_RANK each.
+    device: str = "auto"
     #: Stop after this many optimizer steps in total (tests, smoke runs); 0 = no limit.
     max_steps: int = 0
     #: Exponential moving average of the weights (e.g. 0.999); 0 = off. With it, validation,
@@ -75,6 +80,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}; valid: {sorted(known)}")
         config = cls(**data)
+        if config.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device={config.device!r}: use 'auto', 'cpu' or 'cuda'")
         if config.augmentation not in ("ultrasound", "flips"):
             raise ValueError(f"augmentation={config.augmentation!r}: use 'ultrasound' or 'flips'")
         return config

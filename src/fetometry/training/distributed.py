@@ -48,14 +48,15 @@ class DistributedContext:
             return cls(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]))
         return cls()
 
-    def initialise(self) -> None:
-        """Join the process group (idempotent); MASTER_ADDR/MASTER_PORT come from the launcher."""
+    def initialise(self, backend: str | None = None) -> None:
+        """Join the process group (idempotent); MASTER_ADDR/MASTER_PORT come from the launcher.
+        ``backend``: "nccl" for GPUs, "gloo" for CPU processes (default: by what PyTorch sees)."""
         if not self.enabled or dist.is_initialized():
             return
         for key in ("MASTER_ADDR", "MASTER_PORT"):
             if key not in os.environ:
                 raise RuntimeError(f"distributed training needs {key} in the environment (torchrun sets it; under SLURM export it)")
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend, rank=self.rank, world_size=self.world_size)
 
     def shard(self, indices: list[int]) -> list[int]:

@@ -1,6 +1,7 @@
 """The one trainer for every model (the diffusion model brings its loss through a hook).
 
-CPU-first: bf16 autocast (AMX) and channels_last. Each epoch writes a checkpoint that
+CPU-first: bf16 autocast (AMX) and channels_last; on a CUDA GPU, bf16 (or fp16 with a
+gradient scaler where bf16 is missing). Each epoch writes a checkpoint that
 resumes the run exactly (model, EMA, optimizer, epoch; data order and augmentation are
 functions of (seed, epoch)). The best epoch by validation Dice is kept as
 ``best.safetensors``; ``export_model`` turns it into a shippable weights folder.
@@ -98,13 +99,18 @@ class Trainer:
         self.progress = progress
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.dist = DistributedContext.from_environment()
-        self.dist.initialise()
+        self.device = resolve_device(config.device)
+        self.dist.initialise(backend="nccl" if self.device.type == "cuda" else "gloo")
         if config.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.dist.world_size} processes")
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.bf16 and self.amp_dtype == torch.float16)
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, config.variant, **config.model_kwargs)
         if config.init_from:
             load_weights(self.model, initial_weights_file(config.init_from))
+        self.model = self.model.to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
@@ -154,9 +160,10 @@ class Trainer:
 
     # ---- loops -----------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.config.bf16)
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
         return images.to(memory_format=torch.channels_last) if self.config.channels_last else images
 
     def train_epoch(self, loader: DataLoader, epoch: int, total_steps: int, warmup_steps: int) -> float:
@@ -169,12 +176,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr_at(self.step, total_steps, warmup_steps, self.config)
             with self._autocast():
-                loss = self._loss(self._to_input(images), masks)
+                loss = self._loss(self._to_input(images), masks.to(self.device, non_blocking=True))
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.dist.enabled:
                 average_gradients(self.model, self.dist.world_size)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16 scaling is on
+            self.scaler.update()
             if self.dist.enabled:
                 broadcast_buffers(self.model)  # BatchNorm statistics: rank 0's on every rank, as DDP does
             self._update_ema()
@@ -217,7 +225,7 @@ class Trainer:
         for images, masks in loader:
             with self._autocast():
                 prob = self._probabilities(self._to_input(images))
-            scores.extend(_batch_dice(prob, masks))
+            scores.extend(_batch_dice(prob, masks.to(self.device)))
         return float(np.mean(scores)) if scores else float("nan")
 
     def fit(self, samples: list[Sample], *, augment=None) -> TrainResult:
@@ -335,6 +343,20 @@ class Trainer:
             "date": time.strftime("%Y-%m-%d"),
         }
         (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The training device of a recipe's ``device``; under torchrun/SLURM each process of
+    a node takes the GPU of its local rank."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device = 'cuda', but this PyTorch ({torch.__version__}) sees no CUDA GPU; use device = 'auto' or 'cpu'")
+    import os
+
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def initial_weights_file(init_from: str | Path) -> Path:
