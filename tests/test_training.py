@@ -180,3 +180,17 @@ def test_device_is_checked():
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_a_weights_status_heads_its_model_card(tiny_run, tmp_path):
+    import shutil
+
+    from fetometry.training.model_card import write_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_run / "model", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["status"] = "Undertrained: not for measurement"
+    (folder / "config.json").write_text(json.dumps(config))
+    card = write_model_card(folder).read_text()
+    assert card.index("Undertrained: not for measurement") < card.index("## What it does")

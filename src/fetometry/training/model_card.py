@@ -68,6 +68,12 @@ def _initialisation_lines(initial: dict | None) -> list[str]:
     ]
 
 
+def _status_lines(status: str | None) -> list[str]:
+    """A weights folder's ``status`` (config.json) heads its card: an undertrained model or
+    a reference baseline says so before anything else."""
+    return [f"> **{status}**", ""] if status else []
+
+
 def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -77,6 +83,7 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     lines = [
         f"# {config['model']} ({config['variant']}) — fetometry weights",
         "",
+        *_status_lines(config.get("status")),
         f"> {DISCLAIMER}",
         "",
         "## What it does",
