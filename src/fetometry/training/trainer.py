@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import os
 import platform
 import subprocess
 import time
@@ -352,8 +353,6 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError(f"device = 'cuda', but this PyTorch ({torch.__version__}) sees no CUDA GPU; use device = 'auto' or 'cpu'")
-    import os
-
     local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
