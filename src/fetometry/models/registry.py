@@ -52,8 +52,16 @@ def register_model(name: str, variant: str, *, size_divisor: int, description: s
     return wrap
 
 
+_LOADED = False
+
+
 def _ensure_loaded() -> None:
-    """Import every module of fetometry.models once: that runs their decorators."""
+    """Import every module of fetometry.models once: that runs their decorators. Once per
+    process, so that a long run never picks up a module added to the source tree after it
+    started (a run that trained for hours once failed at export that way)."""
+    global _LOADED
+    if _LOADED:
+        return
     import importlib
     import pkgutil
 
@@ -61,6 +69,7 @@ def _ensure_loaded() -> None:
 
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
+    _LOADED = True
 
 
 def available_models(*, include_reference: bool = False) -> list[ModelSpec]:
