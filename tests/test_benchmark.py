@@ -74,3 +74,11 @@ def test_ellipse_dice_scores_the_filled_fitted_ellipse():
     mask_dice = 2 * (ragged & truth).sum() / (ragged.sum() + truth.sum())
     assert _ellipse_dice(SimpleNamespace(ellipse=None), ragged, truth) == pytest.approx(mask_dice)
     assert _ellipse_dice(SimpleNamespace(ellipse=None), None, truth) == 0.0
+
+
+def test_training_minutes_add_up_the_legs_of_a_continued_run():
+    from fetometry.evaluation.benchmark import total_training_minutes
+
+    assert total_training_minutes({"wall_time_s": 600}) == 10
+    assert total_training_minutes({"wall_time_s": 600, "initialised_from": {"wall_time_s": 1200}}) == 30
+    assert total_training_minutes({}) is None

@@ -182,10 +182,19 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
         "params_m": cost["params"] / 1e6,
         "gmacs_256": cost["gmacs_256"],
         "cpu_ms_256": cost["cpu_ms_256"],
-        "train_minutes": training["wall_time_s"] / 60 if training.get("wall_time_s") else None,
+        "train_minutes": total_training_minutes(training),
         "train_hardware": f"{hardware.get('cpu', '?')}, {hardware.get('threads', '?')} threads" if hardware else "unknown",
     }
     return {"row": row, "summary": s, "cost": cost, "per_image": scored["rows"]}
+
+
+def total_training_minutes(training: dict) -> float | None:
+    """Wall minutes of all training legs: a run started from earlier weights (``init_from``)
+    adds the minutes that trained those."""
+    if not training.get("wall_time_s"):
+        return None
+    earlier = (training.get("initialised_from") or {}).get("wall_time_s") or 0
+    return (training["wall_time_s"] + earlier) / 60
 
 
 def _fmt(value, digits: int = 4) -> str:
