@@ -336,6 +336,8 @@ def _cmd_benchmark(args) -> int:
     from fetometry.resources import shipped_models
 
     models = args.models.split(",") if args.models else shipped_models()
+    if args.train_reference and not args.models:  # the freshly trained row replaces the shipped one
+        models = [m for m in models if m != "reference-monai-attention-unet"]
     if not models and not args.train_reference:
         raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
     report = run_benchmark(models, args.data[0] if len(args.data) == 1 else args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats, train_reference=args.train_reference)
