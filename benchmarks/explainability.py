@@ -44,7 +44,8 @@ def run_model(args) -> Path:
     from fetometry.training.trainer import hardware_description
 
     started = time.perf_counter()
-    with_tmp = Path(args.out) / "tmp_explain"
+    # One scratch folder per run: two runs at once (condition and denoiser) must not share it.
+    with_tmp = Path(args.out) / f"tmp_explain_{Path(str(args.model)).name}_{args.network or 'default'}"
     report, paths = evaluate_dataset(
         args.data, with_tmp, model=args.model, limit=args.limit, network=args.network,
         steps=args.steps, stages=args.stages, occlusion_images=args.occlusion_images,
