@@ -194,3 +194,14 @@ def test_a_weights_status_heads_its_model_card(tiny_run, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     card = write_model_card(folder).read_text()
     assert card.index("Undertrained: not for measurement") < card.index("## What it does")
+
+
+def test_every_shipped_recipe_parses_and_names_a_registered_model():
+    from conftest import REPO
+    from fetometry.models import get_spec
+
+    recipes = sorted((REPO / "configs").glob("*.toml"))
+    assert len(recipes) >= 6
+    for path in recipes:
+        config = TrainConfig.from_file(path)
+        get_spec(config.model, config.variant)  # raises for an unknown model or variant
