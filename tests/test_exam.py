@@ -141,7 +141,8 @@ def test_hc_uncertainty_is_carried_to_the_json(default_predictor):
     json.dumps(row, allow_nan=False)
 
 
-def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
+def _measure_parser() -> argparse.ArgumentParser:
+    """The `measure` verb's arguments, as cli.py declares them around add_measure_arguments."""
     parser = argparse.ArgumentParser()
     parser.add_argument("image")
     parser.add_argument("--pixel-size", type=float)
@@ -149,7 +150,11 @@ def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
     parser.add_argument("--overlay")
     parser.add_argument("--model")
     add_measure_arguments(parser)
-    args = parser.parse_args([str(SAMPLE), "--pixel-size", "0.130960682505", "--ga-weeks", "20", "--json", "--report", str(tmp_path / "r.pdf"), "--overlay", str(tmp_path / "o.png")])
+    return parser
+
+
+def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
+    args = _measure_parser().parse_args([str(SAMPLE), "--pixel-size", "0.130960682505", "--ga-weeks", "20", "--json", "--report", str(tmp_path / "r.pdf"), "--overlay", str(tmp_path / "o.png")])
     assert run_measure_cli(args) == 0
     row = json.loads(capsys.readouterr().out)
     for key in ("ga_hadlock_weeks", "ga_intergrowth_weeks", "hc_z", "hc_centile"):
@@ -162,14 +167,7 @@ def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
 
 
 def test_measure_cli_report_shows_only_what_the_user_chooses(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("image")
-    parser.add_argument("--pixel-size", type=float)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--overlay")
-    parser.add_argument("--model")
-    add_measure_arguments(parser)
-    args = parser.parse_args([str(SAMPLE), "--pixel-size", "0.13", "--report", str(tmp_path / "r.pdf"), "--report-hide-filename", "--report-label", "EXAM-0042"])
+    args = _measure_parser().parse_args([str(SAMPLE), "--pixel-size", "0.13", "--report", str(tmp_path / "r.pdf"), "--report-hide-filename", "--report-label", "EXAM-0042"])
     assert run_measure_cli(args) == 0
     text = pdf_text((tmp_path / "r.pdf").read_bytes())
     assert SAMPLE.name not in text and SAMPLE.stem not in text

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from fetometry.data.splits import subject_id
-from fetometry.evaluation.metrics import SegmentationMetrics
+from fetometry.evaluation.metrics import SegmentationMetrics, dice
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,13 @@ def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = T
 
 def _ellipse_dice(result, mask: np.ndarray | None, truth: np.ndarray) -> float:
     """Dice of the filled fitted ellipse against the reference (the mask's own Dice when
-    there is no ellipse; 0 when there is neither)."""
+    there is no ellipse; an empty prediction when there is neither)."""
     truth = truth > 0
     if result.ellipse is not None:
         region = result.ellipse.to_mask(truth.shape)
-    elif mask is not None:
-        region = mask
     else:
-        return 0.0
-    total = int(region.sum()) + int(truth.sum())
-    return 2.0 * int((region & truth).sum()) / total if total else 1.0
+        region = mask if mask is not None else np.zeros_like(truth)
+    return dice(region, truth)
 
 
 def _per_source(samples, rows: list[dict]) -> dict[str, dict]:

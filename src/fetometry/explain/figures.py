@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fetometry import DISCLAIMER
+from fetometry.report.figures import save_with_disclaimer
 
 #: Opacity of the map over the image.
 ALPHA = 0.45
@@ -98,12 +99,4 @@ def save_panel_grid(path: str | Path, panels: Sequence[dict], *, columns: int = 
         )
         bar = fig.colorbar(shown, ax=ax, fraction=0.035, pad=0.02)
         bar.ax.tick_params(labelsize=6)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.text(0.5, 0.005, DISCLAIMER, ha="center", va="bottom", fontsize=6.5, style="italic")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_with_disclaimer(fig, path, title=title, fontsize=6.5, dpi=dpi)

@@ -59,12 +59,20 @@ def save_overlay_grid(images: Sequence[np.ndarray], results: Sequence, reference
         else:
             label += f"\n{result.status}"
         ax.set_title(label, fontsize=8)
+    return save_with_disclaimer(fig, path, title=title)
+
+
+def save_with_disclaimer(fig, path: str | Path, *, title: str = "", fontsize: float = 7.0, dpi: int = 110) -> Path:
+    """Finish a saved figure the one way they all end: optional title, the decision-support
+    disclaimer as its footer, tight layout, written to ``path`` (folders made), closed."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.text(0.5, 0.005, DISCLAIMER, ha="center", va="bottom", fontsize=7, style="italic")
+    fig.text(0.5, 0.005, DISCLAIMER, ha="center", va="bottom", fontsize=fontsize, style="italic")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
