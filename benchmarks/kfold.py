@@ -34,7 +34,7 @@ def run_fold(config: TrainConfig, samples, data: str, runs: Path) -> dict:
     run_dir = runs / f"fold{config.fold}"
     folder = run_dir / "model"
     if not (folder / "config.json").is_file():
-        train_and_export(config, data, run_dir, progress=True)
+        train_and_export(config, data, run_dir, progress=True, samples=samples)
     predictor = Predictor.from_weights(folder)
     val = training_splits(samples, config)["val"]
     summary = score_predictor(predictor, val, progress=True)["summary"]

@@ -82,3 +82,41 @@ def test_training_minutes_add_up_the_legs_of_a_continued_run():
     assert total_training_minutes({"wall_time_s": 600}) == 10
     assert total_training_minutes({"wall_time_s": 600, "initialised_from": {"wall_time_s": 1200}}) == 30
     assert total_training_minutes({}) is None
+
+
+def _copy_weights(source, target, **training_changes):
+    """A copy of a weights folder whose recorded recipe has some fields changed."""
+    import shutil
+
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    config["training"]["recipe"].update(training_changes)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_an_ensemble_named_with_plus_is_one_row_with_the_members_training_time(tiny_weights, phantom_hc18, tmp_path):
+    twin = _copy_weights(tiny_weights, tmp_path / "twin")
+    out = tmp_path / "bench"
+    code = main(["-q", "benchmark", "--data", str(phantom_hc18), "--models", f"{tiny_weights},{tiny_weights}+{twin}", "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    single, pair = (entry["row"] for entry in json.loads((out / "benchmark.json").read_text())["models"])
+    assert pair["model"].startswith("ensemble(") and pair["n"] == single["n"]
+    assert pair["train_minutes"] == pytest.approx(2 * single["train_minutes"])
+    assert pair["dice"] == pytest.approx(single["dice"], abs=1e-6)  # identical members: the same masks
+
+
+def test_an_ensemble_whose_members_saw_the_validation_images_is_refused(tiny_weights, phantom_hc18, tmp_path, capsys):
+    other_split = _copy_weights(tiny_weights, tmp_path / "other_split", split_seed=1)
+    code = main(["-q", "benchmark", "--data", str(phantom_hc18), "--models", f"{tiny_weights}+{other_split}", "--repeats", "1", "--out", str(tmp_path / "bench")])
+    assert code != 0
+    assert "validated on different splits" in capsys.readouterr().err
+    assert not (tmp_path / "bench" / "benchmark.md").exists()
+
+
+def test_training_minutes_of_an_ensemble_add_up_its_members():
+    from fetometry.evaluation.benchmark import total_training_minutes
+
+    members = [{"wall_time_s": 600}, {"wall_time_s": 300, "initialised_from": {"wall_time_s": 300}}]
+    assert total_training_minutes({"members": members}) == 20
+    assert total_training_minutes({"members": [{"wall_time_s": 600}, {}]}) is None

@@ -320,12 +320,30 @@ def test_sampling_is_reproducible_with_a_generator(trained):
         assert not torch.equal(a[0], c[0])
 
 
-def test_predict_proba_is_sample_with_the_defaults(trained):
+def test_predict_proba_is_sample_with_the_defaults_from_the_seeded_noise(trained):
     model, images, _, _, _ = trained
-    torch.manual_seed(3)
-    expected = model.sample(images[:2], steps=model.default_steps, ensemble=model.default_ensemble)[0]
-    torch.manual_seed(3)
+    generator = torch.Generator().manual_seed(model.noise_seed)
+    members = torch.randn((model.default_ensemble, 1, *images.shape[-2:]), generator=generator)
+    expected = model.sample(images[:2], steps=model.default_steps, ensemble=model.default_ensemble, initial_noise=members.repeat(2, 1, 1, 1))[0]
     torch.testing.assert_close(model.predict_proba(images[:2]), expected, rtol=0, atol=0)
+
+
+def test_an_image_gets_the_same_probabilities_alone_in_a_batch_and_run_after_run(trained):
+    """A repeated measurement must not change: no dependence on the global RNG or the batch."""
+    model, images, _, _, _ = trained
+    torch.manual_seed(1)
+    batch = model.predict_proba(images[:3])
+    torch.manual_seed(2)
+    alone = model.predict_proba(images[1:2])
+    torch.testing.assert_close(alone[0], batch[1], rtol=0, atol=1e-6)
+    other_noise = model.sample(images[1:2], generator=torch.Generator().manual_seed(model.noise_seed + 1))[0]
+    assert not torch.equal(other_noise, alone)  # the seed is what fixes it
+
+
+def test_initial_noise_of_the_wrong_shape_is_refused(trained):
+    model, images, _, _, _ = trained
+    with pytest.raises(ValueError, match="initial_noise has shape"):
+        model.sample(images[:2], steps=1, ensemble=2, initial_noise=torch.zeros(3, 1, *images.shape[-2:]))
 
 
 def test_predictor_runs_the_diffusion_sampler(trained):

@@ -57,6 +57,17 @@ def validation_split(samples, recipe: dict) -> list:
     return training_splits(samples, TrainConfig.from_dict(recipe))["val"]
 
 
+def model_validation_split(samples, predictor) -> list:
+    """The validation split a model was kept away from. An ensemble's members must all
+    share it: a member validated on another split has trained on some of these images
+    (fold ensembles are scored on held-out data sets, not here)."""
+    training = predictor.config["training"]
+    splits = [sorted(s.name for s in validation_split(samples, member["recipe"])) for member in training.get("members", [training])]
+    if any(split != splits[0] for split in splits[1:]):
+        raise ValueError(f"{predictor.name}: its members were validated on different splits, so some of them trained on these validation images")
+    return validation_split(samples, training["recipe"])
+
+
 def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None], *, subjects: Sequence[str] | None = None) -> dict:
     """Mean over subjects of the mean |HC_i - HC_j| over pairs of one subject's images.
 
@@ -187,7 +198,10 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
 
 def total_training_minutes(training: dict) -> float | None:
     """Wall minutes of all training legs: a run started from earlier weights (``init_from``)
-    adds the minutes that trained those."""
+    adds the minutes that trained those; an ensemble adds up its members."""
+    if "members" in training:
+        minutes = [total_training_minutes(member) for member in training["members"]]
+        return None if None in minutes else sum(minutes)
     if not training.get("wall_time_s"):
         return None
     earlier = (training.get("initialised_from") or {}).get("wall_time_s") or 0
@@ -285,7 +299,7 @@ def run_benchmark(models: Sequence[str], data: str | Path | list, out_dir: str |
     split_names: list[str] | None = None
     for name in models:
         predictor = Predictor.from_weights(name)
-        val = validation_split(samples, predictor.config["training"]["recipe"])
+        val = model_validation_split(samples, predictor)
         names = sorted(s.name for s in val)
         if split_names is not None and names != split_names:
             raise ValueError(f"{name}: its recipe's validation split differs from the first model's; the table needs one protocol")
@@ -321,7 +335,7 @@ def train_reference_row(data, run_dir: Path, *, progress: bool = True) -> Path:
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="score the trained models on one protocol: Markdown, CSV and a plot")
     p.add_argument("--data", required=True, action="append", help="HC18-layout or folder data set with reference masks and HCs (repeat to combine several: metrics per source)")
-    p.add_argument("--models", default=None, help="comma-separated shipped model names or weights folders (default: all shipped)")
+    p.add_argument("--models", default=None, help="comma-separated shipped model names or weights folders; join names with + to score their ensemble (averaged probabilities) as one row (default: all shipped)")
     p.add_argument("--tta", action="store_true", help="also score every model with flip TTA")
     p.add_argument("--train-reference", action="store_true", help="also train the stock reference row (MONAI AttentionUnet 16..256, plain recipe: about 20 min on one CPU core) and score it in the same run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency column (median)")
@@ -332,7 +346,8 @@ def register(subparsers) -> None:
 def _cmd_benchmark(args) -> int:
     from fetometry.resources import shipped_models
 
-    models = args.models.split(",") if args.models else shipped_models()
+    # "a+b" names an ensemble; Predictor.from_weights takes its members comma-separated.
+    models = [m.replace("+", ",") for m in args.models.split(",")] if args.models else shipped_models()
     if args.train_reference and not args.models:  # the freshly trained row replaces the shipped one
         models = [m for m in models if m != "reference-monai-attention-unet"]
     if not models and not args.train_reference:

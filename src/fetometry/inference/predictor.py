@@ -81,6 +81,14 @@ class Predictor:
             "display_name": "ensemble(" + ", ".join(m.name for m in members) + ")",
             "hc_offset_px": float(np.mean([m.hc_offset_px for m in members])),
             "members": [m.config.get("weights_dir", m.name) for m in members],
+            # Each member's own training record: the benchmark checks that all of them were
+            # validated on the same split (or the ensemble has seen its validation images)
+            # and adds up their training time.
+            "training": {
+                "recipe": first.get("training", {}).get("recipe"),
+                "hardware": first.get("training", {}).get("hardware", {}),
+                "members": [m.config.get("training", {}) for m in members],
+            },
         }
         kwargs.setdefault("threshold", first.get("threshold", 0.5))
         return cls(ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs)

@@ -772,6 +772,7 @@ class MedSegDiffV2(nn.Module):
         ensemble: int | None = None,
         eta: float | None = None,
         generator: torch.Generator | None = None,
+        initial_noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """DDIM-sample ``ensemble`` masks per image in ``steps`` steps and fuse them.
 
@@ -779,8 +780,10 @@ class MedSegDiffV2(nn.Module):
         the members' x_0 mapped to [0, 1], and their per-pixel standard deviation (0 for
         an ensemble of one). The condition network runs once per image; members differ
         in their initial noise (and, with eta > 0, in the noise of every step). Noise
-        comes from ``generator`` when given: same generator state, same result. With
-        several classes each channel is its own mask in [0, 1] (not normalised to sum 1).
+        comes from ``generator`` when given: same generator state, same result.
+        ``initial_noise`` (B * ensemble, out_channels, H, W), image-major, replaces the
+        first draw. With several classes each channel is its own mask in [0, 1] (not
+        normalised to sum 1).
         """
         self._check_images(images)
         steps = self.default_steps if steps is None else steps
@@ -795,7 +798,9 @@ class MedSegDiffV2(nn.Module):
         condition = self.diffusion.prepare(self.condition(images), first_anchor_level=self.first_anchor_level).repeat(ensemble)
         images = images.repeat_interleave(ensemble, 0)
         shape = (b * ensemble, self.out_channels, h, w)
-        x = _randn(shape, generator, device)
+        if initial_noise is not None and tuple(initial_noise.shape) != shape:
+            raise ValueError(f"initial_noise has shape {tuple(initial_noise.shape)}; expected {shape}")
+        x = initial_noise.to(device) if initial_noise is not None else _randn(shape, generator, device)
         schedule = ddim_timesteps(steps, self.timesteps)
         log.debug("DDIM: %d images x %d members, timesteps %s, eta %.2f", b, ensemble, schedule, eta)
         for i, t in enumerate(schedule):
@@ -811,9 +816,20 @@ class MedSegDiffV2(nn.Module):
         members = ((x + 1) / 2).clamp(0, 1).view(b, ensemble, self.out_channels, h, w)
         return members.mean(1), members.std(1, unbiased=False)
 
+    #: Seed of the noise ``predict_proba`` starts every image from.
+    noise_seed: int = 0
+
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, out_channels, H, W) probabilities: ``sample`` with the default steps and ensemble."""
-        return self.sample(images, steps=self.default_steps, ensemble=self.default_ensemble)[0]
+        """(B, out_channels, H, W) probabilities: ``sample`` with the default steps and ensemble,
+        reproducibly. Every image starts from the same ``noise_seed`` noise, so an image
+        gets the same mask and HC alone or in any batch, run after run: a measurement
+        must not change when it is repeated. (DDIM with eta = 0, the default, draws no
+        further noise; with eta > 0 the later draws come from a generator seeded alike.)"""
+        b, _, h, w = images.shape
+        generator = torch.Generator().manual_seed(self.noise_seed)
+        members = torch.randn((self.default_ensemble, self.out_channels, h, w), generator=generator)
+        noise = members.repeat(b, 1, 1, 1)  # image-major: image i takes rows i*ensemble .. +ensemble
+        return self.sample(images, steps=self.default_steps, ensemble=self.default_ensemble, generator=generator, initial_noise=noise)[0]
 
 
 # --------------------------------------------------------------------------- variants

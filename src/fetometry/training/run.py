@@ -76,11 +76,12 @@ def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
     return {"hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)), "calibration_images": len(ellipses)}
 
 
-def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path], run_dir: str | Path, *, progress: bool = True) -> Path:
+def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path], run_dir: str | Path, *, progress: bool = True, samples: list | None = None) -> Path:
     """Train on ``data_dir`` (one folder or several) into ``run_dir`` and write
-    ``run_dir/model`` (a weights folder)."""
+    ``run_dir/model`` (a weights folder). ``samples``: that data set, already listed
+    (callers that train several runs on one data set list it once)."""
     run_dir = Path(run_dir)
-    samples = load_datasets(data_dir)
+    samples = load_datasets(data_dir) if samples is None else samples
     if not samples:
         raise ValueError(f"{data_dir}: no annotated images to train on")
     train(config, samples, run_dir, progress=progress)
