@@ -320,11 +320,13 @@ def test_sampling_is_reproducible_with_a_generator(trained):
         assert not torch.equal(a[0], c[0])
 
 
-def test_predict_proba_is_sample_with_the_defaults_from_the_seeded_noise(trained):
+def test_predict_proba_is_sample_with_the_defaults_from_each_images_seeded_noise(trained):
     model, images, _, _, _ = trained
-    generator = torch.Generator().manual_seed(model.noise_seed)
-    members = torch.randn((model.default_ensemble, 1, *images.shape[-2:]), generator=generator)
-    expected = model.sample(images[:2], steps=model.default_steps, ensemble=model.default_ensemble, initial_noise=members.repeat(2, 1, 1, 1))[0]
+    noise = torch.cat([
+        torch.randn((model.default_ensemble, 1, *images.shape[-2:]), generator=torch.Generator().manual_seed(model.image_seed(image)))
+        for image in images[:2]
+    ])
+    expected = model.sample(images[:2], steps=model.default_steps, ensemble=model.default_ensemble, initial_noise=noise)[0]
     torch.testing.assert_close(model.predict_proba(images[:2]), expected, rtol=0, atol=0)
 
 
@@ -336,8 +338,20 @@ def test_an_image_gets_the_same_probabilities_alone_in_a_batch_and_run_after_run
     torch.manual_seed(2)
     alone = model.predict_proba(images[1:2])
     torch.testing.assert_close(alone[0], batch[1], rtol=0, atol=1e-6)
-    other_noise = model.sample(images[1:2], generator=torch.Generator().manual_seed(model.noise_seed + 1))[0]
+    other_noise = model.sample(images[1:2], generator=torch.Generator().manual_seed(model.image_seed(images[1]) + 1))[0]
     assert not torch.equal(other_noise, alone)  # the seed is what fixes it
+
+
+def test_different_images_and_noise_seeds_draw_different_noise(trained):
+    model, images, _, _, _ = trained
+    assert model.image_seed(images[0]) != model.image_seed(images[1])
+    assert model.image_seed(images[0]) == model.image_seed(images[0].clone())
+    before = model.image_seed(images[0])
+    model.noise_seed = 1
+    try:
+        assert model.image_seed(images[0]) != before
+    finally:
+        model.noise_seed = 0
 
 
 def test_initial_noise_of_the_wrong_shape_is_refused(trained):
