@@ -120,3 +120,12 @@ def test_training_minutes_of_an_ensemble_add_up_its_members():
     members = [{"wall_time_s": 600}, {"wall_time_s": 300, "initialised_from": {"wall_time_s": 300}}]
     assert total_training_minutes({"members": members}) == 20
     assert total_training_minutes({"members": [{"wall_time_s": 600}, {}]}) is None
+
+
+def test_an_ensembles_hardware_lists_each_kind_once():
+    from fetometry.evaluation.benchmark import training_hardware
+
+    one, two = {"hardware": {"cpu": "EPYC", "threads": 1}}, {"hardware": {"cpu": "EPYC", "threads": 2}}
+    assert training_hardware(one) == "EPYC, 1 threads"
+    assert training_hardware({"members": [two, one, two]}) == "EPYC, 2 threads; EPYC, 1 threads"
+    assert training_hardware({}) == "unknown"

@@ -169,7 +169,6 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
     s = scored["summary"]
     cost = model_cost(predictor, repeats=repeats)
     training = predictor.config.get("training", {})
-    hardware = training.get("hardware", {})
     row = {
         "model": predictor.name,
         "variant": predictor.config.get("variant", ""),
@@ -191,9 +190,17 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
         "gmacs_256": cost["gmacs_256"],
         "cpu_ms_256": cost["cpu_ms_256"],
         "train_minutes": total_training_minutes(training),
-        "train_hardware": f"{hardware.get('cpu', '?')}, {hardware.get('threads', '?')} threads" if hardware else "unknown",
+        "train_hardware": training_hardware(training),
     }
     return {"row": row, "summary": s, "cost": cost, "per_image": scored["rows"]}
+
+
+def training_hardware(training: dict) -> str:
+    """What trained the model ("AMD EPYC, 2 threads"); an ensemble lists its members' kinds."""
+    if "members" in training:
+        return "; ".join(dict.fromkeys(training_hardware(member) for member in training["members"]))
+    hardware = training.get("hardware", {})
+    return f"{hardware.get('cpu', '?')}, {hardware.get('threads', '?')} threads" if hardware else "unknown"
 
 
 def total_training_minutes(training: dict) -> float | None:
