@@ -24,7 +24,7 @@ VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.c
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
+    parser.add_argument("--model", default=None, help="shipped model name or weights folder; several, comma-separated, average their probabilities (an ensemble sharing one canvas) (default: the default model)")
     parser.add_argument("--tta", action="store_true", help="average with a horizontally flipped prediction")
 
 
