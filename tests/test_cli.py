@@ -107,6 +107,18 @@ def test_measure_json_has_the_contract_keys(phantom_hc18, tiny_weights, capsys):
         assert result["hc_mm"] == pytest.approx(np.pi * (result["semi_axes_a_mm"] + result["semi_axes_b_mm"]), rel=0.05)
 
 
+def test_measure_with_comma_separated_models_runs_their_ensemble(phantom_hc18, tiny_weights, capsys):
+    image = sorted((phantom_hc18 / "training_set").glob("*HC.png"))[0]
+    assert main(["measure", str(image), "--pixel-size", "0.1", "--json", "--model", str(tiny_weights)]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert main(["measure", str(image), "--pixel-size", "0.1", "--json", "--model", f"{tiny_weights},{tiny_weights}"]) == 0
+    pair = json.loads(capsys.readouterr().out)
+    assert pair["model"].startswith("ensemble(")
+    assert pair["status"] == single["status"]
+    if single["status"] == "ok":  # two identical members: the same measurement
+        assert pair["hc_mm"] == pytest.approx(single["hc_mm"], rel=1e-4)
+
+
 def test_measure_unreadable_image_fails_clearly(tmp_path, tiny_weights, capsys):
     bad = tmp_path / "scan.png"
     bad.write_text("hello")
