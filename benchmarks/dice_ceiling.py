@@ -26,7 +26,7 @@ import numpy as np
 
 from fetometry.biometry.ellipse import largest_component
 from fetometry.data.transforms import letterbox, unletterbox
-from fetometry.evaluation.benchmark import model_validation_split
+from fetometry.evaluation.benchmark import model_spec, model_validation_split
 from fetometry.evaluation.metrics import dice
 from fetometry.inference.predictor import Predictor
 from fetometry.training.config import TrainConfig
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
 
-    predictor = Predictor.from_weights(args.model.replace("+", ","))
+    predictor = Predictor.from_weights(model_spec(args.model))
     samples = load_datasets(args.data)
     val = model_validation_split(samples, predictor)
     train = training_splits(samples, TrainConfig.from_dict(predictor.config["training"]["recipe"]))["train"][::4][: args.train_images]

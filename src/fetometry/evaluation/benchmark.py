@@ -62,10 +62,17 @@ def model_validation_split(samples, predictor) -> list:
     share it: a member validated on another split has trained on some of these images
     (fold ensembles are scored on held-out data sets, not here)."""
     training = predictor.config["training"]
-    splits = [sorted(s.name for s in validation_split(samples, member["recipe"])) for member in training.get("members", [training])]
-    if any(split != splits[0] for split in splits[1:]):
+    splits = [validation_split(samples, member["recipe"]) for member in training.get("members", [training])]
+    names = [sorted(s.name for s in split) for split in splits]
+    if any(other != names[0] for other in names[1:]):
         raise ValueError(f"{predictor.name}: its members were validated on different splits, so some of them trained on these validation images")
-    return validation_split(samples, training["recipe"])
+    return splits[0]
+
+
+def model_spec(name: str) -> str:
+    """A benchmark model name as Predictor.from_weights takes it: ``a+b`` (an ensemble, so
+    that it can sit in a comma-separated list of rows) becomes ``a,b``."""
+    return name.replace("+", ",")
 
 
 def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None], *, subjects: Sequence[str] | None = None) -> dict:
@@ -353,8 +360,7 @@ def register(subparsers) -> None:
 def _cmd_benchmark(args) -> int:
     from fetometry.resources import shipped_models
 
-    # "a+b" names an ensemble; Predictor.from_weights takes its members comma-separated.
-    models = [m.replace("+", ",") for m in args.models.split(",")] if args.models else shipped_models()
+    models = [model_spec(m) for m in args.models.split(",")] if args.models else shipped_models()
     if args.train_reference and not args.models:  # the freshly trained row replaces the shipped one
         models = [m for m in models if m != "reference-monai-attention-unet"]
     if not models and not args.train_reference:
