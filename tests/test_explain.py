@@ -309,3 +309,30 @@ def test_explain_verb_writes_png_and_npy_at_the_image_size(tmp_path, phantom):
     with pytest.raises(ExplainError, match="unknown method"):
         bad.func(bad)
 
+
+
+def test_explanation_png_carries_the_disclaimer_footer_once(tmp_path, phantom, monkeypatch):
+    """save_explanation_png ends through save_with_disclaimer like every saved figure:
+    the footer is on the figure it writes, and only once (not also _figure's own)."""
+    from matplotlib.figure import Figure
+
+    from fetometry import DISCLAIMER
+    from fetometry.explain import figures
+
+    texts, helper_calls = [], []
+    real_savefig, real_helper = Figure.savefig, figures.save_with_disclaimer
+
+    def recording_savefig(fig, *args, **kwargs):
+        texts.extend(t.get_text() for t in fig.texts)
+        return real_savefig(fig, *args, **kwargs)
+
+    def recording_helper(fig, path, **kwargs):
+        helper_calls.append(path)
+        return real_helper(fig, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    monkeypatch.setattr(figures, "save_with_disclaimer", recording_helper)
+    saliency = np.linspace(0, 1, phantom.image.size, dtype=np.float32).reshape(phantom.image.shape)
+    path = figures.save_explanation_png(tmp_path / "figs" / "map.png", phantom.image, saliency, title="gradcam")
+    assert path.stat().st_size > 10_000 and helper_calls == [path]
+    assert texts.count(DISCLAIMER) == 1

@@ -74,13 +74,10 @@ def explanation_rgb(image: np.ndarray, saliency: np.ndarray, *, ellipse=None, ti
 
 def save_explanation_png(path: str | Path, image: np.ndarray, saliency: np.ndarray, *, ellipse=None, title: str = "", label: str = "map (0..1)", vmax: float = 1.0, dpi: int = 110) -> Path:
     """Write the panel of ``explanation_rgb`` as a PNG; returns the path."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure(image, saliency, ellipse=ellipse, title=title, label=label, vmax=vmax)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    fig = _figure(image, saliency, ellipse=ellipse, title=title, label=label, vmax=vmax, footer=False)
+    # The project's one footer (save_with_disclaimer), as on every other saved figure; 5.5 pt
+    # keeps the one-line disclaimer inside this figure's 6.4 inch width.
+    return save_with_disclaimer(fig, path, fontsize=5.5, dpi=dpi)
 
 
 def save_panel_grid(path: str | Path, panels: Sequence[dict], *, columns: int = 5, title: str = "", dpi: int = 100) -> Path:
