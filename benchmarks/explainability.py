@@ -13,14 +13,17 @@ Per model, on ``--limit`` (50) images spread evenly over the validation split of
 model's own recipe (``weights/<name>/split.json``): localisation, deletion / insertion
 AUC, cascading-randomisation rank correlation and seconds per map for Grad-CAM,
 Grad-CAM++, HiResCAM (all images) and occlusion (the first ``--occlusion-images``), plus
-the HC uncertainty interval's nominal vs observed coverage. ``--figures`` also writes
-docs/images/explain_<model>.png (the maps of one image) and explain_<model>_sanity.png
-(its randomisation cascade and deletion / insertion curves).
+the HC uncertainty interval's nominal vs observed coverage (its residual, fitted on up
+to ``--calibration-images`` other validation images, is cached under
+results/calibration_cache/, so the denoiser run reuses the condition run's fit).
+``--figures`` also writes docs/images/explain_<model>.png (the maps of one image) and
+explain_<model>_sanity.png (its randomisation cascade and deletion / insertion curves).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -36,6 +39,8 @@ DOCS = REPO / "docs" / "EXPLAINABILITY.md"
 TABLE_MARKERS = ("<!-- explain-table:start -->", "<!-- explain-table:end -->")
 CALIBRATION_MARKERS = ("<!-- calibration-table:start -->", "<!-- calibration-table:end -->")
 FIGURE_MARKERS = ("<!-- explain-figures:start -->", "<!-- explain-figures:end -->")
+#: Folder (under --out) of residual fits shared between runs; see cached_residual_fit.
+CALIBRATION_CACHE = "calibration_cache"
 
 
 def run_model(args) -> Path:
@@ -75,15 +80,60 @@ def calibrate(predictor, args, report: dict) -> None:
     ``--calibration-images``), then the coverage of the evaluated ones with it."""
     from fetometry.explain.command import validation_samples
     from fetometry.explain.quality import calibration
-    from fetometry.explain.uncertainty import calibrate_residual
 
     evaluated = {row["filename"] for row in report["rows"]}
     held_out = [s for s in validation_samples(args.data, predictor, limit=None) if s.name not in evaluated]
     held_out = held_out[: args.calibration_images]
-    fit = calibrate_residual(predictor, held_out)
+    fit = cached_residual_fit(predictor, held_out, Path(args.out) / CALIBRATION_CACHE)
     report["residual_calibration"] = fit
     rows = [row["uncertainty"] for row in report["rows"] if "uncertainty" in row]
     report["summary"]["uncertainty_calibrated"] = calibration(rows, residual_fraction=fit["residual_fraction"])
+
+
+def calibration_key(predictor, held_out) -> str | None:
+    """A hash of everything the residual fit depends on: the weights file, the weights
+    config (HC offset, threshold, canvas, ...), the images with their reference HC and
+    pixel size, and fetometry's code. None for a predictor without a weights folder
+    (an ensemble or an ONNX export): nothing to key on, so it is never cached."""
+    import fetometry
+
+    folder = predictor.config.get("weights_dir")
+    if not folder or not (Path(folder) / "model.safetensors").is_file():
+        return None
+    digest = hashlib.sha256((Path(folder) / "model.safetensors").read_bytes())
+    digest.update(json.dumps(predictor.config, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([(s.name, s.pixel_size_mm, s.hc_mm) for s in held_out]).encode())
+    for source in sorted(Path(fetometry.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def cached_residual_fit(predictor, held_out, cache: Path) -> dict:
+    """``calibrate_residual(predictor, held_out)``, fitted once per ``calibration_key``.
+
+    MedSegDiff-V2's two runs (condition and denoiser network) fit the same residual on the
+    same images with the same seeded sampler (16 CPU minutes each, identical results):
+    the second one reads the first one's fit from ``cache``. A lock per key makes a run
+    started at the same time wait for the other's fit instead of repeating it."""
+    import fcntl
+
+    from fetometry.explain.uncertainty import calibrate_residual
+
+    key = calibration_key(predictor, held_out)
+    if key is None:
+        return calibrate_residual(predictor, held_out)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{key}.json"
+    with open(cache / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if path.is_file():
+            print(f"residual calibration: reusing {path} (same weights, config, images and code)")
+            return json.loads(path.read_text())
+        fit = calibrate_residual(predictor, held_out)
+        partial = path.with_suffix(".partial")  # an interrupted write must not leave a half file under the key
+        partial.write_text(json.dumps(fit, indent=1))
+        partial.replace(path)
+    return fit
 
 
 def calibrate_only(args) -> Path:
