@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,3 +68,76 @@ def test_a_predictor_without_a_weights_folder_is_never_cached(tmp_path, counted_
     for _ in range(2):
         explain.cached_residual_fit(ensemble, samples(), tmp_path / "cache")
     assert len(counted_fits) == 2 and not (tmp_path / "cache").exists()
+
+
+class FakeScorer:
+    """score_predictor's stand-in: per-image numbers that depend on the weights' name,
+    the noise seed and the image; records the seeds and image counts it scored."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, predictor, val, *, tta=False, progress=True):
+        seed = predictor.model.noise_seed
+        self.calls.append((seed, len(val), tta))
+        rows = [
+            {"name": s.name, "pixel_size_mm": s.pixel_size_mm, "ref_hc_mm": s.hc_mm,
+             "dice": 0.9 + zlib.crc32(f"{predictor.weights}/{seed}/{s.name}".encode()) % 1000 / 1e5, "pred_hc_mm": s.hc_mm + seed + 0.5 * tta}
+            for s in val
+        ]
+        summary = {"dice": sum(r["dice"] for r in rows) / len(rows), "dice_ellipse": 0.97, "hausdorff_mm": 4.0, "hc_mae_mm": 3.0 + seed, "tta": tta}
+        return {"summary": summary, "rows": rows}
+
+
+def write_benchmark(folder: Path, scorer, predictor, val, *, tta=False):
+    """A benchmark.json with one row of ``predictor`` scored (seed 0) on ``val``."""
+    import json
+
+    scored = scorer(predictor, val, tta=tta)
+    entry = {"row": {"model": predictor.name}, "summary": scored["summary"], "per_image": scored["rows"]}
+    folder.mkdir(parents=True)
+    (folder / "benchmark.json").write_text(json.dumps({"models": [entry]}))
+    return scored["summary"]
+
+
+@pytest.fixture
+def seeds_script(monkeypatch):
+    module = load_script("medsegdiff_seeds")
+    scorer = FakeScorer()
+    monkeypatch.setattr(module, "score_predictor", scorer)
+    return module, scorer
+
+
+def diffusion(weights="third-leg"):
+    return SimpleNamespace(name="medsegdiff-v2", weights=weights, model=SimpleNamespace(noise_seed=0))
+
+
+def test_seed_0_is_taken_from_the_benchmark_row_of_the_same_weights_and_images(tmp_path, seeds_script):
+    seeds, scorer = seeds_script
+    val = samples()
+    # Two rows of the model: an older weights' first, then these weights'.
+    write_benchmark(tmp_path / "benchmark", scorer, diffusion("second-leg"), val)
+    stored = write_benchmark(tmp_path / "medsegdiff_tta", scorer, diffusion(), val)
+    scorer.calls.clear()
+
+    runs = seeds.score_seeds(diffusion(), val, 3, tta=False, results=tmp_path)
+    assert [r["noise_seed"] for r in runs] == [0, 1, 2]
+    assert runs[0]["reused_from"].endswith("medsegdiff_tta/benchmark.json") and runs[0]["dice"] == stored["dice"]
+    # Seed 0 cost only the probe; seeds 1 and 2 are scored on every image.
+    assert scorer.calls == [(0, seeds.PROBE_IMAGES, False), (1, 3, False), (2, 3, False)]
+    assert all("reused_from" not in r for r in runs[1:])
+
+
+@pytest.mark.parametrize("change", ["other weights", "other images", "other reference HC", "tta"])
+def test_seed_0_is_scored_when_no_row_matches(tmp_path, seeds_script, change):
+    seeds, scorer = seeds_script
+    write_benchmark(tmp_path / "benchmark", scorer, diffusion("second-leg" if change == "other weights" else "third-leg"), samples())
+    scorer.calls.clear()
+    val = {"other images": samples()[:2], "other reference HC": samples(hc=171.0)}.get(change, samples())
+    tta = change == "tta"
+
+    assert seeds.stored_seed0(diffusion(), val, tta=tta, results=tmp_path) is None
+    # Only other weights reach the probe: the rest are refused before scoring anything.
+    assert scorer.calls == ([(0, seeds.PROBE_IMAGES, False)] if change == "other weights" else [])
+    runs = seeds.score_seeds(diffusion(), val, 1, tta=tta, results=tmp_path)
+    assert "reused_from" not in runs[0] and scorer.calls[-1] == (0, len(val), tta)
