@@ -129,3 +129,6 @@ def test_an_ensembles_hardware_lists_each_kind_once():
     assert training_hardware(one) == "EPYC, 1 threads"
     assert training_hardware({"members": [two, one, two]}) == "EPYC, 2 threads; EPYC, 1 threads"
     assert training_hardware({}) == "unknown"
+    gpu = {"hardware": {"cpu": "Xeon", "threads": 16, "gpu": "NVIDIA H200"}}
+    assert training_hardware(gpu) == "NVIDIA H200 GPU"
+    assert training_hardware({"members": [gpu, one]}) == "NVIDIA H200 GPU; EPYC, 1 threads"

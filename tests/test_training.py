@@ -205,3 +205,29 @@ def test_every_shipped_recipe_parses_and_names_a_registered_model():
     for path in recipes:
         config = TrainConfig.from_file(path)
         get_spec(config.model, config.variant)  # raises for an unknown model or variant
+
+
+def test_workers_give_the_same_run_as_the_main_process(phantom_hc18, tmp_path):
+    """Augmentation is a function of (seed, epoch, index), so worker processes change
+    nothing but speed."""
+    from fetometry.data.augment import Augmenter
+
+    samples = load_hc18(phantom_hc18)
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 2, "augment_strength": 0.5})
+    Trainer(config, tmp_path / "main", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    workers = TrainConfig.from_dict({**config.to_dict(), "num_workers": 2})
+    Trainer(workers, tmp_path / "workers", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    a = load_file(str(tmp_path / "main" / "checkpoints" / "last.safetensors"))
+    b = load_file(str(tmp_path / "workers" / "checkpoints" / "last.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_time_limit_stops_at_an_epoch_end_and_says_so(phantom_hc18, tmp_path):
+    samples = load_hc18(phantom_hc18)
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 5, "max_minutes": 1e-6})
+    result = Trainer(config, tmp_path / "run", progress=False).fit(samples)
+    assert result.epochs_run == 1  # the limit is checked after each epoch, never inside one
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stopped_by"] == "time_limit" and not manifest["stopped_early"]
+    assert (tmp_path / "run" / "checkpoints" / "best.safetensors").is_file()

@@ -203,11 +203,16 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
 
 
 def training_hardware(training: dict) -> str:
-    """What trained the model ("AMD EPYC, 2 threads"); an ensemble lists its members' kinds."""
+    """What trained the model ("AMD EPYC, 2 threads", or the GPU: "NVIDIA H200 GPU");
+    an ensemble lists its members' kinds."""
     if "members" in training:
         return "; ".join(dict.fromkeys(training_hardware(member) for member in training["members"]))
     hardware = training.get("hardware", {})
-    return f"{hardware.get('cpu', '?')}, {hardware.get('threads', '?')} threads" if hardware else "unknown"
+    if not hardware:
+        return "unknown"
+    if "gpu" in hardware:
+        return f"{hardware['gpu']} GPU"
+    return f"{hardware.get('cpu', '?')}, {hardware.get('threads', '?')} threads"
 
 
 def total_training_minutes(training: dict) -> float | None:

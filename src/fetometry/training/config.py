@@ -45,6 +45,13 @@ class TrainConfig:
     device: str = "auto"
     #: Stop after this many optimizer steps in total (tests, smoke runs); 0 = no limit.
     max_steps: int = 0
+    #: Stop at the first epoch end past this many minutes of training (as Lightning's
+    #: max_time): a lent GPU's fixed time slot. The schedule still spans ``epochs``, so
+    #: choose ``epochs`` to fit; 0 = no limit.
+    max_minutes: float = 0.0
+    #: DataLoader worker processes for augmentation (a GPU outruns one CPU core). The
+    #: augmentation is a function of (seed, epoch, index): any number gives the same run.
+    num_workers: int = 0
     #: Exponential moving average of the weights (e.g. 0.999); 0 = off. With it, validation,
     #: the best checkpoint and the exported weights use the averaged weights.
     ema_decay: float = 0.0

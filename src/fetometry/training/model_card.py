@@ -111,6 +111,7 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
         *_initialisation_lines(training.get("initialised_from")),
         "",
         "## Hardware",
+        *([f"GPU: {hardware['gpu']} (CUDA {hardware.get('cuda')})."] if "gpu" in hardware else []),
         f"{hardware.get('cpu', 'unknown CPU')}; torch {hardware.get('torch')}; {hardware.get('platform', '')}. "
         f"Trained {training.get('date')} (commit {training.get('git_commit')}).",
         "",

@@ -23,7 +23,7 @@ from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
 from fetometry.training.distributed import DistributedContext
 from fetometry.training.model_card import write_model_card
-from fetometry.training.trainer import hardware_description, train
+from fetometry.training.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
             "best_epoch": manifest["best_epoch"],
             "epochs_run": manifest["epochs_run"],
             "wall_time_s": manifest["wall_time_s"],
-            "hardware": hardware_description(),
+            "hardware": manifest["hardware"],  # where it trained, which need not be where it is exported
             "git_commit": manifest["git_commit"],
             "date": manifest["date"],
             "parameters": manifest["parameters"],

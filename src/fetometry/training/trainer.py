@@ -49,8 +49,8 @@ class TrainResult:
     history: list[dict]
 
 
-def hardware_description() -> dict:
-    """What the run ran on, for manifests and model cards."""
+def hardware_description(device: torch.device | None = None) -> dict:
+    """What the run ran on, for manifests and model cards; with a CUDA ``device``, its GPU too."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -59,21 +59,28 @@ def hardware_description() -> dict:
                 break
     except OSError:
         pass
-    return {
+    hardware = {
         "cpu": cpu,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+    if device is not None and device.type == "cuda":
+        hardware["gpu"] = torch.cuda.get_device_name(device)
+        hardware["cuda"] = torch.version.cuda
+    return hardware
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; where the code travelled without its .git (a lent GPU
+    machine gets a copy of the working tree), the one FETOMETRY_GIT_COMMIT names."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
+        commit = out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
-        return None
+        commit = ""
+    return commit or os.environ.get("FETOMETRY_GIT_COMMIT") or None
 
 
 def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
@@ -124,6 +131,7 @@ class Trainer:
         self.best_epoch = -1
         self.history: list[dict] = []
         self.commit = git_commit()  # the code that trains, recorded before anything changes
+        self.stopped_by: str | None = None  # "early_stopping" or "time_limit"
         self._tensorboard = None
 
     # ---- checkpoints -------------------------------------------------------------
@@ -255,7 +263,7 @@ class Trainer:
             if config.max_steps and self.step >= config.max_steps:
                 break
             train_loss = self.train_epoch(self._epoch_loader(train_set, epoch, rank_batch), epoch, total_steps, warmup_steps)
-            val_dice = self.validate(DataLoader(val_set, batch_size=config.batch_size)) if val_set else float("nan")
+            val_dice = self.validate(DataLoader(val_set, batch_size=config.batch_size, **self._loader_options())) if val_set else float("nan")
             if val_set is None or val_dice > self.best_val_dice:
                 self.best_val_dice, self.best_epoch = val_dice, epoch
                 if self.dist.is_main:
@@ -276,6 +284,11 @@ class Trainer:
             log.info("epoch %d: loss %.4f, val Dice %.4f", epoch + 1, train_loss, val_dice)
             if self._should_stop_early():
                 log.info("early stopping: no better validation Dice for %d epochs (best: epoch %d)", config.early_stopping_patience, self.best_epoch + 1)
+                self.stopped_by = "early_stopping"
+                break
+            if config.max_minutes and row["wall_time_s"] >= 60 * config.max_minutes:
+                log.warning("time limit: %.1f min reached after epoch %d of %d", config.max_minutes, epoch + 1, config.epochs)
+                self.stopped_by = "time_limit"
                 break
         wall = self.history[-1]["wall_time_s"] if self.history else 0.0
         result = TrainResult(self.run_dir, self.best_val_dice, self.best_epoch + 1, len(self.history), wall, self.history)
@@ -290,7 +303,15 @@ class Trainer:
         train_set.set_epoch(epoch)
         order = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
         indices = self.dist.shard(torch.randperm(len(train_set), generator=order).tolist())
-        return DataLoader(train_set, batch_size=rank_batch, sampler=indices, drop_last=len(indices) > rank_batch)
+        # Workers are not persistent: each epoch's are forked after set_epoch, so they
+        # augment for this epoch.
+        return DataLoader(train_set, batch_size=rank_batch, sampler=indices, drop_last=len(indices) > rank_batch, **self._loader_options())
+
+    def _loader_options(self) -> dict:
+        # PyTorch gives each worker one torch thread. OpenCV's own threads are left
+        # alone: cv2.setNumThreads inside a forked worker deadlocks (seen here); a
+        # caller that wants single-threaded OpenCV sets it before training starts.
+        return {"num_workers": self.config.num_workers, "pin_memory": self.device.type == "cuda"}
 
     def _should_stop_early(self) -> bool:
         patience = self.config.early_stopping_patience
@@ -333,14 +354,15 @@ class Trainer:
             "split_file": "split.json",
             "skipped_samples": skipped,
             "git_commit": self.commit,
-            "hardware": hardware_description(),
+            "hardware": hardware_description(self.device),
             "wall_time_s": result.wall_time_s,
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
             "best_val_dice_canvas": result.best_val_dice,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "processes": self.dist.world_size,
-            "stopped_early": result.epochs_run < self.config.epochs and not self.config.max_steps,
+            "stopped_early": self.stopped_by == "early_stopping",
+            "stopped_by": self.stopped_by,
             "date": time.strftime("%Y-%m-%d"),
         }
         (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
