@@ -5,7 +5,7 @@
 #   2. the four feed-forward models trained side by side for SLOT seconds;
 #   3. the runs (best weights, logs, manifests; no resume checkpoints) packed under $OUT
 #      in 15 MB parts, since at most 16 MB per file comes back.
-# Usage: bash benchmarks/gpu_train.sh [SLOT_SECONDS] [MODELS]
+# Usage: bash benchmarks/gpu_train.sh [SLOT_SECONDS] [MODELS]   (SLOT 0: the tests alone)
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SLOT=${1:-320}
@@ -23,6 +23,7 @@ mkdir -p "$OUT"
   timeout 150 $PY -m pytest -q -p no:cacheprovider -rA tests/test_cuda.py tests/test_training.py -k "cuda or gpu or device or resumes or workers or time_limit"
 } > "$OUT/env_and_tests.log" 2>&1
 echo "tests done $(date -u +%T)" >> "$OUT/env_and_tests.log"
+[ "$SLOT" = 0 ] && exit 0  # the tests alone
 $PY benchmarks/gpu_train.py train --pack gpu_data --models "$MODELS" --runs gpu_runs --seconds "$SLOT" --device "$DEVICE" > "$OUT/train.log" 2>&1
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >> "$OUT/train.log" 2>&1
 tar cf - --exclude='checkpoints/last*' --exclude='*-probe/checkpoints' gpu_runs | split -b 15M - "$OUT/runs.tar.part-"

@@ -31,14 +31,14 @@ def _max_difference(folder_a, folder_b) -> float:
 
 
 def test_bf16_training_on_the_gpu_learns_and_records_the_gpu(phantom_hc18, tmp_path):
-    trainer = Trainer(TrainConfig.from_dict({**GPU_RECIPE, "epochs": 12}), tmp_path, progress=False)
+    trainer = Trainer(TrainConfig.from_dict({**GPU_RECIPE, "epochs": TINY_RECIPE["epochs"]}), tmp_path, progress=False)
     assert trainer.device.type == "cuda" and trainer.amp_dtype == torch.bfloat16
     assert not trainer.scaler.is_enabled()  # bf16 has float32's range: no loss scaling
     assert next(trainer.model.parameters()).is_cuda
     result = trainer.fit(load_hc18(phantom_hc18))
     losses = [row["train_loss"] for row in result.history]
-    assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0]
-    assert result.best_val_dice > 0.6
+    assert np.isfinite(losses).all() and losses[-1] < 0.6 * losses[0]
+    assert result.best_val_dice > 0.6  # the CPU's tiny run (tests/conftest.py) passes 0.7
     hardware = json.loads((tmp_path / "manifest.json").read_text())["hardware"]
     assert hardware["gpu"] == torch.cuda.get_device_name() and hardware["cuda"]
 
@@ -67,23 +67,42 @@ class _KilledAfterSecondEpoch(Trainer):
             raise _Killed
 
 
-def test_a_killed_gpu_run_resumes_to_the_same_weights(phantom_hc18, tmp_path):
-    """As on the CPU (test_training.py); with cuDNN's deterministic kernels, since its
-    fastest ones add in a varying order."""
+def test_a_killed_gpu_run_resumes_its_exact_state_and_schedule(phantom_hc18, tmp_path):
+    """On the CPU a resumed run ends bit for bit where the straight one does
+    (test_training.py). On a GPU two straight runs already end apart: bilinear
+    upsampling's backward adds with atomics in a varying order, and the last-bit
+    differences grow over the steps (the largest weight or BatchNorm statistic differed
+    by 0 to 11 between two straight 4-epoch runs on an H200, in bf16 and float32 alike).
+    So here the resume itself is checked: after the kill, the GPU holds exactly the
+    saved weights and Adam moments, each moment in its parameter's memory layout, and
+    the run continues with the straight run's steps, learning rates and data order."""
     from fetometry.data.augment import Augmenter
+    from fetometry.training.trainer import read_optimizer_state
 
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     samples = load_hc18(phantom_hc18)
     config = TrainConfig.from_dict({**GPU_RECIPE, "epochs": 4, "augment_strength": 0.5})
-    Trainer(config, tmp_path / "straight", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    straight = Trainer(config, tmp_path / "straight", progress=False).fit(samples, augment=Augmenter(strength=0.5))
     with pytest.raises(_Killed):
         _KilledAfterSecondEpoch(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    saved_weights = load_file(str(checkpoints / "last.safetensors"))
+    saved_moments = load_file(str(checkpoints / "last_state.safetensors"))
+
     resumed = Trainer(config, tmp_path / "resumed", progress=False)
-    resumed.fit(samples, augment=Augmenter(strength=0.5))
-    assert resumed.start_epoch == 2
-    difference = _max_difference(tmp_path / "straight", tmp_path / "resumed")
-    print(f"largest weight difference, straight vs resumed on {torch.cuda.get_device_name()}: {difference:.3g}")
-    assert difference <= 1e-5
+    assert resumed.try_resume() and resumed.start_epoch == 2
+    for key, tensor in resumed.model.state_dict().items():
+        assert tensor.device == resumed.device and torch.equal(tensor.cpu().contiguous(), saved_weights[key]), key
+    parameters = list(resumed.model.parameters())
+    for name, tensor in saved_moments.items():
+        index, key = name.split(".", 1)
+        moment = resumed.optimizer.state[parameters[int(index)]][key]
+        assert torch.equal(moment.cpu().contiguous(), tensor), name
+        if key != "step":
+            assert moment.device == resumed.device and moment.stride() == parameters[int(index)].stride(), name
+
+    result = Trainer(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    schedule = lambda history: [(row["epoch"], row["step"], row["lr"]) for row in history]  # noqa: E731
+    assert schedule(result.history) == schedule(straight.history)
 
 
 def test_weights_trained_on_the_gpu_measure_on_the_cpu(phantom_hc18, tmp_path):
