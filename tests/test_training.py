@@ -242,3 +242,18 @@ def test_time_limit_stops_at_an_epoch_end_and_says_so(phantom_hc18, tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stopped_by"] == "time_limit" and not manifest["stopped_early"]
     assert (tmp_path / "run" / "checkpoints" / "best.safetensors").is_file()
+
+
+def test_the_fp16_loss_scale_is_checkpointed(phantom_hc18, tmp_path):
+    """fp16 training (GPUs without bf16) scales the loss; a resumed run must continue
+    with the scale and growth count the killed one had, not start over."""
+    samples = load_hc18(phantom_hc18)
+    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 1})
+    first = Trainer(config, tmp_path, progress=False)
+    first.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)  # stands in for the GPU's
+    first.fit(samples)
+    resumed = Trainer(TrainConfig.from_dict({**config.to_dict(), "epochs": 2}), tmp_path, progress=False)
+    resumed.scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=3)
+    assert resumed.try_resume()
+    assert resumed.scaler.state_dict() == first.scaler.state_dict()
+    assert first.scaler.get_scale() > 1024.0  # it grew during the epoch: the state is not the initial one

@@ -51,9 +51,10 @@ def _metrics_section(metrics: dict | None) -> list[str]:
 
 def _data_section(data: dict) -> list[str]:
     where = f"`{data.get('path', 'unknown')}` ({data.get('layout', '?')} layout, {data.get('images', '?')} annotated images)."
+    note = [f"How: {data['note']}."] if data.get("note") else []  # e.g. a GPU run trained from a canvas pack
     if data.get("layout") == "hc18":
-        return [f"Trained on the HC18-layout data set {where}", "", HC18_ATTRIBUTION]
-    return [f"Trained on the folder data set {where}"]
+        return [f"Trained on the HC18-layout data set {where}", *note, "", HC18_ATTRIBUTION]
+    return [f"Trained on the folder data set {where}", *note]
 
 
 def _initialisation_lines(initial: dict | None) -> list[str]:

@@ -73,14 +73,16 @@ def hardware_description(device: torch.device | None = None) -> dict:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit; where the code travelled without its .git (a lent GPU
-    machine gets a copy of the working tree), the one FETOMETRY_GIT_COMMIT names."""
+    """The commit of the code that trains: FETOMETRY_GIT_COMMIT when set (a copy of the
+    working tree on a lent GPU machine carried a stale .git that named an older commit),
+    else the checkout's."""
+    if os.environ.get("FETOMETRY_GIT_COMMIT"):
+        return os.environ["FETOMETRY_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
-        commit = out.stdout.strip() if out.returncode == 0 else ""
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return commit or os.environ.get("FETOMETRY_GIT_COMMIT") or None
+        return None
 
 
 def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
@@ -148,6 +150,8 @@ class Trainer:
             "best_val_dice": self.best_val_dice,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            # fp16 loss scaling's current scale and growth count (empty when off)
+            "grad_scaler": self.scaler.state_dict(),
         })
 
     def try_resume(self) -> bool:
@@ -164,6 +168,8 @@ class Trainer:
         self.best_val_dice = float(state["best_val_dice"])
         self.best_epoch = int(state["best_epoch"])
         self.history = state["history"]
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         log.info("resumed after epoch %d of %d (step %d)", self.start_epoch, self.config.epochs, self.step)
         return True
 
