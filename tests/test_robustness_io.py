@@ -269,6 +269,21 @@ def test_a_real_pixel_bomb_is_refused_before_decoding(tmp_path):
             read_mask(path)
 
 
+def test_a_png_chunk_longer_than_the_file_is_refused_before_decoding():
+    """The fuzz test's find: IDAT's length field mutated to 0xAB000323 (2.8 GB) in an
+    860-byte PNG kept OpenCV busy for 1-4 s. Refused by its chunk walk, unread."""
+    good = cv2.imencode(".png", _GRAY8)[1].tobytes()
+    idat = good.index(b"IDAT") - 4
+    damaged = good[:idat] + struct.pack(">I", 0xAB000323) + good[idat + 4 :]
+    with mock.patch.object(images.cv2, "imdecode", _no_decoder):
+        with pytest.raises(ImageReadError, match=r"fuzz: .*chunk 'IDAT' declares 2868904739 bytes, more than the file holds"):
+            decode_image(damaged, source="fuzz")
+        with pytest.raises(ImageReadError, match="chunk 'IDAT'"):  # cut inside its data
+            decode_image(good[: idat + 20], source="fuzz")
+        with pytest.raises(_DecoderCalled):  # the intact file reaches the decoder
+            decode_image(good, source="fuzz")
+
+
 def test_the_decoder_stand_in_is_on_the_real_path(tmp_path):
     """Control for the tests above: a normal image does reach the patched decoder."""
     with mock.patch.object(images.cv2, "imdecode", _no_decoder):
