@@ -472,7 +472,7 @@ def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
     weights), as the optimizer made it before the kill. Loaded contiguous, the update
     runs through another kernel that rounds differently in the last bit, which Adam
     magnifies: a resumed run then drifted from the straight one (seen with torch 2.11
-    on CPU and GPU)."""
+    on a 16-core CPU, on one thread)."""
     for parameter, values in optimizer.state.items():
         for key, value in values.items():
             if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
