@@ -146,8 +146,14 @@ def train_all(models: list[str], pack_dir: Path, runs: Path, seconds: float, max
         command = [sys.executable, __file__, "train-one", "--model", model, "--pack", str(pack_dir), "--runs", str(runs),
                    "--deadline", str(deadline), "--max-epochs", str(max_epochs), "--workers", str(workers), "--device", device]
         processes[model] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    failed = []
     for model, process in processes.items():
-        print(f"{model}: exit {process.wait()}", flush=True)
+        code = process.wait()
+        print(f"{model}: exit {code}", flush=True)
+        if code:
+            failed.append(model)
+    if failed:  # the others' runs are kept; say which to look at (RUNS/NAME.log)
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 # ---- here: export what came back ------------------------------------------------------

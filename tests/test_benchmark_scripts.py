@@ -141,3 +141,33 @@ def test_seed_0_is_scored_when_no_row_matches(tmp_path, seeds_script, change):
     assert scorer.calls == ([(0, seeds.PROBE_IMAGES, False)] if change == "other weights" else [])
     runs = seeds.score_seeds(diffusion(), val, 1, tta=tta, results=tmp_path)
     assert "reused_from" not in runs[0] and scorer.calls[-1] == (0, len(val), tta)
+
+
+# ---- gpu_train.py: the canvas pack that carries a data set to a lent GPU
+
+
+def test_the_gpu_pack_is_the_trainers_own_input_and_a_changed_pack_is_caught(phantom_hc18, tmp_path):
+    import cv2
+    import numpy as np
+
+    gpu_train = load_script("gpu_train")
+    pack = tmp_path / "pack"
+    gpu_train.pack(str(phantom_hc18), pack, (64, 96))
+    gpu_train.check(str(phantom_hc18), pack)  # bit-identical: passes
+    packed, canvas_hw = gpu_train.load_pack(pack)
+    assert canvas_hw == (64, 96) and len(packed) == 24
+    mask = packed[0].load_mask()
+    assert ((mask > 0) & (mask < 1)).any()  # the soft letterboxed edge survives, not a binary mask
+    victim = pack / "images" / packed[0].name
+    pixels = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
+    pixels[10, 10] ^= 1  # one bit of one pixel
+    cv2.imwrite(str(victim), pixels)
+    with pytest.raises(SystemExit, match=packed[0].name):
+        gpu_train.check(str(phantom_hc18), pack)
+
+
+def test_the_gpu_slot_is_split_by_the_measured_epoch_time():
+    epochs_for = load_script("gpu_train").epochs_for
+    assert epochs_for(300, 3.0, max_epochs=300) == 90  # 0.9 x 300 s at 3 s per epoch
+    assert epochs_for(300, 0.1, max_epochs=200) == 200  # capped
+    assert epochs_for(5, 30.0, max_epochs=200) == 1  # at least one epoch
