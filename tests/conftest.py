@@ -55,3 +55,21 @@ def tiny_run(tmp_path_factory, phantom_hc18) -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(tiny_run) -> Path:
     return tiny_run / "model"
+
+
+class Killed(RuntimeError):
+    """Raised by killed_after_second_epoch: a run ended mid-way, as by a kill."""
+
+
+def killed_after_second_epoch():
+    """A Trainer subclass that dies right after saving its second epoch's checkpoint,
+    for the exact-resume tests (CPU: test_training.py, GPU: test_cuda.py)."""
+    from fetometry.training.trainer import Trainer
+
+    class KilledAfterSecondEpoch(Trainer):
+        def save_checkpoint(self, epoch: int) -> None:
+            super().save_checkpoint(epoch)
+            if epoch == 1:
+                raise Killed
+
+    return KilledAfterSecondEpoch

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, Killed, killed_after_second_epoch
 from fetometry.data.hc18 import load_hc18
 from fetometry.training.config import TrainConfig
 from fetometry.training.trainer import Trainer
@@ -53,25 +53,14 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-class _Killed(RuntimeError):
-    pass
-
-
-class _KilledAfterSecondEpoch(Trainer):
-    def save_checkpoint(self, epoch: int) -> None:
-        super().save_checkpoint(epoch)
-        if epoch == 1:
-            raise _Killed
-
-
 def test_killed_run_resumes_to_the_same_weights(phantom_hc18, tmp_path, one_thread):
     samples = load_hc18(phantom_hc18)
     config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 4, "augment_strength": 0.5})
     from fetometry.data.augment import Augmenter
 
     Trainer(config, tmp_path / "straight", progress=False).fit(samples, augment=Augmenter(strength=0.5))
-    with pytest.raises(_Killed):
-        _KilledAfterSecondEpoch(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+    with pytest.raises(Killed):
+        killed_after_second_epoch()(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
     resumed = Trainer(config, tmp_path / "resumed", progress=False)
     resumed.fit(samples, augment=Augmenter(strength=0.5))
     assert resumed.start_epoch == 2
