@@ -159,20 +159,18 @@ def train_all(models: list[str], pack_dir: Path, runs: Path, seconds: float, max
 # ---- here: export what came back ------------------------------------------------------
 def export(data: str, runs: Path, models: list[str] | None) -> None:
     from fetometry.training.config import TrainConfig
-    from fetometry.training.run import calibrate_on, export_weights, load_datasets
+    from fetometry.training.run import calibrate_and_export, load_datasets
 
     samples = load_datasets(data)
     for run_dir in sorted(p for p in runs.iterdir() if (p / "manifest.json").is_file() and not p.name.endswith("-probe")):
         if models and run_dir.name not in models:
             continue
         config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
-        calibration = calibrate_on([s for s in samples if s.name in train_names])
         description = {
             "path": data, "layout": samples[0].source or "folder", "images": len(samples),
             "note": "trained on a GPU from benchmarks/gpu_train.py's pack of these images: the trainer's own uint8 canvases, bit-identical",
         }
-        folder = export_weights(run_dir, run_dir / "model", config, calibration, description)
+        folder = calibrate_and_export(run_dir, config, samples, description)
         print(f"{run_dir.name}: exported {folder}")
 
 

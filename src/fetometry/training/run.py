@@ -87,10 +87,17 @@ def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path
     train(config, samples, run_dir, progress=progress)
     if not DistributedContext.from_environment().is_main:
         return run_dir / "model"  # rank 0 calibrates and exports
-    train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
-    calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
     paths = [str(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) else [str(data_dir)]
     data = {"path": paths[0] if len(paths) == 1 else paths, "layout": samples[0].source or "folder", "images": len(samples)}
+    return calibrate_and_export(run_dir, config, samples, data, progress=progress)
+
+
+def calibrate_and_export(run_dir: Path, config: TrainConfig, samples: list[Sample], data: dict, *, progress: bool = True) -> Path:
+    """A trained run folder -> ``run_dir/model``: the HC offset calibrated on the run's
+    TRAINING split (its split.json) of ``samples``, then the weights folder. Also for runs
+    trained elsewhere (benchmarks/gpu_train.py) and exported here on the original images."""
+    train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
+    calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
     return export_weights(run_dir, run_dir / "model", config, calibration, data)
 
 
