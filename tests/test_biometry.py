@@ -308,7 +308,7 @@ def test_bad_probability_maps_say_how_to_fix(prob, match):
 
 
 def test_ramanujan_check_values():
-    assert ramanujan_perimeter(50, 40) == pytest.approx(283.617, abs=5e-4)  # REFERENCES.md s2
+    assert ramanujan_perimeter(50, 40) == pytest.approx(283.617, abs=5e-4)  # Ramanujan 1914, formula II
     assert ramanujan_perimeter(40, 50) == pytest.approx(283.617, abs=5e-4)
     assert ramanujan_perimeter(10, 10) == pytest.approx(2 * math.pi * 10, rel=1e-12)
     # Degenerate ellipse (a segment of length 2a) has perimeter 4a; Ramanujan II gives

@@ -16,6 +16,7 @@ from fetometry.clinical import assess, dating, efw, flags, growth
 from fetometry.clinical.assess import clinical_summary
 from fetometry.clinical.dating import CircularDatingError
 from fetometry.clinical.growth import OutOfRangeError
+from fetometry.clinical.inputs import InvalidInputError
 
 # --------------------------------------------------------------------------- published tables
 
@@ -109,6 +110,18 @@ def test_hc_at_40_weeks_matches_references_check_values():
     assert [round(growth.value_at_zscore("hc", 40, z), 1) for z in (-3, 0, 3)] == [295.2, 333.9, 372.7]
 
 
+def test_bpd_sd_constant_is_the_gigs_value():
+    """0.101242 (gigs R/ig_fet.R), not 0.101252 (growthstandards): see growth's docstring.
+
+    The published tables cannot tell the two apart (factor exp(1e-5) on the SD), so the SD
+    is compared with the gigs equation, typed in from gigs, at a relative 1e-9."""
+    for ga in (14.0, 20.0, 33.3, 40.0):
+        log_ga = math.log(ga)
+        gigs_sd = math.exp(0.101242 + 0.00150557 * ga**3 - 0.000771535 * ga**3 * log_ga
+                           + 0.0000999638 * ga**3 * log_ga**2)
+        assert growth.mean_sd("bpd", ga)[1] == pytest.approx(gigs_sd, rel=1e-9)
+
+
 def test_ac_centile_table_reproduced():
     for ga, row in AC_CENTILE_TABLE.items():
         for c, published in zip(TABLE_CENTILES, row):
@@ -143,6 +156,42 @@ def test_growth_rejects_bad_inputs():
         growth.mean_sd("hc", "twenty")
 
 
+@pytest.mark.parametrize("bad, match", [
+    (True, "boolean"), ("175", "text"), (None, "number of mm"), (float("inf"), "finite"),
+    (10**400, "cannot be used as a number"), ([175.0], "number of mm"),
+])
+def test_lengths_must_be_real_numbers(bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        growth.zscore("hc", bad, 20)
+    with pytest.raises(InvalidInputError, match=match):
+        dating.ga_from_hc_hadlock(bad)
+    with pytest.raises(InvalidInputError, match=match):
+        efw.hadlock_efw_g(bad, 95.0, 100.0)
+    if bad is not None:  # None means "not measured" in the summary
+        with pytest.raises(InvalidInputError, match=match):
+            clinical_summary(hc_mm=bad, ga_weeks=20)
+
+
+@pytest.mark.parametrize("bad, match", [(True, "boolean"), ("20", "text"), (float("nan"), "finite")])
+def test_ages_must_be_real_numbers(bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        clinical_summary(hc_mm=175.0, ga_weeks=bad)
+    with pytest.raises(InvalidInputError, match=match):
+        growth.centile("hc", 175.0, bad)
+    with pytest.raises(InvalidInputError, match=match):
+        efw.efw_centile(300.0, bad)
+    with pytest.raises(InvalidInputError, match=match):
+        dating.weeks_days(bad)
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    assert growth.zscore("hc", np.float32(172.5), np.int64(20)) == pytest.approx(growth.zscore("hc", 172.5, 20), abs=1e-5)
+    with pytest.raises(InvalidInputError, match="boolean"):
+        growth.zscore("hc", np.bool_(True), 20)
+
+
 # --------------------------------------------------------------------------- dating
 
 
@@ -161,6 +210,17 @@ def test_intergrowth_hc_dating_check_values_and_range():
         dating.ga_from_hc_intergrowth(250.0)
     with pytest.raises(OutOfRangeError):
         dating.ga_from_hc_intergrowth(60.0)
+
+
+def test_huge_hc_is_out_of_range_not_an_overflow():
+    # HC 4800 mm made the INTERGROWTH formula overflow before its range was checked.
+    for hc in (4800.0, 1e300):
+        with pytest.raises(OutOfRangeError, match="dating formula's range"):
+            dating.ga_from_hc_intergrowth(hc)
+        with pytest.raises(OutOfRangeError, match="dating formula's range"):
+            dating.ga_from_hc_hadlock(hc)
+    with pytest.raises(OutOfRangeError, match="check the unit"):
+        dating.ga_from_hc_intergrowth(4800.0, extrapolate=True)
 
 
 def test_crl_dating_matches_published_table():
@@ -225,6 +285,15 @@ def test_efw_centile_inverts_efw_at_centile():
     assert efw.efw_zscore(efw.efw_at_zscore(25.0, -1.5), 25.0) == pytest.approx(-1.5)
 
 
+def test_efw_at_zscore_refuses_nan_and_huge_z():
+    with pytest.raises(InvalidInputError, match="finite"):
+        efw.efw_at_zscore(30, math.nan)  # returned NaN
+    with pytest.raises(OutOfRangeError):
+        efw.efw_at_zscore(30, 1e6)
+    with pytest.raises(InvalidInputError, match="boolean"):
+        efw.efw_at_zscore(30, True)
+
+
 def test_efw_bad_input():
     for ga in (17.9, 41.1):
         with pytest.raises(OutOfRangeError, match="18-41 weeks"):
@@ -269,8 +338,18 @@ def test_head_shape_flags():
 
 
 def test_flag_rejects_unknown_severity():
-    with pytest.raises(ValueError, match="severity"):
+    with pytest.raises(InvalidInputError, match="severity"):
         flags.Flag("x", "fatal", "no")
+
+
+def test_flag_functions_refuse_what_is_not_a_z_or_centile():
+    for bad in ("-3", True, math.nan):
+        with pytest.raises(InvalidInputError):
+            flags.head_size_flags(bad)
+    with pytest.raises(InvalidInputError, match="between 0 and 100"):
+        flags.growth_flags(120.0, None)
+    with pytest.raises(InvalidInputError, match="positive"):
+        flags.head_shape_flags(60.0, 0.0)
 
 
 # --------------------------------------------------------------------------- clinical summary
@@ -347,7 +426,8 @@ def test_summary_bad_input_is_a_clear_error(kwargs, match):
 
 
 def test_summary_keys_are_stable():
-    without_ga = {"ga_weeks", "ga_source", "ga_hadlock_weeks", "ga_intergrowth_weeks", "efw_g", "flags", "notes", "standards"}
+    without_ga = {"ga_weeks", "ga_source", "ga_hadlock_weeks", "ga_intergrowth_weeks", "efw_g", "plausibility", "flags", "notes",
+                  "standards"}
     with_ga = without_ga | {"efw_z", "efw_centile"} | {f"{m}_{kind}" for m in growth.MEASURES for kind in ("z", "centile")}
     assert set(clinical_summary().keys()) == without_ga
     assert set(clinical_summary(hc_mm=200.0).keys()) == without_ga

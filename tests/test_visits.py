@@ -73,14 +73,15 @@ def test_lines_crossed_down_definition():
 def test_centile_drop_across_two_quartiles_warns(store):
     first = _add_at(store, 20.0, {"ac": _ac_at(20.0, 60.0)})
     second = _add_at(store, 24.0, {"ac": _ac_at(24.0, 55.0)})  # 60 -> 55: no line crossed
-    third = _add_at(store, 28.0, {"ac": _ac_at(28.0, 20.0)})  # 55 -> 20: crosses 50 and 25
+    third = _add_at(store, 28.0, {"ac": _ac_at(28.0, 5.0)})  # 60 -> 5: a fall of 55 points, over two quartiles
     warnings = store.warnings("P-001")
     assert len(warnings) == 1
     warning = warnings[0]
     assert (warning["code"], warning["measure"]) == ("centile_drop", "ac")
-    assert (warning["from_exam_id"], warning["to_exam_id"]) == (second, third)
+    # Gordijn 2016: measured from the highest earlier exam, not only the previous one.
+    assert (warning["from_exam_id"], warning["to_exam_id"]) == (first, third)
     assert warning["lines_crossed"] == [25.0, 50.0]
-    assert first not in (warning["from_exam_id"], warning["to_exam_id"])
+    assert second not in (warning["from_exam_id"], warning["to_exam_id"])
 
 
 def test_one_quartile_or_rising_does_not_warn(store):
@@ -94,7 +95,7 @@ def test_exams_without_centile_are_skipped_when_comparing():
     points = [
         TrajectoryPoint(1, START, 20.0, 150.0, 70.0),
         TrajectoryPoint(2, START, None, 160.0, None),
-        TrajectoryPoint(3, START, 28.0, 200.0, 20.0),
+        TrajectoryPoint(3, START, 28.0, 200.0, 15.0),
     ]
     warnings = visits.centile_drop_warnings("ac", points)
     assert [(w["from_exam_id"], w["to_exam_id"]) for w in warnings] == [(1, 3)]

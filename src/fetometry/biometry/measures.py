@@ -1,6 +1,6 @@
 """Ellipse in pixels -> head circumference (HC), BPD, OFD and cephalic index in mm.
 
-Formulas (sources in /work/shared/design/REFERENCES.md, section 2)
+Formulas (primary sources: Ramanujan 1914 and Hadlock et al. 1981)
 ------------------------------------------------------------------
 - HC = ellipse perimeter, Ramanujan's second approximation (S. Ramanujan, "Modular
   equations and approximations to pi", Quart. J. Pure Appl. Math. 45, 1914):
@@ -57,7 +57,7 @@ def ramanujan_perimeter(a: float | np.ndarray, b: float | np.ndarray) -> float |
     """Ellipse perimeter from semi-axes a, b (any order, same unit), Ramanujan II (1914).
 
     h = (a-b)^2/(a+b)^2; P = pi (a+b) (1 + 3h / (10 + sqrt(4 - 3h))).
-    Check value (REFERENCES.md section 2): a=50, b=40 -> 283.617. Relative error below
+    Check value (Ramanujan 1914, formula II): a=50, b=40 -> 283.617. Relative error below
     1e-9 for axis ratios >= 0.5 and 1.2e-5 at 0.1 (against the exact 4a E(1 - b^2/a^2)),
     far below pixel quantisation for heads.
     """
@@ -121,7 +121,7 @@ def measure_ellipse(ellipse: Ellipse, pixel_size_mm: float, *, offset_px: float 
     pixel_size_mm = validate_pixel_size(pixel_size_mm)
     a_px, b_px = _corrected_axes_px(ellipse, offset_px)
     a_mm, b_mm = a_px * pixel_size_mm, b_px * pixel_size_mm
-    ofd_mm, bpd_mm = 2.0 * a_mm, 2.0 * b_mm  # outer-to-outer diameters (REFERENCES.md s2)
+    ofd_mm, bpd_mm = 2.0 * a_mm, 2.0 * b_mm  # outer-to-outer, as in INTERGROWTH-21st (Papageorghiou 2014)
     return HeadMeasurement(
         hc_mm=ramanujan_perimeter(a_mm, b_mm),  # Ramanujan II (1914)
         bpd_mm=bpd_mm,

@@ -3,6 +3,10 @@
 Decision support only: every number and flag must be reviewed by a qualified clinician.
 Formulas, sources, valid ranges and flag definitions: docs/CLINICAL.md.
 
+Errors: every public function raises only ValueError subclasses, documented in
+``fetometry.clinical.inputs`` (InvalidInputError, OutOfRangeError) and next to the
+others (UnknownMeasureError, CircularDatingError, VisitStoreError).
+
 Imports flow one way: clinical uses plain numbers (mm, weeks, grams) and never imports
 inference or training. ``visits`` (SQLAlchemy) is imported on demand.
 """
@@ -17,28 +21,35 @@ from fetometry.clinical.dating import (
     ga_from_lmp,
     weeks_days,
 )
-from fetometry.clinical.efw import efw_at_centile, efw_centile, efw_zscore, hadlock_efw_g
+from fetometry.clinical.efw import efw_at_centile, efw_at_zscore, efw_centile, efw_zscore, hadlock_efw_g
 from fetometry.clinical.flags import Flag
 from fetometry.clinical.growth import (
     GA_RANGE_WEEKS,
     MEASURES,
-    OutOfRangeError,
+    UnknownMeasureError,
     centile,
     mean_sd,
     value_at_centile,
     zscore,
 )
+from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError
+from fetometry.clinical.plausibility import PLAUSIBLE_Z, assess_measure
 
 __all__ = [
     "GA_RANGE_WEEKS",
     "GA_SOURCES",
     "MEASURES",
+    "PLAUSIBLE_Z",
     "CircularDatingError",
     "Flag",
+    "InvalidInputError",
     "OutOfRangeError",
+    "UnknownMeasureError",
+    "assess_measure",
     "centile",
     "clinical_summary",
     "efw_at_centile",
+    "efw_at_zscore",
     "efw_centile",
     "efw_zscore",
     "ga_from_crl",

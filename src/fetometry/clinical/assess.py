@@ -7,6 +7,12 @@ estimates and NO centile: a centile from a GA estimated from the same HC is circ
 (it would always be near the 50th). Inputs outside a formula's range give ``None`` and
 a note saying why, never an extrapolated number.
 
+Plausibility comes before interpretation: a value beyond +/-5 SD for the stated GA
+(``fetometry.clinical.plausibility``) gets no z-score, no centile and no size flag; the
+summary's ``plausibility`` entry and an ``implausible_<measure>`` warning say what is
+wrong (units, dating or measurement) and, when a cm/mm mix-up fits, which one. Such a
+value is also kept out of the EFW and the cephalic index.
+
 The result is JSON-ready (floats rounded for display: GA to 0.01 week, z to 0.01,
 centiles to 0.1, EFW to 1 g). The z-score and centile keys exist only when a GA was
 given (the contract of ``measure --json``); every other key is always present, and
@@ -15,11 +21,11 @@ given (the contract of ``measure --json``); every other key is always present, a
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from fetometry.clinical import dating, efw, flags, growth
-from fetometry.clinical.growth import MEASURES, OutOfRangeError
+from fetometry.clinical import dating, efw, flags, growth, plausibility
+from fetometry.clinical.growth import MEASURES
+from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError, number, optional_number
 
 STANDARDS = {
     "growth": "INTERGROWTH-21st Fetal Growth Standards (Papageorghiou et al., Lancet 2014)",
@@ -27,30 +33,21 @@ STANDARDS = {
            "(Stirnemann et al., Ultrasound Obstet Gynecol 2020)",
     "ga_from_hc": "Hadlock et al., Radiology 1984; INTERGROWTH-21st (Papageorghiou et al., "
                   "Ultrasound Obstet Gynecol 2016)",
+    "plausibility": "beyond +/-5 SD of the INTERGROWTH-21st standard for the stated GA (fetometry's limit, "
+                    "after the WHO fixed exclusion range for anthropometric z-scores, TRS 854, 1995)",
 }
 
 
 def _optional_mm(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number of mm, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a positive number of mm, got {value!r}")
-    return number
+    return optional_number(value, name, "mm", positive=True)
 
 
 def _optional_ga(ga_weeks: float | None) -> float | None:
     if ga_weeks is None:
         return None
-    try:
-        ga = float(ga_weeks)
-    except (TypeError, ValueError):
-        raise ValueError(f"ga_weeks must be a number of weeks, got {ga_weeks!r}") from None
-    if not (math.isfinite(ga) and 0 < ga <= dating.MAX_GA_WEEKS):
-        raise ValueError(f"ga_weeks must be between 0 and {dating.MAX_GA_WEEKS:g} weeks, got {ga_weeks!r}")
+    ga = number(ga_weeks, "ga_weeks", "weeks")
+    if not 0 < ga <= dating.MAX_GA_WEEKS:
+        raise InvalidInputError(f"ga_weeks must be between 0 and {dating.MAX_GA_WEEKS:g} weeks, got {ga_weeks!r}")
     return ga
 
 
@@ -74,8 +71,17 @@ def _nothing_placed() -> dict[str, float | None]:
     return {f"{measure}_{kind}": None for measure in MEASURES for kind in ("z", "centile")}
 
 
-def _place_on_standard(values: dict[str, float | None], ga: float, notes: list[str]) -> dict[str, float | None]:
-    """z-scores and centiles of the given measures at an independent GA."""
+def _assess_plausibility(values: dict[str, float | None], ga: float | None) -> dict[str, plausibility.Plausibility]:
+    return {m: plausibility.assess_measure(m, values[m], ga) for m in MEASURES if values[m] is not None}
+
+
+def _implausible(checked: dict[str, plausibility.Plausibility], measure: str) -> bool:
+    return measure in checked and checked[measure].status == plausibility.IMPLAUSIBLE
+
+
+def _place_on_standard(values: dict[str, float | None], ga: float, notes: list[str],
+                       checked: dict[str, plausibility.Plausibility]) -> dict[str, float | None]:
+    """z-scores and centiles of the given, plausible measures at an independent GA."""
     placed = _nothing_placed()
     if not any(values[m] is not None for m in MEASURES):
         return placed
@@ -85,15 +91,25 @@ def _place_on_standard(values: dict[str, float | None], ga: float, notes: list[s
         notes.append(str(error))
         return placed
     for measure in MEASURES:
-        if values[measure] is not None:
-            placed[f"{measure}_z"] = growth.zscore(measure, values[measure], ga)
-            placed[f"{measure}_centile"] = growth.centile(measure, values[measure], ga)
+        if values[measure] is None:
+            continue
+        if _implausible(checked, measure):
+            notes.append(f"no {measure.upper()} z-score or centile: the value is implausible for the stated GA "
+                         f"(see plausibility and flags)")
+            continue
+        placed[f"{measure}_z"] = growth.zscore(measure, values[measure], ga)
+        placed[f"{measure}_centile"] = growth.centile(measure, values[measure], ga)
     return placed
 
 
-def _efw(values: dict[str, float | None], ga: float | None, notes: list[str]) -> tuple[float | None, float | None, float | None]:
+def _efw(values: dict[str, float | None], ga: float | None, notes: list[str],
+         checked: dict[str, plausibility.Plausibility]) -> tuple[float | None, float | None, float | None]:
     """(efw_g, efw_z, efw_centile); None where not computable, with a note."""
     if any(values[m] is None for m in ("hc", "ac", "fl")):
+        return None, None, None
+    implausible = [m.upper() for m in ("hc", "ac", "fl") if _implausible(checked, m)]
+    if implausible:
+        notes.append(f"no EFW: {', '.join(implausible)} implausible for the stated GA")
         return None, None, None
     try:
         weight = efw.hadlock_efw_g(values["hc"], values["ac"], values["fl"])
@@ -109,13 +125,16 @@ def _efw(values: dict[str, float | None], ga: float | None, notes: list[str]) ->
         return weight, None, None
 
 
-def _collect_flags(values: dict[str, float | None], placed: dict[str, float | None], efw_values: tuple) -> list[dict[str, str]]:
+def _collect_flags(values: dict[str, float | None], placed: dict[str, float | None], efw_values: tuple,
+                   checked: dict[str, plausibility.Plausibility]) -> list[dict[str, str]]:
     weight, _, efw_centile = efw_values
+    shape_ok = not (_implausible(checked, "bpd") or _implausible(checked, "ofd"))
     found = (
-        flags.head_size_flags(placed["hc_z"])
+        flags.implausible_flags(list(checked.values()))
+        + flags.head_size_flags(placed["hc_z"])
         + flags.growth_flags(placed["ac_centile"], efw_centile)
         + flags.macrosomia_flags(weight)
-        + flags.head_shape_flags(values["bpd"], values["ofd"])
+        + (flags.head_shape_flags(values["bpd"], values["ofd"]) if shape_ok else [])
     )
     return [flag.to_dict() for flag in found]
 
@@ -130,14 +149,19 @@ def clinical_summary(
     ga_weeks: float | None = None,
     ga_source: str | None = None,
 ) -> dict[str, Any]:
-    """Dating, INTERGROWTH-21st z-scores/centiles, EFW and flags as a JSON-ready dict.
+    """Dating, plausibility, INTERGROWTH-21st z-scores/centiles, EFW and flags as a JSON-ready dict.
 
     ``ga_weeks`` must be an independent GA (``ga_source`` one of
     ``dating.GA_SOURCES``); an HC-derived source raises CircularDatingError. Keys:
     ``ga_weeks``, ``ga_source``, ``ga_hadlock_weeks``, ``ga_intergrowth_weeks``,
     ``{hc,bpd,ofd,ac,fl}_z``, ``{...}_centile``, ``efw_g``, ``efw_z``, ``efw_centile``,
-    ``flags`` (list of {"code", "severity", "message"}), ``notes`` (list of str) and
-    ``standards`` (the sources used).
+    ``plausibility`` ({"status", "limit_z", "measures", "message"}, see
+    ``plausibility.summarise``), ``flags`` (list of {"code", "severity", "message"}),
+    ``notes`` (list of str) and ``standards`` (the sources used).
+
+    Raises only ValueError subclasses (InvalidInputError, CircularDatingError) for
+    inputs that are not numbers of mm / weeks (bools and strings included) or an
+    unknown GA source; values outside a formula's range give None and a note.
     """
     values = {
         "hc": _optional_mm("hc_mm", hc_mm), "bpd": _optional_mm("bpd_mm", bpd_mm),
@@ -151,6 +175,8 @@ def clinical_summary(
     estimates = {"ga_hadlock_weeks": None, "ga_intergrowth_weeks": None}
     if values["hc"] is not None:
         estimates = _ga_estimates(values["hc"], notes)
+    checked = _assess_plausibility(values, ga)
+    notes.extend(item.message for item in checked.values() if item.status == plausibility.NOT_ASSESSED and item.message)
     if ga is None:
         placed = _nothing_placed()
         if any(v is not None for v in values.values()):
@@ -164,8 +190,8 @@ def clinical_summary(
                 "GA source not stated: the centiles assume the GA was dated independently of "
                 "this scan (LMP, CRL, known conception date or an earlier scan)"
             )
-        placed = _place_on_standard(values, ga, notes)
-    efw_values = _efw(values, ga, notes)
+        placed = _place_on_standard(values, ga, notes, checked)
+    efw_values = _efw(values, ga, notes, checked)
 
     summary: dict[str, Any] = {"ga_weeks": _rounded(ga, 2), "ga_source": source, **estimates}
     if ga is not None:
@@ -176,7 +202,8 @@ def clinical_summary(
     if ga is not None:
         summary["efw_z"] = _rounded(efw_values[1], 2)
         summary["efw_centile"] = _rounded(efw_values[2], 1)
-    summary["flags"] = _collect_flags(values, placed, efw_values)
+    summary["plausibility"] = plausibility.summarise(list(checked.values()))
+    summary["flags"] = _collect_flags(values, placed, efw_values, checked)
     summary["notes"] = notes
     summary["standards"] = dict(STANDARDS)
     return summary

@@ -30,11 +30,12 @@ Formulas (each with its source and check value)
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from datetime import date, datetime
 
-from fetometry.clinical.growth import OutOfRangeError
+from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError, number
 
 #: Longest plausible pregnancy (weeks) for a GA computed from dates.
 MAX_GA_WEEKS = 45.0
@@ -57,7 +58,7 @@ GA_SOURCES = {
 CIRCULAR_GA_SOURCES = ("hc", "same_hc", "this_hc", "hadlock_hc", "intergrowth_hc")
 
 
-class CircularDatingError(ValueError):
+class CircularDatingError(InvalidInputError):
     """A centile was requested with a GA estimated from the same head circumference."""
 
 
@@ -72,10 +73,14 @@ def as_date(value: date | str, name: str = "date") -> date:
         return value.date()
     if isinstance(value, date):
         return value
+    if not isinstance(value, str):
+        # An int such as 20240101 would parse as a date in Python 3.11: refuse it, as a
+        # number is never how a date reaches this module on purpose.
+        raise InvalidInputError(f"{name} must be a date or an ISO date string YYYY-MM-DD, got {type(value).__name__} {value!r}")
     try:
-        return date.fromisoformat(str(value).strip())
+        return date.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{name} must be a date or an ISO date string YYYY-MM-DD, got {value!r}") from None
+        raise InvalidInputError(f"{name} must be a date or an ISO date string YYYY-MM-DD, got {value!r}") from None
 
 
 def ga_from_lmp(lmp: date | str, exam: date | str) -> float:
@@ -83,7 +88,7 @@ def ga_from_lmp(lmp: date | str, exam: date | str) -> float:
     lmp_date, exam_date = as_date(lmp, "lmp"), as_date(exam, "exam date")
     days = (exam_date - lmp_date).days
     if days < 0:
-        raise ValueError(f"the exam date {exam_date} is before the LMP {lmp_date}; check the dates")
+        raise InvalidInputError(f"the exam date {exam_date} is before the LMP {lmp_date}; check the dates")
     weeks = days / 7.0
     if weeks > MAX_GA_WEEKS:
         raise OutOfRangeError(
@@ -94,7 +99,10 @@ def ga_from_lmp(lmp: date | str, exam: date | str) -> float:
 
 def weeks_days(ga_weeks: float) -> str:
     """Format a GA as completed weeks + days, e.g. 27.15 -> '27+1'."""
-    total_days = int(math.floor(float(ga_weeks) * 7.0 + 1e-9))
+    ga = number(ga_weeks, "gestational age", "weeks", minimum=0.0)
+    if ga > MAX_GA_WEEKS:
+        raise OutOfRangeError(f"gestational age {ga:g} weeks is more than {MAX_GA_WEEKS:g}; check the dating")
+    total_days = int(math.floor(ga * 7.0 + 1e-9))
     return f"{total_days // 7}+{total_days % 7}"
 
 
@@ -104,13 +112,7 @@ def weeks_days(ga_weeks: float) -> str:
 
 
 def _positive(value: float, name: str, unit: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number of {unit}, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
-    return number
+    return number(value, name, unit, positive=True)
 
 
 def ga_from_crl(crl_mm: float) -> float:
@@ -134,7 +136,11 @@ def _intergrowth_days(hc_mm: float) -> float:
 
 
 def _hc_at(formula: Callable[[float], float], target: float) -> float:
-    """HC (mm) where an increasing dating formula reaches ``target`` (bisection)."""
+    """HC (mm) where an increasing dating formula reaches ``target`` (bisection).
+
+    Both formulas are increasing and finite on 1-1000 mm, which brackets every GA range
+    used here, so the bisection never evaluates a formula where it overflows.
+    """
     low, high = 1.0, 1000.0
     for _ in range(100):
         middle = 0.5 * (low + high)
@@ -142,11 +148,19 @@ def _hc_at(formula: Callable[[float], float], target: float) -> float:
     return 0.5 * (low + high)
 
 
+@functools.lru_cache(maxsize=None)
+def _hc_range(formula: Callable[[float], float], ga_range: tuple[float, float]) -> tuple[float, float]:
+    """The HC range (mm) whose formula GA lies in ``ga_range``."""
+    return _hc_at(formula, ga_range[0]), _hc_at(formula, ga_range[1])
+
+
 def _refuse_outside(formula: Callable[[float], float], hc_mm: float, ga_range: tuple[float, float], unit: str, name: str) -> None:
-    value = formula(hc_mm)
+    # The HC is compared with the HC range BEFORE the formula is evaluated: the
+    # INTERGROWTH formula overflows a float from about HC 4700 mm (a cm/mm or pixel mix-up).
+    hc_low, hc_high = _hc_range(formula, ga_range)
     low, high = ga_range
-    if not low <= value <= high:
-        hc_low, hc_high = _hc_at(formula, low), _hc_at(formula, high)
+    inside = hc_low <= hc_mm <= hc_high and low <= formula(hc_mm) <= high
+    if not inside:
         raise OutOfRangeError(
             f"HC {hc_mm:.1f} mm is outside the {name} dating formula's range "
             f"(HC {hc_low:.0f}-{hc_high:.0f} mm, GA {low:g}-{high:g} {unit}); no GA estimate"
@@ -169,7 +183,11 @@ def ga_from_hc_intergrowth(hc_mm: float, *, extrapolate: bool = False) -> float:
     hc = _positive(hc_mm, "HC", "mm")
     if not extrapolate:
         _refuse_outside(_intergrowth_days, hc, INTERGROWTH_HC_GA_RANGE_DAYS, "days", "INTERGROWTH-21st")
-    return _intergrowth_days(hc) / 7.0
+    try:
+        days = _intergrowth_days(hc)
+    except OverflowError:
+        raise OutOfRangeError(f"HC {hc:g} mm is far beyond the INTERGROWTH-21st dating formula; check the unit (mm)") from None
+    return days / 7.0
 
 
 def check_ga_source(ga_source: str | None) -> str | None:
@@ -179,7 +197,9 @@ def check_ga_source(ga_source: str | None) -> str | None:
     """
     if ga_source is None:
         return None
-    source = str(ga_source).strip().lower()
+    if not isinstance(ga_source, str):
+        raise InvalidInputError(f"the GA source must be text, one of {', '.join(GA_SOURCES)}; got {ga_source!r}")
+    source = ga_source.strip().lower()
     if source in CIRCULAR_GA_SOURCES:
         raise CircularDatingError(
             "a centile needs a gestational age that was not estimated from the same head "
@@ -187,5 +207,5 @@ def check_ga_source(ga_source: str | None) -> str | None:
             "date or an earlier dating scan (or give no GA to get the HC-based estimate only)"
         )
     if source not in GA_SOURCES:
-        raise ValueError(f"unknown GA source {ga_source!r}; use one of {', '.join(GA_SOURCES)}")
+        raise InvalidInputError(f"unknown GA source {ga_source!r}; use one of {', '.join(GA_SOURCES)}")
     return source

@@ -34,11 +34,13 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from fetometry.clinical.growth import OutOfRangeError, centile_to_z, check_ga_weeks
+from fetometry.clinical.growth import centile_to_z, check_ga_weeks
+from fetometry.clinical.inputs import OutOfRangeError, number
 
 #: Gestational ages (exact weeks) covered by the Hadlock-EFW standard (Stirnemann 2020).
 EFW_GA_RANGE_WEEKS = (18.0, 41.0)
-#: Macrosomia thresholds (g): > 4000 g is the common definition, > 4500 g the severe one.
+#: Macrosomia thresholds (g): > 4000 g is the common definition, > 4500 g the severe one
+#: (ACOG Practice Bulletin No. 216, Macrosomia, Obstet Gynecol 2020;135:e18-e35).
 MACROSOMIA_G = 4000.0
 SEVERE_MACROSOMIA_G = 4500.0
 
@@ -50,12 +52,9 @@ _EFW_STANDARD = "INTERGROWTH-21st Hadlock-EFW"
 
 
 def _plausible_mm(name: str, value_mm: float) -> float:
-    try:
-        value = float(value_mm)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name.upper()} must be a number of mm, got {value_mm!r}") from None
+    value = number(value_mm, name.upper(), "mm", positive=True)
     low, high = _PLAUSIBLE_MM[name]
-    if not (math.isfinite(value) and low <= value <= high):
+    if not low <= value <= high:
         raise OutOfRangeError(
             f"{name.upper()} = {value_mm!r} mm is outside the plausible {low:g}-{high:g} mm; "
             "check the unit (mm, not cm or pixels)"
@@ -85,17 +84,22 @@ def efw_lms(ga_weeks: float) -> tuple[float, float, float]:
 
 def efw_zscore(efw_g: float, ga_weeks: float) -> float:
     """z-score of a Hadlock EFW (g) at ``ga_weeks`` in the INTERGROWTH-21st standard."""
-    try:
-        weight = float(efw_g)
-    except (TypeError, ValueError):
-        raise ValueError(f"EFW must be a number of grams, got {efw_g!r}") from None
-    if not (math.isfinite(weight) and weight > 1.0):
-        raise ValueError(f"EFW must be a positive number of grams above 1 g, got {efw_g!r}")
+    weight = number(efw_g, "EFW", "grams", positive=True)
+    if weight <= 1.0:
+        # ln(EFW) must be positive for the Box-Cox model of ln(EFW); no fetus weighs 1 g.
+        raise OutOfRangeError(f"EFW must be above 1 g, got {efw_g!r}")
     lam, mu, sigma = efw_lms(ga_weeks)
     ratio = math.log(weight) / mu
-    if abs(lam) < 1e-9:  # the Box-Cox limit L -> 0
-        return math.log(ratio) / sigma
-    return (ratio**lam - 1.0) / (lam * sigma)
+    try:
+        if abs(lam) < 1e-9:  # the Box-Cox limit L -> 0
+            z = math.log(ratio) / sigma
+        else:
+            z = (ratio**lam - 1.0) / (lam * sigma)
+    except (OverflowError, ZeroDivisionError):
+        z = math.nan
+    if not math.isfinite(z):
+        raise OutOfRangeError(f"EFW {weight:g} g at {ga_weeks} weeks is too far from the standard for a z-score; check the inputs")
+    return z
 
 
 def efw_centile(efw_g: float, ga_weeks: float) -> float:
@@ -104,15 +108,28 @@ def efw_centile(efw_g: float, ga_weeks: float) -> float:
 
 
 def efw_at_zscore(ga_weeks: float, z: float) -> float:
-    """The Hadlock EFW (g) with z-score ``z`` at ``ga_weeks``."""
+    """The Hadlock EFW (g) with z-score ``z`` at ``ga_weeks``.
+
+    Raises InvalidInputError for a z that is not a finite number (NaN was returned as
+    NaN before), OutOfRangeError where the Box-Cox distribution has no such weight.
+    """
+    z_value = number(z, "z", "SD")
     lam, mu, sigma = efw_lms(ga_weeks)
-    z = float(z)
-    if abs(lam) < 1e-9:
-        return math.exp(mu * math.exp(sigma * z))
-    base = 1.0 + lam * sigma * z
-    if base <= 0:
-        raise ValueError(f"z = {z} lies beyond the support of the EFW distribution at {ga_weeks} weeks")
-    return math.exp(mu * base ** (1.0 / lam))
+    try:
+        if abs(lam) < 1e-9:
+            weight = math.exp(mu * math.exp(sigma * z_value))
+        else:
+            base = 1.0 + lam * sigma * z_value
+            if base <= 0:
+                raise OutOfRangeError(
+                    f"z = {z_value:g} lies beyond the support of the EFW distribution at {ga_weeks} weeks"
+                )
+            weight = math.exp(mu * base ** (1.0 / lam))
+    except OverflowError:
+        weight = math.inf
+    if not math.isfinite(weight):
+        raise OutOfRangeError(f"z = {z_value:g} at {ga_weeks} weeks gives no finite EFW")
+    return weight
 
 
 def efw_at_centile(ga_weeks: float, centile: float) -> float:

@@ -4,20 +4,37 @@ Every flag has a ``code`` (stable, for software), a ``severity`` (``info`` < ``w
 < ``alert``) and a ``message`` (for people). Thresholds and their sources:
 
 - Head size, on the INTERGROWTH-21st HC z-score (needs an independent GA):
-  ``microcephaly`` (alert) HC <= -3 SD, the prenatal definition; ``small_head`` (warning)
-  -3 SD < HC <= -2 SD, where a work-up starts; ``macrocephaly`` (warning) HC > +2 SD.
-  (Thresholds as in REFERENCES.md section 2, the usual prenatal definitions.)
+  ``microcephaly`` (alert) HC <= -3 SD, the prenatal definition (Chervenak FA, Jeanty P,
+  Cantraine F, et al. The diagnosis of fetal microcephaly. Am J Obstet Gynecol
+  1984;149:512-517, the 3 SD criterion that SMFM still uses: Society for Maternal-Fetal
+  Medicine Publications Committee, Ultrasound screening for fetal microcephaly following
+  Zika virus exposure, Am J Obstet Gynecol 2016;214:B2-B4); ``small_head`` (warning)
+  -3 SD < HC <= -2 SD, where SMFM (same statement) advises a detailed neurosonographic
+  examination and a follow-up scan; ``macrocephaly`` (warning) HC > +2 SD, the
+  symmetric 2 SD limit of the normal range (a convention, not a consensus definition).
 - Smallness (SGA / signs of fetal growth restriction), on the AC centile and the EFW
   centile: ``sga_ac`` / ``sga_efw`` (warning) below the 10th centile (ISUOG Practice
-  Guidelines on SGA and FGR, Lees et al., Ultrasound Obstet Gynecol 2020;56:298-312);
+  Guidelines: diagnosis and management of small-for-gestational-age fetus and fetal
+  growth restriction, Lees CC, et al., Ultrasound Obstet Gynecol 2020;56:298-312);
   ``severe_sga_ac`` / ``severe_sga_efw`` (alert) below the 3rd centile, on its own a
-  criterion of fetal growth restriction in the Delphi consensus (Gordijn et al.,
-  Ultrasound Obstet Gynecol 2016;48:333-339).
-- Largeness: ``lga_ac`` / ``lga_efw`` (warning) above the 90th centile;
-  ``macrosomia`` EFW > 4000 g (warning) or > 4500 g (alert) (ACOG Practice Bulletin 216,
-  Macrosomia, 2020). Macrosomia needs no GA.
+  criterion ("solitary parameter") of early and of late fetal growth restriction in the
+  Delphi consensus (Gordijn SJ, Beune IM, Thilaganathan B, et al., Ultrasound Obstet
+  Gynecol 2016;48:333-339; abstract: "three solitary parameters (abdominal circumference
+  (AC) <3rd centile, estimated fetal weight (EFW) <3rd centile and absent end-diastolic
+  flow in the umbilical artery (UA))" for early FGR, "two solitary parameters (AC or
+  EFW <3rd centile)" for late FGR).
+- Largeness: ``lga_ac`` / ``lga_efw`` (warning) above the 90th centile (the usual LGA
+  limit, symmetric to SGA's 10th; ACOG Practice Bulletin No. 216, Macrosomia, 2020);
+  ``macrosomia`` EFW > 4000 g (warning) or > 4500 g (alert) (ACOG Practice Bulletin
+  No. 216, Obstet Gynecol 2020;135:e18-e35). Macrosomia needs no GA.
 - Head shape: ``dolichocephaly`` (cephalic index < 74) / ``brachycephaly`` (> 83) (info):
-  the BPD misdates such heads; HC is the better measure (Hadlock et al., AJR 1981).
+  the BPD misdates such heads; HC is the better measure (Hadlock FP, Deter RL, Carpenter
+  RJ, Park SK. Estimating fetal age: effect of head shape on BPD. AJR 1981;137:83-85:
+  cephalic index 78.3 +/- 4.4 (1 SD), i.e. about 74-83).
+- Plausibility: ``implausible_<measure>`` (warning: check the input), a value beyond the
+  plausibility limit for the stated GA (see ``fetometry.clinical.plausibility``). It
+  replaces every size flag of that measure and is never an alert: a cm/mm mix-up or a
+  wrong dating is not a microcephaly, and a number that cannot be true is named so.
 """
 
 from __future__ import annotations
@@ -25,6 +42,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from fetometry.clinical.efw import MACROSOMIA_G, SEVERE_MACROSOMIA_G
+from fetometry.clinical.inputs import InvalidInputError, optional_number
+from fetometry.clinical.plausibility import IMPLAUSIBLE, Plausibility
 
 SEVERITIES = ("info", "warning", "alert")
 
@@ -47,8 +66,11 @@ class Flag:
     message: str
 
     def __post_init__(self) -> None:
+        for name in ("code", "severity", "message"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"a flag's {name} must be text, got {getattr(self, name)!r}")
         if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+            raise InvalidInputError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -56,6 +78,7 @@ class Flag:
 
 def head_size_flags(hc_z: float | None) -> list[Flag]:
     """Small / large head from the HC z-score (None: no GA, no flag)."""
+    hc_z = optional_number(hc_z, "HC z-score", "SD")
     if hc_z is None:
         return []
     if hc_z <= MICROCEPHALY_Z:
@@ -71,6 +94,13 @@ def head_size_flags(hc_z: float | None) -> list[Flag]:
                      f"HC z-score {hc_z:.2f} is above +2 SD: large head (macrocephaly range). "
                      "Check the measurement and the dating; consider further assessment.")]
     return []
+
+
+def _centile(value: float | None, name: str) -> float | None:
+    checked = optional_number(value, name, "centile points")
+    if checked is not None and not 0.0 <= checked <= 100.0:
+        raise InvalidInputError(f"{name} must be between 0 and 100, got {value!r}")
+    return checked
 
 
 def _smallness(label: str, suffix: str, value_centile: float | None) -> list[Flag]:
@@ -97,6 +127,7 @@ def _largeness(label: str, suffix: str, value_centile: float | None) -> list[Fla
 
 def growth_flags(ac_centile: float | None, efw_centile: float | None) -> list[Flag]:
     """SGA / severe SGA / LGA from the AC and EFW centiles (None: not available)."""
+    ac_centile, efw_centile = _centile(ac_centile, "AC centile"), _centile(efw_centile, "EFW centile")
     return (
         _smallness("AC", "ac", ac_centile) + _smallness("EFW", "efw", efw_centile)
         + _largeness("AC", "ac", ac_centile) + _largeness("EFW", "efw", efw_centile)
@@ -105,6 +136,7 @@ def growth_flags(ac_centile: float | None, efw_centile: float | None) -> list[Fl
 
 def macrosomia_flags(efw_g: float | None) -> list[Flag]:
     """EFW > 4000 g (warning) or > 4500 g (alert); needs no GA."""
+    efw_g = optional_number(efw_g, "EFW", "grams", positive=True)
     if efw_g is None or efw_g <= MACROSOMIA_G:
         return []
     severe = efw_g > SEVERE_MACROSOMIA_G
@@ -116,6 +148,8 @@ def macrosomia_flags(efw_g: float | None) -> list[Flag]:
 
 def head_shape_flags(bpd_mm: float | None, ofd_mm: float | None) -> list[Flag]:
     """Cephalic index outside 74-83: BPD-based dating is unreliable for this head."""
+    bpd_mm = optional_number(bpd_mm, "BPD", "mm", positive=True)
+    ofd_mm = optional_number(ofd_mm, "OFD", "mm", positive=True)
     if bpd_mm is None or ofd_mm is None:
         return []
     index = bpd_mm / ofd_mm * 100.0
@@ -126,3 +160,20 @@ def head_shape_flags(bpd_mm: float | None, ofd_mm: float | None) -> list[Flag]:
     return [Flag(code, "info",
                  f"Cephalic index {index:.1f} is outside {low:g}-{high:g}: the head is {shape}. "
                  "The BPD misjudges size and age for such heads; rely on the HC.")]
+
+
+def implausible_flags(assessments: list[Plausibility]) -> list[Flag]:
+    """One ``implausible_<measure>`` warning per value that is implausible for the stated GA.
+
+    A warning to check the input, not an alert: the number cannot be used as it is, and
+    an implausible value is named implausible, never turned into a size alert.
+    """
+    if not isinstance(assessments, (list, tuple)):
+        raise InvalidInputError(f"expected a list of plausibility assessments, got {type(assessments).__name__}")
+    found = []
+    for item in assessments:
+        if not isinstance(item, Plausibility):
+            raise InvalidInputError(f"expected plausibility assessments, got {type(item).__name__} {item!r}")
+        if item.status == IMPLAUSIBLE:
+            found.append(Flag(f"implausible_{item.measure}", "warning", item.message or "implausible value"))
+    return found

@@ -7,9 +7,9 @@ based on serial ultrasound measurements: the Fetal Growth Longitudinal Study of 
 INTERGROWTH-21st Project. Lancet 2014;384(9946):869-879. doi:10.1016/S0140-6736(14)61490-2
 
 Each measure is normally distributed at a given gestational age (GA, exact weeks) with a
-mean and a standard deviation that are fractional polynomials of GA (the paper's
-supplementary equations; the same coefficients are used by the R packages gigs and
-growthstandards). Lengths are in mm; the standards cover 14+0 to 40+0 weeks. BPD and OFD
+mean and a standard deviation that are fractional polynomials of GA (the paper's fitted
+equations for the mean and SD of each measure, as transcribed by the R packages gigs
+and growthstandards; fetometry's values agree with the published tables, see below). Lengths are in mm; the standards cover 14+0 to 40+0 weeks. BPD and OFD
 were measured outer-to-outer in the study, as fetometry measures them on the outer skull
 ellipse.
 
@@ -18,6 +18,19 @@ ellipse.
 Check values (the published z-score tables, "International Fetal Growth Standards",
 University of Oxford): HC at 40 weeks -3 SD / mean / +3 SD = 295.2 / 333.9 / 372.7 mm;
 the tests compare every measure at 14, 20, 28, 34 and 40 weeks with those tables.
+
+The BPD SD constant (0.101242)
+------------------------------
+The paper's table of equations could not be read here (no full text of the Lancet
+article is reachable from this project). Two independent implementations disagree in
+the fifth decimal of the constant of the BPD SD equation: 0.101242 in the R and Stata
+package gigs (ropensci/gigs, ``R/ig_fet.R``, ``ig_fet_mu_sigma()``, which cites the
+Lancet paper as its primary literature), in nutriverse/intergrowth and in several
+independent calculators; 0.101252 in ki-tools/growthstandards (``R/standard_igfet.R``).
+fetometry uses 0.101242, the value of the majority, among them gigs, whose tests check
+the published tables. The published tables cannot decide between the two: the SD
+differs by a factor exp(1e-5), i.e. by less than 0.0002 mm at +/-3 SD at any GA, far
+below the tables' 0.1 mm rounding. Check against the paper's table when it can be read.
 
 A centile needs a GA that was NOT estimated from the same measurement (dating comes
 first): see ``fetometry.clinical.assess``.
@@ -29,6 +42,8 @@ import math
 from collections.abc import Callable
 from statistics import NormalDist
 
+from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError, number
+
 #: Measures covered by the standard (lengths in mm).
 MEASURES = ("hc", "bpd", "ofd", "ac", "fl")
 #: Gestational ages (exact weeks) the standard covers, both ends included.
@@ -39,8 +54,11 @@ _STANDARD_NORMAL = NormalDist()
 _MIN_CENTILE, _MAX_CENTILE = 1e-9, 100.0 - 1e-9
 
 
-class OutOfRangeError(ValueError):
-    """An input lies outside the range a formula or standard was built for."""
+__all__ = [
+    "GA_RANGE_WEEKS", "MEASURES", "InvalidInputError", "OutOfRangeError", "UnknownMeasureError",
+    "centile", "centile_to_z", "check_ga_weeks", "check_measure", "mean_sd", "value_at_centile",
+    "value_at_zscore", "zscore",
+]
 
 
 class UnknownMeasureError(ValueError):
@@ -49,7 +67,8 @@ class UnknownMeasureError(ValueError):
 
 # ---------------------------------------------------------------------------------------
 # Coefficient table: (mean_mm(GA), sd_mm(GA)) per measure, GA in exact weeks.
-# Papageorghiou et al., Lancet 2014, supplementary table of fitted equations.
+# Papageorghiou et al., Lancet 2014 (fitted mean and SD equations); coefficients as in
+# gigs R/ig_fet.R, checked against the published z-score and centile tables (tests).
 # ---------------------------------------------------------------------------------------
 
 
@@ -61,9 +80,10 @@ def _hc(ga: float) -> tuple[float, float]:
 
 
 def _bpd(ga: float) -> tuple[float, float]:
+    # SD constant 0.101242 (gigs; growthstandards has 0.101252): see the module docstring.
     log_ga = math.log(ga)
     mean = 5.60878 + 0.158369 * ga**2 - 0.00256379 * ga**3
-    sd = math.exp(0.101252 + 0.00150557 * ga**3 - 0.000771535 * ga**3 * log_ga + 0.0000999638 * ga**3 * log_ga**2)
+    sd = math.exp(0.101242 + 0.00150557 * ga**3 - 0.000771535 * ga**3 * log_ga + 0.0000999638 * ga**3 * log_ga**2)
     return mean, sd
 
 
@@ -99,7 +119,10 @@ _EQUATIONS: dict[str, Callable[[float], tuple[float, float]]] = {
 
 def check_measure(measure: str) -> str:
     """Normalise a measure name ('HC', 'hc_mm' -> 'hc') or raise UnknownMeasureError."""
-    name = str(measure).strip().lower().removesuffix("_mm")
+    if not isinstance(measure, str):
+        raise UnknownMeasureError(f"a measure is named by text, got {type(measure).__name__} {measure!r}; "
+                                  f"use one of {', '.join(MEASURES)}")
+    name = measure.strip().lower().removesuffix("_mm")
     if name not in _EQUATIONS:
         raise UnknownMeasureError(f"unknown measure {measure!r}; use one of {', '.join(MEASURES)}")
     return name
@@ -107,13 +130,12 @@ def check_measure(measure: str) -> str:
 
 def check_ga_weeks(ga_weeks: float, *, ga_range: tuple[float, float] = GA_RANGE_WEEKS, standard: str = "INTERGROWTH-21st") -> float:
     """Return ``ga_weeks`` as a float, or raise OutOfRangeError saying which range applies."""
-    try:
-        ga = float(ga_weeks)
-    except (TypeError, ValueError):
-        raise ValueError(f"gestational age must be a number of weeks, got {ga_weeks!r}") from None
-    if not math.isfinite(ga):
-        raise ValueError(f"gestational age must be finite, got {ga_weeks!r}")
-    low, high = ga_range
+    ga = number(ga_weeks, "gestational age", "weeks")
+    if not (isinstance(ga_range, tuple) and len(ga_range) == 2):
+        raise InvalidInputError(f"ga_range must be a (low, high) tuple of weeks, got {ga_range!r}")
+    low, high = (number(end, "ga_range", "weeks") for end in ga_range)
+    if not isinstance(standard, str):
+        raise InvalidInputError(f"standard must be the standard's name as text, got {standard!r}")
     if not low <= ga <= high:
         raise OutOfRangeError(
             f"gestational age {ga:.2f} weeks is outside the {standard} standard ({low:g}-{high:g} weeks); "
@@ -123,13 +145,7 @@ def check_ga_weeks(ga_weeks: float, *, ga_range: tuple[float, float] = GA_RANGE_
 
 
 def _check_value(value_mm: float, measure: str) -> float:
-    try:
-        value = float(value_mm)
-    except (TypeError, ValueError):
-        raise ValueError(f"{measure.upper()} must be a number of mm, got {value_mm!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{measure.upper()} must be a positive number of mm, got {value_mm!r}")
-    return value
+    return number(value_mm, measure.upper(), "mm", positive=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,11 +171,17 @@ def centile(measure: str, value_mm: float, ga_weeks: float) -> float:
 
 
 def value_at_zscore(measure: str, ga_weeks: float, z: float) -> float:
-    """The value (mm) with z-score ``z`` at ``ga_weeks``: mean + z * sd."""
-    if not math.isfinite(float(z)):
-        raise ValueError(f"z must be finite, got {z!r}")
+    """The value (mm) with z-score ``z`` at ``ga_weeks``: mean + z * sd.
+
+    Raises OutOfRangeError where mean + z * sd is not a positive length (z far below
+    the mean): no length has that z-score.
+    """
+    z_value = number(z, "z", "SD")
     mean, sd = mean_sd(measure, ga_weeks)
-    return mean + float(z) * sd
+    value = mean + z_value * sd
+    if not (math.isfinite(value) and value > 0):
+        raise OutOfRangeError(f"no positive {check_measure(measure).upper()} has z = {z_value:g} at {ga_weeks} weeks")
+    return value
 
 
 def value_at_centile(measure: str, ga_weeks: float, centile: float) -> float:
@@ -169,7 +191,7 @@ def value_at_centile(measure: str, ga_weeks: float, centile: float) -> float:
 
 def centile_to_z(centile: float) -> float:
     """Phi^-1(centile / 100) for a centile strictly between 0 and 100."""
-    value = float(centile)
-    if not (math.isfinite(value) and 0.0 < value < 100.0):
-        raise ValueError(f"centile must be strictly between 0 and 100, got {centile!r}")
+    value = number(centile, "centile", "centile points")
+    if not 0.0 < value < 100.0:
+        raise OutOfRangeError(f"centile must be strictly between 0 and 100, got {centile!r}")
     return _STANDARD_NORMAL.inv_cdf(min(max(value, _MIN_CENTILE), _MAX_CENTILE) / 100.0)

@@ -16,14 +16,49 @@ scan); HC-derived GAs are refused. The GAs of one pregnancy must advance with th
 calendar: a new exam whose GA disagrees with an earlier exam's GA plus the days between
 them by more than ``DATING_TOLERANCE_DAYS`` is refused (re-date the pregnancy first).
 
-Centile-drop warning (documented definition)
---------------------------------------------
-For each measure (HC, BPD, OFD, AC, FL and the Hadlock EFW) take the exams of the
-pregnancy that have a centile for it, in order of GA. Between two consecutive such
-exams, a quartile line L in {25, 50, 75} is crossed downwards when the earlier centile
-is >= L and the later one is < L. When two or more lines are crossed (e.g. 60th -> 20th
-crosses 50 and 25), a ``centile_drop`` warning is raised for that pair of exams.
-Rising centiles are not flagged.
+Centile-drop warning: the consensus definition, exactly
+-------------------------------------------------------
+Source: Gordijn SJ, Beune IM, Thilaganathan B, et al. Consensus definition of fetal
+growth restriction: a Delphi procedure. Ultrasound Obstet Gynecol 2016;48:333-339.
+doi:10.1002/uog.15884. Its abstract (the wording implemented here; the full text's
+table could not be read from this project):
+
+    "For early FGR (<32 weeks), three solitary parameters (abdominal circumference
+    (AC) <3rd centile, estimated fetal weight (EFW) <3rd centile and absent
+    end-diastolic flow in the umbilical artery (UA)) and four contributory parameters
+    (AC or EFW <10th centile combined with a pulsatility index (PI) >95th centile in
+    either the UA or uterine artery) were agreed upon. For late FGR (>=32 weeks), two
+    solitary parameters (AC or EFW <3rd centile) and four contributory parameters (EFW
+    or AC <10th centile, AC or EFW crossing centiles by >two quartiles on growth charts
+    and cerebroplacental ratio <5th centile or UA-PI >95th centile) were defined."
+
+The late-FGR definition needs either solitary parameter, or at least two of the three
+contributory groups (AC/EFW <10th centile; AC/EFW crossing centiles by more than two
+quartiles; CPR <5th centile or UA-PI >95th centile), in the absence of congenital
+anomalies. Centile crossing is not a criterion of early FGR.
+
+"Crossing centiles by >two quartiles", made precise: a quartile is a quarter of the
+centile scale, 25 centile points, so the centile must FALL BY MORE THAN 50 POINTS:
+``earlier - later > 50``. "By" names the amount crossed, not a count of lines passed:
+counting the quartile lines 25/50/75 makes a fall of 40 points (60th -> 20th) count
+and a fall of 49.8 points (74.9th -> 25.1st) not, depending only on where the fall
+starts. Requiring more than two of the three lines (from >= 75th to < 25th)
+would be a stricter reading that ignores falls such as 70th -> 15th (55 points). A fall
+of exactly 50 points (75th -> 25th) is two quartiles, not more, and does not count.
+Only falls count (the criterion is about growth restriction).
+
+"Over time", not "between consecutive scans": the fall is measured from EVERY earlier
+exam with a centile, so a drift 80 -> 55 -> 30 -> 5 (25 points per interval) is caught
+between the first and the last exam (75 points). For each later exam the warning names
+the earlier exam with the highest centile (the largest fall). The rule is applied to
+AC and EFW (the consensus' measures, flagged ``fgr_criterion`` when the later exam is
+at >= 32 weeks) and, as a review signal with the same definition, to HC, BPD, OFD and
+FL. Centiles are INTERGROWTH-21st (a non-customised standard).
+
+``late_fgr_criteria`` (alert): at an exam at >= 32 weeks, AC or EFW below the 10th
+centile AND an AC or EFW crossing as above: two of the three contributory groups of late
+FGR. The third (Doppler: CPR, UA-PI) is not measured by fetometry, and neither are
+congenital anomalies: a missing warning rules nothing out.
 """
 
 from __future__ import annotations
@@ -51,13 +86,22 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from fetometry.clinical import dating, efw, growth
-from fetometry.clinical.growth import MEASURES, OutOfRangeError
+from fetometry.clinical import dating, efw, growth, plausibility
+from fetometry.clinical.growth import MEASURES
+from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError, number
 
-#: Lines whose downward crossing counts (quartiles of the standard).
+#: Quartile lines of the centile scale (reported with each warning; see the module doc).
 QUARTILE_LINES = (25.0, 50.0, 75.0)
-#: A warning needs at least this many lines crossed between consecutive exams.
-MIN_LINES_CROSSED = 2
+#: One quartile of the centile scale, in centile points.
+QUARTILE_CENTILES = 25.0
+#: "Crossing centiles by >two quartiles" (Gordijn 2016): a fall of MORE than this.
+CROSSING_FALL_CENTILES = 2 * QUARTILE_CENTILES
+#: Late FGR is defined from 32+0 weeks (Gordijn 2016).
+LATE_FGR_WEEKS = 32.0
+#: AC or EFW below this centile is a contributory parameter of late FGR (Gordijn 2016).
+LATE_FGR_SMALL_CENTILE = 10.0
+#: The consensus definition's measures (AC and the EFW).
+FGR_MEASURES = ("ac", "efw")
 #: Largest disagreement (days) between stored GAs and the calendar within one pregnancy.
 DATING_TOLERANCE_DAYS = 7.0
 #: Trajectory measures: the growth-standard measures plus the Hadlock EFW.
@@ -66,7 +110,7 @@ TRAJECTORY_MEASURES = (*MEASURES, "efw")
 _PREGNANCY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class VisitStoreError(ValueError):
+class VisitStoreError(InvalidInputError):
     """An exam cannot be stored or read as asked (bad id, dates or measurements)."""
 
 
@@ -152,30 +196,120 @@ class TrajectoryPoint:
 # ---------------------------------------------------------------------------------------
 
 
+def _centile_value(value: object, name: str) -> float:
+    checked = number(value, name, "centile points")
+    if not 0.0 <= checked <= 100.0:
+        raise InvalidInputError(f"{name} must be between 0 and 100, got {value!r}")
+    return checked
+
+
 def lines_crossed_down(earlier_centile: float, later_centile: float) -> tuple[float, ...]:
     """Quartile lines L with earlier >= L > later (crossed downwards)."""
-    return tuple(line for line in QUARTILE_LINES if earlier_centile >= line > later_centile)
+    earlier = _centile_value(earlier_centile, "earlier centile")
+    later = _centile_value(later_centile, "later centile")
+    return tuple(line for line in QUARTILE_LINES if earlier >= line > later)
+
+
+def crosses_two_quartiles(earlier_centile: float, later_centile: float) -> bool:
+    """True when the centile FELL by more than two quartiles (> 50 centile points).
+
+    Gordijn et al. 2016, "AC or EFW crossing centiles by >two quartiles on growth
+    charts"; why a fall in points and not a count of lines: the module docstring.
+    """
+    earlier = _centile_value(earlier_centile, "earlier centile")
+    later = _centile_value(later_centile, "later centile")
+    return earlier - later > CROSSING_FALL_CENTILES
+
+
+def _placed_points(points: list[TrajectoryPoint]) -> list[TrajectoryPoint]:
+    """The points that have a centile (and so a GA), checked, in GA order."""
+    if not isinstance(points, (list, tuple)):
+        raise InvalidInputError(f"points must be a list of TrajectoryPoint, got {type(points).__name__}")
+    placed = []
+    for point in points:
+        if not isinstance(point, TrajectoryPoint):
+            raise InvalidInputError(f"points must be TrajectoryPoint objects, got {type(point).__name__} {point!r}")
+        if point.centile is None:
+            continue
+        _centile_value(point.centile, "a point's centile")
+        number(point.ga_weeks, "a point's GA", "weeks", positive=True)  # a centile needs a GA
+        placed.append(point)
+    return sorted(placed, key=lambda p: p.ga_weeks)
 
 
 def centile_drop_warnings(measure: str, points: list[TrajectoryPoint]) -> list[dict]:
-    """``centile_drop`` warnings for consecutive points that have centiles (see module doc)."""
-    placed = sorted((p for p in points if p.centile is not None), key=lambda p: p.ga_weeks)
+    """``centile_drop`` warnings: a fall by more than two quartiles since ANY earlier exam.
+
+    One warning per later exam that has fallen by more than 50 centile points below an
+    earlier exam, naming the earlier exam with the highest centile (see the module doc).
+    """
+    if not isinstance(measure, str):
+        raise InvalidInputError(f"measure must be a name such as 'ac', got {measure!r}")
+    placed = _placed_points(points)
     warnings = []
-    for earlier, later in zip(placed, placed[1:]):
-        crossed = lines_crossed_down(earlier.centile, later.centile)
-        if len(crossed) >= MIN_LINES_CROSSED:
-            warnings.append({
-                "code": "centile_drop", "severity": "warning", "measure": measure,
-                "from_exam_id": earlier.exam_id, "to_exam_id": later.exam_id,
-                "from_centile": round(earlier.centile, 1), "to_centile": round(later.centile, 1),
-                "lines_crossed": list(crossed),
-                "message": (
-                    f"{measure.upper()} fell from the {earlier.centile:.0f}th to the {later.centile:.0f}th centile "
-                    f"between {earlier.exam_date} and {later.exam_date}, crossing {len(crossed)} quartile lines "
-                    f"({', '.join(f'{line:g}' for line in crossed)}): review growth."
-                ),
-            })
+    for index, later in enumerate(placed):
+        earlier_points = placed[:index]
+        if not earlier_points:
+            continue
+        highest = max(earlier_points, key=lambda p: p.centile)
+        if not crosses_two_quartiles(highest.centile, later.centile):
+            continue
+        fall = highest.centile - later.centile
+        crossed = lines_crossed_down(highest.centile, later.centile)
+        fgr_criterion = measure.lower() in FGR_MEASURES and later.ga_weeks >= LATE_FGR_WEEKS
+        context = (
+            "one of the contributory parameters of late fetal growth restriction (Gordijn 2016)"
+            if fgr_criterion else
+            "a review signal (the consensus uses AC and EFW crossing at 32 weeks or later)"
+        )
+        warnings.append({
+            "code": "centile_drop", "severity": "warning", "measure": measure,
+            "from_exam_id": highest.exam_id, "to_exam_id": later.exam_id,
+            "from_centile": round(highest.centile, 1), "to_centile": round(later.centile, 1),
+            "centile_fall": round(fall, 1), "quartiles_fallen": round(fall / QUARTILE_CENTILES, 2),
+            "lines_crossed": list(crossed), "fgr_criterion": fgr_criterion,
+            "message": (
+                f"{measure.upper()} fell from the {highest.centile:.1f}th centile ({highest.exam_date}) to the "
+                f"{later.centile:.1f}th ({later.exam_date}): {fall:.1f} centile points, more than two quartiles; "
+                f"{context}. Review growth."
+            ),
+        })
     return warnings
+
+
+def _late_fgr_warnings(trajectories: dict[str, list[TrajectoryPoint]], drops: list[dict]) -> list[dict]:
+    """``late_fgr_criteria`` alerts: two contributory parameters of late FGR at one exam.
+
+    At an exam at >= 32 weeks: AC or EFW below the 10th centile, and an AC or EFW
+    ``centile_drop`` ending at that exam (Gordijn 2016; see the module doc).
+    """
+    small: dict[int, list[str]] = {}
+    exam_dates: dict[int, object] = {}
+    for measure in FGR_MEASURES:
+        for point in _placed_points(trajectories.get(measure, [])):
+            if point.ga_weeks >= LATE_FGR_WEEKS and point.centile < LATE_FGR_SMALL_CENTILE:
+                small.setdefault(point.exam_id, []).append(f"{measure.upper()} {point.centile:.1f}th centile")
+                exam_dates[point.exam_id] = point.exam_date
+    crossing: dict[int, list[str]] = {}
+    for drop in drops:
+        if drop.get("fgr_criterion"):
+            crossing.setdefault(drop["to_exam_id"], []).append(
+                f"{drop['measure'].upper()} {drop['from_centile']}th -> {drop['to_centile']}th"
+            )
+    found = []
+    for exam_id in sorted(set(small) & set(crossing)):
+        found.append({
+            "code": "late_fgr_criteria", "severity": "alert", "exam_id": exam_id,
+            "below_10th": small[exam_id], "crossing": crossing[exam_id],
+            "message": (
+                f"Exam of {exam_dates[exam_id]}: two of the three contributory parameters of the consensus "
+                f"definition of late fetal growth restriction are met (Gordijn 2016): AC/EFW below the 10th "
+                f"centile ({'; '.join(small[exam_id])}) and AC/EFW crossing centiles by more than two quartiles "
+                f"({'; '.join(crossing[exam_id])}). The definition applies in the absence of congenital "
+                "anomalies; Doppler (CPR, UA-PI) is not measured by fetometry. Assessment is advised."
+            ),
+        })
+    return found
 
 
 def _trajectory_value(measure: str, values: dict[str, float]) -> float | None:
@@ -190,9 +324,21 @@ def _trajectory_value(measure: str, values: dict[str, float]) -> float | None:
         return None
 
 
-def _trajectory_centile(measure: str, value: float, ga_weeks: float | None) -> float | None:
-    """Centile at an exam; None without a GA or outside the standard's GA range."""
+def _implausible_at(measure: str, values: dict[str, float], ga_weeks: float) -> bool:
+    """True when the measure (for EFW: HC, AC or FL) is implausible for the exam's GA."""
+    inputs = ("hc", "ac", "fl") if measure == "efw" else (measure,)
+    return any(
+        plausibility.assess_measure(name, values[name], ga_weeks).status == plausibility.IMPLAUSIBLE
+        for name in inputs if name in values
+    )
+
+
+def _trajectory_centile(measure: str, value: float, ga_weeks: float | None, values: dict[str, float] | None = None) -> float | None:
+    """Centile at an exam; None without a GA, outside the standard's GA range, or for an
+    implausible value (a cm/mm mix-up must not look like a centile drop)."""
     if ga_weeks is None:
+        return None
+    if values is not None and _implausible_at(measure, values, ga_weeks):
         return None
     try:
         if measure == "efw":
@@ -387,7 +533,7 @@ class VisitStore:
         for exam in self.exams(pregnancy_id):
             value = _trajectory_value(name, exam.measurements)
             if value is not None:
-                value_centile = _trajectory_centile(name, value, exam.ga_weeks)
+                value_centile = _trajectory_centile(name, value, exam.ga_weeks, exam.measurements)
                 points.append(TrajectoryPoint(exam.id, exam.exam_date, exam.ga_weeks, value, value_centile))
         return points
 
@@ -396,8 +542,12 @@ class VisitStore:
         return [(p.ga_weeks, p.value) for p in self.trajectory(pregnancy_id, measure) if p.ga_weeks is not None]
 
     def warnings(self, pregnancy_id: str) -> list[dict]:
-        """``centile_drop`` warnings over every trajectory measure (see the module doc)."""
-        found = []
+        """``centile_drop`` warnings over every trajectory measure, then ``late_fgr_criteria``.
+
+        Definitions: the module docstring (Gordijn et al. 2016).
+        """
+        trajectories = {measure: self.trajectory(pregnancy_id, measure) for measure in TRAJECTORY_MEASURES}
+        drops = []
         for measure in TRAJECTORY_MEASURES:
-            found.extend(centile_drop_warnings(measure, self.trajectory(pregnancy_id, measure)))
-        return found
+            drops.extend(centile_drop_warnings(measure, trajectories[measure]))
+        return drops + _late_fgr_warnings(trajectories, drops)

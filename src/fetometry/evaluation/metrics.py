@@ -1,6 +1,6 @@
 """Segmentation and biometric metrics: plain functions plus one accumulator.
 
-Definitions (REFERENCES.md section 4; HC18: van den Heuvel et al., PLoS ONE 2018)
+Definitions (Dice 1945; COCO, Lin et al. 2014; HC18: van den Heuvel et al., 2018)
 ---------------------------------------------------------------------------------
 On boolean (H, W) masks, with TP = |pred & truth|, FP = |pred & ~truth|,
 FN = |~pred & truth|:

@@ -1,7 +1,7 @@
 """DICOM ultrasound files -> gray frames in [0, 1] and a pixel size, or a clear error.
 
 Single frames and multi-frame cine loops are read with pydicom. The pixel size comes
-from the ultrasound regions (REFERENCES.md section 3): among the items of
+from the ultrasound regions (DICOM PS3.3 C.8.5.5, US Region Calibration): among the items of
 SequenceOfUltrasoundRegions (0018,6011) whose RegionSpatialFormat is 1 (2D tissue) and
 whose PhysicalUnitsX/YDirection are 3 (cm, so mm = PhysicalDelta * 10) we take the one
 that contains a given point (e.g. the head centre), else the largest. PixelSpacing
