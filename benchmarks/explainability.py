@@ -167,12 +167,12 @@ def figures(predictor, args, residual_fraction: float | None = None) -> None:
     from fetometry.explain.command import describe_hc, model_tag, validation_samples
     from fetometry.explain.figures import save_panel_grid
     from fetometry.explain.uncertainty import hc_uncertainty
-    from fetometry.pipeline import measure_prediction
+    from fetometry.pipeline import result_from_prediction
 
     sample = validation_samples(args.data, predictor, limit=args.limit)[0]
     image = sample.load_image()
     prediction = predictor.predict(image)
-    ellipse = measure_prediction(sample.name, prediction, sample.pixel_size_mm).ellipse
+    ellipse = result_from_prediction(predictor, sample.name, prediction, sample.pixel_size_mm).ellipse
     explainer = Explainer(predictor, network=args.network)
     maps = explainer.explain(image, prediction=prediction)
     # HiResCAM: Grad-CAM's channel-mean weights cannot follow the signed band target

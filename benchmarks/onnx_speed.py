@@ -45,6 +45,7 @@ from fetometry.inference.onnx_backend import load_onnx_model, load_onnx_predicto
 from fetometry.inference.predictor import Predictor
 from fetometry.io.images import read_image
 from fetometry.models import create_model
+from fetometry.models.base import is_sampled
 from fetometry.resources import SAMPLES_DIR, shipped_models
 from fetometry.training.trainer import hardware_description
 
@@ -116,7 +117,7 @@ def parity(model: nn.Module, onnx_model: nn.Module, inputs: torch.Tensor) -> dic
         expected = model(inputs).numpy()
     got = onnx_model(inputs).numpy()
     out = {"max_abs_logit_diff": float(np.abs(got - expected).max()), "relative_diff": relative_difference(expected, got), "max_abs_logit": float(np.abs(expected).max())}
-    if hasattr(model, "sample"):
+    if is_sampled(model):
         reference = model.sample(inputs[:1], generator=torch.Generator().manual_seed(0))[0]
         sampled = onnx_model.sample(inputs[:1], generator=torch.Generator().manual_seed(0))[0]
         out["sampler_max_abs_prob_diff"] = float((reference - sampled).abs().max())
@@ -126,7 +127,7 @@ def parity(model: nn.Module, onnx_model: nn.Module, inputs: torch.Tensor) -> dic
 def speed(model: nn.Module, onnx_model: nn.Module, repeats: int) -> dict:
     x = phantom_batch(CANVAS, 1, seed=11)
     x_channels_last = x.contiguous(memory_format=torch.channels_last)
-    diffusion = hasattr(model, "predict_proba")
+    diffusion = is_sampled(model)
     call = (lambda m, t: m.predict_proba(t)) if diffusion else (lambda m, t: m(t))
     if diffusion:
         repeats = max(3, repeats // 4)

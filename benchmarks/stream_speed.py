@@ -1,6 +1,10 @@
 """Stream speed: frames per second end to end on an 800x540 cine loop, PyTorch vs onnxruntime.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/stream_speed.py [--model unext] [--frames 60]
+        [--plane off,1,4]
+
+``--plane`` adds variants with the plane check (SonoNet-16 on every k-th frame, the
+frames between carrying its verdict); "off" is the stream without it.
 
 End to end = what `fetometry stream` does after the model is loaded: open and decode the
 loop (MJPG AVI, or a DICOM cine with --format dicom), segment (Predictor.predict_batch),
@@ -33,7 +37,7 @@ import torch
 from fetometry.data.synthetic import make_phantom
 from fetometry.inference.predictor import Predictor
 from fetometry.io.video import open_source
-from fetometry.pipeline import measure_prediction
+from fetometry.pipeline import plane_checker_for, result_from_prediction
 from fetometry.stream.command import build_predictor
 from fetometry.stream.processor import assess_frame, run_stream
 from fetometry.training.trainer import hardware_description
@@ -87,24 +91,28 @@ def write_loop(frames: np.ndarray, folder: Path, kind: str) -> Path:
     return path
 
 
-def stream_once(predictor: Predictor, loop: Path, backend: str) -> tuple[float, float, dict]:
-    """One end-to-end pass: open + run_stream (read, segment, fit, measure, gate, write).
+def stream_once(predictor: Predictor, loop: Path, backend: str, plane: str = "off") -> tuple[float, float, dict]:
+    """One end-to-end pass: open + run_stream (read, segment, [plane check], fit, measure,
+    gate, write). ``plane``: "off" or k, the plane classifier on every k-th frame.
 
     Returns (wall s, CPU s of this process, summary)."""
+    checker = None if plane == "off" else plane_checker_for("on")
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
         with open_source(loop, pixel_size_mm=PIXEL_SIZE_MM) as source:
-            summary = run_stream(source, predictor, out, backend=backend, progress=False)
+            summary = run_stream(source, predictor, out, backend=backend, progress=False, plane_checker=checker,
+                                 plane_every=1 if plane == "off" else int(plane))
         return time.perf_counter() - wall, time.process_time() - cpu, summary
 
 
-def end_to_end(predictors: dict[str, Predictor], loop: Path, repeats: int) -> dict[str, dict]:
-    """Median over repeats per backend; runs interleave (torch, onnx, torch, ...) so that a
-    change of load on the machine hits both backends alike."""
-    runs: dict[str, list] = {name: [] for name in predictors}
+def end_to_end(predictors: dict[str, Predictor], loop: Path, repeats: int, planes: tuple[str, ...] = ("off",)) -> dict[str, dict]:
+    """Median over repeats per backend and plane setting; runs interleave (torch, onnx,
+    torch, ...) so that a change of load on the machine hits every variant alike."""
+    variants = {(name if plane == "off" else f"{name}+plane/{plane}"): (name, plane) for name in predictors for plane in planes}
+    runs: dict[str, list] = {key: [] for key in variants}
     for _ in range(repeats):
-        for name, predictor in predictors.items():
-            runs[name].append(stream_once(predictor, loop, name))
+        for key, (name, plane) in variants.items():
+            runs[key].append(stream_once(predictors[name], loop, name, plane))
     results = {}
     for name, passes in runs.items():
         wall = statistics.median(p[0] for p in passes)
@@ -137,7 +145,7 @@ def stages(predictor: Predictor, frames: np.ndarray, n: int = 12) -> dict:
 
     batch = predictor.batch_size
     predictions = timed("segment", lambda: [p for i in range(0, n, batch) for p in predictor.predict_batch(images[i:i + batch])])
-    results = timed("fit_measure", lambda: [measure_prediction("f", p, PIXEL_SIZE_MM, offset_px=predictor.hc_offset_px) for p in predictions])
+    results = timed("fit_measure", lambda: [result_from_prediction(predictor, "f", p, PIXEL_SIZE_MM) for p in predictions])
     timed("quality_gate", lambda: [assess_frame(r, image.shape) for image, r in zip(images, results)])
     return timings
 
@@ -157,6 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--format", choices=("avi", "dicom"), default="avi")
     parser.add_argument("--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx")
+    parser.add_argument("--plane", default="off", help="comma-separated plane-check settings: off, or k (classifier on every k-th frame), e.g. off,1,4")
     parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_speed.json"))
     args = parser.parse_args(argv)
@@ -175,8 +184,8 @@ def main(argv=None) -> int:
                 report["backends"][backend] = {"error": f"backend unavailable: {error}"}
                 continue
             predictors[backend].predict_batch(list(frames[:predictors[backend].batch_size]))  # warm-up
-        for backend, result in end_to_end(predictors, loop, args.repeats).items():
-            result["stages_sequential"] = stages(predictors[backend], frames)
+        for backend, result in end_to_end(predictors, loop, args.repeats, tuple(args.plane.split(","))).items():
+            result["stages_sequential"] = stages(predictors[backend.split("+")[0]], frames)
             report["backends"][backend] = result
             print(f"{backend}: {result['fps']} fps end to end (runs {result['runs_s']} s, {result['cpu_ms_per_frame']} CPU ms/frame), stages {result['stages_sequential']}", flush=True)
     report["machine_after"] = machine_state()

@@ -11,11 +11,16 @@ import pytest
 import torch
 
 from fetometry.data.synthetic import make_phantom
+from fetometry.explain.cam import resolve_layer
 from fetometry.models import available_models, create_model
+from fetometry.models.base import SegmentationNetwork
 
 SPECS = available_models()
 IDS = [f"{s.name}/{s.variant}" for s in SPECS]
 COMPACT = [s for s in SPECS if s.variant == "compact"]
+#: The contract tests also cover the reference row (MONAI's AttentionUnet).
+ALL_SPECS = available_models(include_reference=True)
+ALL_IDS = [f"{s.name}/{s.variant}" for s in ALL_SPECS]
 
 
 def _input_hw(spec, rows: int = 2, cols: int = 3) -> tuple[int, int]:
@@ -58,9 +63,43 @@ def test_number_of_classes_is_configurable(spec):
 
 
 def _loss(model, images, masks):
-    if hasattr(model, "training_loss"):
+    if model.training_loss is not None:  # a sampled model's own loss
         return model.training_loss(images, masks)
     return torch.nn.functional.binary_cross_entropy_with_logits(model(images), masks)
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
+def test_every_segmenter_keeps_the_written_contract(spec):
+    """A SegmentationNetwork whose class names a real Grad-CAM layer and whose instance
+    holds the registered size divisor; a sampled model has its own loss and sampler."""
+    model = _build(spec)
+    cls = type(model)
+    assert isinstance(model, SegmentationNetwork) and cls.kind == "segmenter"
+    assert isinstance(cls.cam_target_layer, str) and "cam_target_layer" not in vars(model)
+    assert isinstance(resolve_layer(model, cls.cam_target_layer), torch.nn.Module)
+    assert "size_divisor" in vars(cls) and model.size_divisor == spec.size_divisor
+    if cls.sampled:
+        assert model.training_loss is not None and cls.predict_proba is not SegmentationNetwork.predict_proba
+    else:
+        assert cls.training_loss is None and cls.predict_proba is SegmentationNetwork.predict_proba
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
+def test_a_wrong_input_raises_a_value_error_that_says_how_to_fix_it(spec):
+    model = _build(spec).eval()
+    d = model.size_divisor
+    h, w = _input_hw(spec)
+    with pytest.raises(ValueError, match=rf"divisible by {d}, got {h + 1}x{w}: resize or pad to e\.g\. {h + d}x{w}"):
+        model.check_input(torch.zeros(1, 1, h + 1, w))
+    with torch.no_grad(), pytest.raises(ValueError, match=rf"divisible by {d}"):
+        model(torch.zeros(1, 1, h, w - 1))  # forward checks first
+    with pytest.raises(ValueError, match=r"add the channel axis with images\[:, None\]"):
+        model.check_input(torch.zeros(1, h, w))
+    with pytest.raises(ValueError, match="1 channel.*got 3: convert to grayscale"):
+        model.check_input(torch.zeros(1, 3, h, w))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -107,7 +146,7 @@ def test_compact_variant_overfits_a_handful_of_phantoms(spec):
     model = _build(spec).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     # A diffusion model learns a denoiser over all noise levels: it gets a larger budget.
-    budget = 1200 if hasattr(model, "training_loss") else 300
+    budget = 1200 if model.sampled else 300
     best = 0.0
     for step in range(budget):
         loss = _loss(model, images, masks)
@@ -117,7 +156,7 @@ def test_compact_variant_overfits_a_handful_of_phantoms(spec):
         if step % 25 == 24:
             model.eval()
             with torch.no_grad():
-                prob = model.predict_proba(images) if hasattr(model, "predict_proba") else torch.sigmoid(model(images))
+                prob = model.predict_proba(images)
             model.train()
             best = max(best, _dice(prob, masks))
             if best > 0.9:

@@ -51,6 +51,7 @@ class OraclePredictor:
 
     name = "oracle"
     hc_offset_px = 0.0
+    config: dict = {}
 
     def __init__(self, mask: np.ndarray):
         self.mask = mask
@@ -60,6 +61,9 @@ class OraclePredictor:
         assert image.shape == self.mask.shape, "the exam must pass the image on its own grid"
         self.calls += 1
         return Prediction(self.mask.astype(np.float32), self.mask.copy(), 1.0)
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
+        return [self.predict(image) for image in images]
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,10 @@ from fetometry.explain.uncertainty import (
     unwarp,
 )
 from fetometry.inference.predictor import Prediction, Predictor
-from fetometry.models import create_model
+from fetometry.models import create_model, get_spec
+from fetometry.models.base import SEGMENTER, SegmentationNetwork
+from fetometry.models.weights import read_config
+from fetometry.resources import resolve_weights, shipped_models
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -68,7 +71,7 @@ def prediction(predictor, phantom):
     return predictor.predict(phantom.image)
 
 
-class BrightIsHead(nn.Module):
+class BrightIsHead(SegmentationNetwork):
     """Toy segmenter: features = the image (an Identity layer), logits = 2 x - 1."""
 
     cam_target_layer = "features"
@@ -143,6 +146,37 @@ def test_every_architecture_names_a_layer_and_gives_finite_maps_of_the_image_siz
         assert explanation.saliency.shape == image.shape and explanation.saliency.dtype == np.float32
         assert np.isfinite(explanation.saliency).all()
         assert 0.0 <= explanation.saliency.min() and explanation.saliency.max() <= 1.0
+
+
+def _shipped_kind(name: str) -> str:
+    config = read_config(resolve_weights(name))
+    return get_spec(config["model"], config["variant"]).kind
+
+
+#: Every shipped weights folder of a segmenter (the plane classifier's folder is not one).
+SHIPPED_SEGMENTERS = [name for name in shipped_models() if _shipped_kind(name) == SEGMENTER]
+
+
+@pytest.mark.parametrize("name", SHIPPED_SEGMENTERS)
+def test_gradcam_runs_on_every_shipped_segmenter_with_its_default_layer(name, phantom):
+    """No --layer: the layer is the class's cam_target_layer (the reference model once set
+    it on the instance, where the explainer, reading the type, did not find it)."""
+    shipped = Predictor.from_weights(name)
+    small = Predictor(shipped.model, canvas_hw=(64, 96))  # one small canvas: fast for all
+    image = cv2.resize(phantom.image, (150, 101))
+    mask = cv2.resize(phantom.mask.astype(np.uint8), (150, 101), interpolation=cv2.INTER_NEAREST).astype(bool)
+    given = Prediction(mask.astype(np.float32), mask, 1.0)
+    explainer = Explainer(small)
+    assert explainer.layer == type(shipped.model).cam_target_layer
+    explanation = explainer.explain(image, ["gradcam"], prediction=given)["gradcam"]
+    assert explanation.layer == explainer.layer
+    assert explanation.saliency.shape == image.shape and np.isfinite(explanation.saliency).all()
+    assert 0.0 <= explanation.saliency.min() and explanation.saliency.max() <= 1.0
+
+
+def test_the_shipped_segmenters_include_every_architecture_and_the_reference():
+    models = {read_config(resolve_weights(name))["model"] for name in SHIPPED_SEGMENTERS}
+    assert {"attention-unet", "unext", "duck-net", "transunet", "medsegdiff-v2", "monai-attention-unet"} <= models
 
 
 def test_medsegdiff_denoiser_is_explained_at_the_last_sampling_step(phantom):

@@ -10,14 +10,15 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fetometry import DISCLAIMER
 from fetometry.clinical import growth
 from fetometry.clinical.assess import clinical_summary
 from fetometry.data.synthetic import make_phantom
-from fetometry.inference.predictor import Prediction
-from fetometry.pipeline import measure_prediction
+from fetometry.inference.predictor import Prediction, Predictor
+from fetometry.pipeline import result_from_prediction
 from fetometry.report.charts import CHART_CENTILES, POINT_COLOR, centile_curves, growth_chart_png
 from fetometry.report.figures import draw_overlay
 from fetometry.report.pdf import ReportError, chart_points, format_ga, measurement_rows, write_pdf_report
@@ -46,10 +47,10 @@ def phantom_exam():
     """A phantom measured from its true mask (no model): image, ImageResult, report dict."""
     phantom = make_phantom(height=120, width=180, rng_or_seed=3, pixel_size_mm=0.9)
     prediction = Prediction(phantom.mask.astype(np.float32), phantom.mask, confidence=0.93)
-    result = measure_prediction("phantom_001.png", prediction, phantom.pixel_size_mm, quality=None)  # the gate is not under test
-    result.model = "attention-unet"
+    stand_in = Predictor(torch.nn.Identity(), canvas_hw=(120, 180), config={"display_name": "attention-unet"})
+    result = result_from_prediction(stand_in, "phantom_001.png", prediction, phantom.pixel_size_mm, gate=False)  # the gate is not under test
     report = result.to_dict()
-    report.update(clinical_summary(hc_mm=report["hc_mm"], bpd_mm=report["bpd_mm"], ga_weeks=30.0, ga_source="lmp"))
+    report.update(clinical_summary(hc_mm=report["hc_mm"], bpd_mm=report["bpd_mm"], ga_weeks=17.0, ga_source="lmp"))  # HC of the phantom (about 130 mm) is plausible at 17 weeks
     report.update(disclaimer=DISCLAIMER, version="0.1.0", date="2030-01-02", hc_sd_mm=1.7, hc_interval_mm=[report["hc_mm"] - 3.3, report["hc_mm"] + 3.3], explain_method="gradcam")
     return phantom, result, report
 
@@ -108,7 +109,7 @@ def test_measurement_rows_show_values_and_dashes(phantom_exam):
     assert hc_text.startswith(f"{result.measurement.hc_mm:.1f} mm") and "SD 1.7" in hc_text
     assert rows["Head circumference (HC)"][2] == f"{report['hc_centile']:.1f}"
     assert rows["Occipitofrontal diameter (OFD)"][1:] == ["-", "-"]  # no OFD centile requested
-    assert rows["Gestational age given"][0] == "30w 0d (30.0 weeks), from lmp"
+    assert rows["Gestational age given"][0] == "17w 0d (17.0 weeks), from lmp"
 
 
 def test_nothing_is_invented_without_a_pixel_size():
@@ -193,4 +194,4 @@ def test_pdf_chart_gets_the_visits_and_this_exam(tmp_path, phantom_exam, monkeyp
     phantom, result, report = phantom_exam
     with_visits = dict(report, visits=[{"ga_weeks": 22.0, "hc_mm": 200.0}, {"ga_weeks": 26.0, "hc_mm": 240.0}])
     write_pdf_report(tmp_path / "r.pdf", with_visits, image=phantom.image, overlay_rgb=draw_overlay(phantom.image, result))
-    assert drawn == [("hc", [(22.0, 200.0), (26.0, 240.0), (30.0, report["hc_mm"])])]
+    assert drawn == [("hc", [(22.0, 200.0), (26.0, 240.0), (17.0, report["hc_mm"])])]

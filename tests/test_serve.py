@@ -302,14 +302,14 @@ def test_visits_are_stored_whole_or_not_at_all(shared_predictor, tmp_path):
 
 def test_a_full_queue_answers_503(shared_predictor, monkeypatch):
     started, release = threading.Event(), threading.Event()
-    real = Predictor.predict.__get__(shared_predictor)
+    real = Predictor.predict_batch.__get__(shared_predictor)
 
-    def slow(image):
+    def slow(images):
         started.set()
         release.wait(30)
-        return real(image)
+        return real(images)
 
-    monkeypatch.setattr(shared_predictor, "predict", slow)
+    monkeypatch.setattr(shared_predictor, "predict_batch", slow)
     test_client, _ = make_client(shared_predictor, max_pending=1)
     with test_client:
         results = {}

@@ -140,7 +140,7 @@ class MaskPredictor:
     """Stands in for a Predictor: the probability map is the phantom's exact mask times
     a per-frame level, so the processor's logic is tested without a network."""
 
-    batch_size, hc_offset_px, name = 2, 0.0, "exact-mask"
+    batch_size, hc_offset_px, name, config = 2, 0.0, "exact-mask", {}
 
     def __init__(self, masks: dict[int, np.ndarray], levels: dict[int, float]):
         self.masks, self.levels, self.calls = masks, levels, 0
@@ -181,6 +181,47 @@ def test_gate_refusals_score_zero_and_stay_out_of_the_smoothing():
     assert [r.temporal.consistency is None for r in results] == [True, True, False, True, False, False]  # refused: not scored
     assert results[-1].temporal.hc_smoothed_mm == pytest.approx(truth_hc, rel=0.01)  # exact masks: exact HC
     assert predictor.calls == 3  # batches of 2
+
+
+class ScriptedPlaneChecker:
+    """Stands in for PlaneChecker: frames listed in ``thorax`` look like a 4CH plane."""
+
+    name = "scripted"
+
+    def __init__(self, thorax: set[int]):
+        self.thorax, self.checked = thorax, []
+
+    def check_batch(self, images):
+        from fetometry.inference.plane import PlaneResult
+
+        out = []
+        for image in images:
+            index = int(round(image[0, 0] * 1000))
+            self.checked.append(index)
+            if index in self.thorax:
+                out.append(PlaneResult("4CH", 0.97, 0.01, "4CH", 0.97, 3.0, self.name).decide())
+            else:
+                out.append(PlaneResult("Brain (Tv.)", 0.95, 0.95, "4CH", 0.01, 3.0, self.name).decide())
+        return out
+
+
+def test_only_checked_head_plane_frames_can_be_the_best_frame(tmp_path):
+    frames, masks, _ = exact_mask_frames(8)
+    checker = ScriptedPlaneChecker(thorax={4})
+    # 0.9 mm pixels: a 153 mm head, in the range where the classifier's named call counts.
+    processor = StreamProcessor(MaskPredictor(masks, {}), pixel_size_mm=0.9, window=5, min_history=2, plane_checker=checker, plane_every=2)
+    results = list(processor.process(frames))
+    assert checker.checked == [0, 2, 4, 6]  # every 2nd frame
+    assert [r.result.status for r in results][4:6] == ["not_a_head_plane", "not_a_head_plane"]  # frame 5 carries 4's verdict
+    assert all(r.result.measurement is None for r in results[4:6])
+    assert [r.plane_checked for r in results] == [True, False] * 4
+    rows = [r.to_row() for r in results]
+    assert rows[4]["plane_label"] == "4CH" and rows[4]["head_plane"] is False and rows[1]["plane_checked"] is False
+    from fetometry.stream.processor import FRAME_COLUMNS, _is_better
+
+    assert {"plane_label", "head_plane", "ood_distance", "plane_checked"} <= set(FRAME_COLUMNS)
+    assert not _is_better(results[3], None)  # accepted, but its plane verdict was carried, not checked
+    assert _is_better(results[2], None) and results[2].temporal.accepted
 
 
 def test_ctrl_c_ends_a_stream_and_keeps_the_results(tmp_path):

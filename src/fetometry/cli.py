@@ -26,12 +26,15 @@ VERB_MODULES: list[str] = ["fetometry.evaluation.benchmark", "fetometry.stream.c
 def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="shipped model name or weights folder; several, comma-separated, average their probabilities (an ensemble sharing one canvas) (default: the default model)")
     parser.add_argument("--tta", action="store_true", help="average with a horizontally flipped prediction")
+    parser.add_argument("--plane-check", choices=("on", "off"), default="on",
+                        help="refuse images that are not a fetal head plane (SonoNet-16 + out-of-distribution score); "
+                             "off for research scoring, where the HC18 protocol scores every image (default on)")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fetometry.pipeline import OK, UNREADABLE, predict_path
 
-    results = predict_path(args.input, args.out, model=args.model, pixel_size_mm=args.pixel_size, pixel_csv=args.pixel_csv, tta=args.tta, progress=not args.quiet)
+    results = predict_path(args.input, args.out, model=args.model, pixel_size_mm=args.pixel_size, pixel_csv=args.pixel_csv, tta=args.tta, progress=not args.quiet, plane_check=args.plane_check)
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
@@ -94,13 +97,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from fetometry.evaluation.complexity import markdown_table, profile_models
     from fetometry.models import available_models
+    from fetometry.models.base import MODEL_KINDS
 
-    specs = [s for s in available_models() if args.name in (None, s.name) and args.variant in (None, s.variant)]
+    registered = sorted((s for kind in MODEL_KINDS for s in available_models(include_reference=True, kind=kind)), key=lambda s: (s.name, s.variant))
+    specs = [s for s in registered if args.name in (None, s.name) and args.variant in (None, s.variant)]
     if not specs:
-        raise ValueError(f"no registered model named {args.name!r}; valid: {sorted({s.name for s in available_models()})}")
-    rows = profile_models(specs, repeats=args.repeats, sampler_steps=args.sampler_steps, sampler_ensemble=args.sampler_ensemble, progress=not (args.quiet or args.json))
+        raise ValueError(f"no registered model {args.name or '*'}/{args.variant or '*'}; valid: {', '.join(f'{s.name}/{s.variant}' for s in registered)}")
+    timing = {"--repeats": args.repeats, "--sampler-steps": args.sampler_steps, "--sampler-ensemble": args.sampler_ensemble}
+    if not args.profile:
+        given = [flag for flag, value in timing.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only used with --profile (add it to measure)")
+        rows = [s.summary() for s in specs]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print("| name | variant | kind | size divisor | description |\n|---|---|---|---|---|")
+            for r in rows:
+                kind = f"{r['kind']} (reference)" if r["reference"] else r["kind"]
+                print(f"| {r['name']} | {r['variant']} | {kind} | {r['size_divisor']} | {r['description']} |")
+        return 0
+    from fetometry.evaluation.complexity import markdown_table, profile_models
+
+    if args.name is None:  # every compared segmentation architecture, as the benchmark's table
+        compared = {(s.name, s.variant) for s in available_models()}
+        specs = [s for s in specs if (s.name, s.variant) in compared]
+    rows = profile_models(specs, repeats=5 if args.repeats is None else args.repeats, sampler_steps=args.sampler_steps, sampler_ensemble=args.sampler_ensemble, progress=not (args.quiet or args.json))
     print(json.dumps(rows, indent=2) if args.json else markdown_table(rows))
     return 0
 
@@ -149,13 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="start from these weights (weights folder or .safetensors) instead of random ones")
     p.set_defaults(func=_cmd_train)
 
-    p = verbs.add_parser("models", help="list the architectures: parameters, GMACs and CPU latency at 256x256")
-    p.add_argument("--json", action="store_true", help="a JSON list of {name, variant, params, gflops, cpu_ms}")
-    p.add_argument("--name", help="only this architecture")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per model (median reported)")
+    p = verbs.add_parser("models", help="list the registered models (instant); --profile: parameters, GMACs and CPU latency at 256x256")
+    p.add_argument("--json", action="store_true", help="a JSON list of {name, variant, kind, reference, size_divisor, description}; "
+                                                       "with --profile of {name, variant, params, gflops, cpu_ms, inference, threads}")
+    p.add_argument("--name", help="only this model")
     p.add_argument("--variant", help="only this variant (e.g. compact)")
-    p.add_argument("--sampler-steps", type=int, help="diffusion models: sampler steps to time (default: the model's)")
-    p.add_argument("--sampler-ensemble", type=int, help="diffusion models: ensemble size to time (default: the model's)")
+    p.add_argument("--profile", action="store_true", help="build and measure each model (minutes: the paper-size ones and the diffusion "
+                                                          "sampler are slow); without --name, the compared segmentation architectures")
+    p.add_argument("--repeats", type=int, help="with --profile: timed runs per model, median reported (default 5)")
+    p.add_argument("--sampler-steps", type=int, help="with --profile, diffusion models: sampler steps to time (default: the model's)")
+    p.add_argument("--sampler-ensemble", type=int, help="with --profile, diffusion models: ensemble size to time (default: the model's)")
     p.set_defaults(func=_cmd_models)
 
     p = verbs.add_parser("demo", help="run the default model on the bundled HC18 samples")

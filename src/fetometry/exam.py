@@ -1,7 +1,7 @@
 """One exam, composed: the code path shared by ``fetometry measure`` and ``fetometry serve``.
 
     image / DICOM / array -> pixels + pixel size (explicit > DICOM calibration > none)
-        -> Predictor -> measure_prediction (ellipse, HC/BPD/OFD in mm)
+        -> pipeline.measure (plane check, ellipse, gate, HC/BPD/OFD in mm)
         -> clinical_summary (GA from HC; centiles ONLY with a GA from LMP or a known date)
         -> optional explanation map and HC uncertainty -> JSON / PDF report
 
@@ -399,21 +399,20 @@ def _pixel_size(explicit: float | None, read: ExamImage) -> tuple[float | None, 
     return None, None, notes
 
 
-def _measure(read: ExamImage, predictor: Predictor, explicit_mm: float | None) -> tuple[ImageResult, str | None, list[str]]:
-    """Segment, fit and measure; a DICOM is calibrated by the region that holds the head."""
+def _measure(read: ExamImage, predictor: Predictor, explicit_mm: float | None, plane_checker) -> tuple[ImageResult, str | None, list[str]]:
+    """Segment, check the plane, fit and measure (pipeline.measure); a DICOM is
+    calibrated by the region that holds the head."""
     from fetometry.io.pixel_size import validate_pixel_size
-    from fetometry.pipeline import measure_prediction
+    from fetometry.pipeline import measure, result_from_prediction
 
     mm, source, notes = _pixel_size(explicit_mm, read)
-    prediction = predictor.predict(read.pixels)
-    result = measure_prediction(read.filename, prediction, mm, offset_px=predictor.hc_offset_px, pixel_size_problem=_no_size_reason(read))
+    result = measure(predictor, read.pixels, filename=read.filename, pixel_size_mm=mm, pixel_size_problem=_no_size_reason(read), plane_checker=plane_checker)
     if explicit_mm is None and read.dicom is not None and result.ellipse is not None:
         head_mm, head_source = read.calibrated_at(result.ellipse.center_x_px, result.ellipse.center_y_px)
         if head_mm is not None and head_mm != mm:
             # Several regions: the one under the head's centre calibrates the head.
             mm, source = validate_pixel_size(head_mm, source=head_source), head_source
-            result = measure_prediction(read.filename, prediction, mm, offset_px=predictor.hc_offset_px)
-    result.model = predictor.name
+            result = result_from_prediction(predictor, read.filename, result.prediction, mm, plane=result.plane)
     return result, source, notes
 
 
@@ -468,10 +467,12 @@ def measure_exam(
     uncertainty: bool = False,
     filename: str | None = None,
     frame: int = 0,
+    plane_check="on",
 ) -> ExamResult:
     """Measure one image and put it in clinical context (see the module docstring).
 
     source: a file path, uploaded bytes, or a (H, W) float array in [0, 1].
+    plane_check: "on" (the shipped plane classifier), "off", or a ``PlaneChecker``.
     Raises ValueError subclasses for bad input (before the model runs) and
     FeatureUnavailableError when an asked-for feature's module is missing.
     """
@@ -480,7 +481,9 @@ def measure_exam(
     ga, ga_source = resolve_ga(ga_weeks=ga_weeks, lmp=lmp, exam_date=exam_date, ga_source=ga_source)
     exam_day = _as_date(exam_date, "exam date") or date.today()
     read = read_exam_image(source, filename=filename, frame=frame)
-    result, mm_source, notes = _measure(read, predictor, pixel_size_mm)
+    from fetometry.pipeline import plane_checker_for
+
+    result, mm_source, notes = _measure(read, predictor, pixel_size_mm, plane_checker_for(plane_check))
     if read.frames > 1:
         notes.append(f"cine loop of {read.frames} frames: frame {frame} measured")
     exam = ExamResult(result, read.pixels, exam_day, pixel_size_source=mm_source, ga_weeks=ga, ga_source=ga_source, explain_method=method, notes=notes)
@@ -542,6 +545,7 @@ def run_measure_cli(args: argparse.Namespace) -> int:
             ga_weeks=getattr(args, "ga_weeks", None), lmp=getattr(args, "lmp", None), ga_source=getattr(args, "ga_source", None),
             exam_date=getattr(args, "exam_date", None), explain=getattr(args, "explain", None),
             uncertainty=getattr(args, "uncertainty", False), frame=getattr(args, "frame", 0),
+            plane_check=getattr(args, "plane_check", "on"),
         )
         written = _write_outputs(exam, args)
     except FeatureUnavailableError as error:

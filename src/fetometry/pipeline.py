@@ -1,8 +1,13 @@
 """The Python API behind the CLI: image files in, measurements (and masks) out.
 
-    image -> io (pixels, pixel size) -> inference (probability map, original grid)
-          -> biometry (ellipse, HC/BPD/OFD in mm)
+    image -> io (pixels, pixel size) -> inference (probability map, original grid;
+             plane label and out-of-distribution distance)
+          -> biometry (ellipse, quality gate, HC/BPD/OFD in mm)
 
+``measure_batch`` (and ``measure`` for one image) is the ONE measurement path: every
+surface (predict, measure, serve, stream, explain) calls it or, holding predictions
+already, ``result_from_prediction``. Both always apply the model's own calibrated HC
+offset and quality thresholds and, when a plane checker is given, the plane check.
 Every image gets a result with a ``status``; failures of one image never stop a batch,
 and no millimetre value exists without a pixel size.
 """
@@ -10,6 +15,7 @@ and no millimetre value exists without a pixel size.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +26,10 @@ from tqdm import tqdm
 
 from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, ellipse_from_probability
 from fetometry.biometry.measures import HeadMeasurement, measure_ellipse
-from fetometry.biometry.quality import DEFAULT_THRESHOLDS, QualityReport, QualityThresholds, assess_quality
+from fetometry.biometry.measures import ramanujan_perimeter
+from fetometry.biometry.quality import QualityReport, QualityThresholds, assess_quality
 from fetometry.data.hc18 import is_hc18_layout, load_hc18
+from fetometry.inference.plane import HEAD_PLANE, NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION, PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_mask
 from fetometry.io.pixel_size import PixelSizeError, read_pixel_size_csv, validate_pixel_size
@@ -34,6 +42,7 @@ CSV_COLUMNS = [
     "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "pixel_size_mm", "model", "status", "detail",
     "confidence", "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px",
     "quality_score", "quality_rule",
+    "plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance",
 ]
 MM_KEYS = ["center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad", "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index"]
 
@@ -44,6 +53,9 @@ NO_HEAD = "no_head"
 FIT_FAILED = "fit_failed"
 UNREADABLE = "unreadable"
 REFUSED = "refused"  # the quality gate refused the frame; `detail` names the rule
+# NOT_A_HEAD_PLANE / OUT_OF_DISTRIBUTION (fetometry.inference.plane): the plane check
+# refused the image; `detail` names the plane or the distance.
+PLANE_STATUSES = (NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION)
 
 
 @dataclass
@@ -69,6 +81,7 @@ class ImageResult:
     prediction: Prediction | None = field(default=None, repr=False)
     model: str = ""
     quality: QualityReport | None = field(default=None, repr=False)
+    plane: PlaneResult | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """One measurements.csv row / the `measure --json` object (None = empty)."""
@@ -88,25 +101,42 @@ class ImageResult:
         if self.measurement is not None:
             values = self.measurement.to_dict()
             row.update({key: values[key] for key in MM_KEYS})
+        if self.plane is not None:
+            row.update(
+                plane_label=self.plane.label,
+                plane_probability=round(self.plane.probability, 4),
+                head_plane=self.plane.head_plane,
+                head_plane_probability=round(self.plane.head_probability, 4),
+                ood_distance=round(self.plane.ood_distance, 3),
+            )
         return row
 
 
-def measure_prediction(filename: str, prediction: Prediction, pixel_size_mm: float | None, *, offset_px: float = 0.0, pixel_size_problem: str = "", quality: QualityThresholds | None = DEFAULT_THRESHOLDS) -> ImageResult:
-    """Probability map -> ellipse -> quality gate -> measurement, with a status saying
-    what happened. A frame the gate refuses keeps its ellipse (for the overlay) but gets
-    no measurement: status ``refused``, ``detail`` names the rule. ``quality=None``
-    switches the gate off (research use: measure everything)."""
-    result = ImageResult(filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction)
+def result_from_prediction(predictor: Predictor, filename: str, prediction: Prediction, pixel_size_mm: float | None, *, pixel_size_problem: str = "", plane: PlaneResult | None = None, gate: bool = True) -> ImageResult:
+    """Probability map -> ellipse -> plane check -> quality gate -> measurement, with
+    the model's own HC offset and quality thresholds and a status saying what happened.
+
+    ``plane``: the plane checker's scores for this image (None: no plane check, e.g.
+    ``--plane-check off``). A frame the plane check or the gate refuses keeps its
+    ellipse (for the overlay) but gets no measurement: ``detail`` names the reason.
+    ``gate=False`` switches the quality gate off (research scoring: measure everything).
+    """
+    result = ImageResult(filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction, model=predictor.name, plane=plane)
     try:
         result.ellipse = ellipse_from_probability(prediction.probability)
     except NoHeadError as error:
         result.status, result.detail = NO_HEAD, f"no head found: {error}"
-        return result
     except EllipseFitError as error:
         result.status, result.detail = FIT_FAILED, f"no ellipse could be fitted: {error}"
+    if plane is not None:
+        result.plane = plane.decide(_head_size_mm(result.ellipse, pixel_size_mm))
+        if not result.plane.head_plane:
+            result.status, result.detail = result.plane.status, result.plane.detail
+            return result
+    if result.ellipse is None:
         return result
-    if quality is not None:
-        result.quality = assess_quality(prediction, result.ellipse, pixel_size_mm=pixel_size_mm, image_shape=prediction.probability.shape, thresholds=quality)
+    if gate:
+        result.quality = assess_quality(prediction, result.ellipse, pixel_size_mm=pixel_size_mm, image_shape=prediction.probability.shape, thresholds=QualityThresholds.from_config(predictor.config))
         if not result.quality.passed:
             result.status, result.detail = REFUSED, result.quality.detail
             return result
@@ -114,8 +144,52 @@ def measure_prediction(filename: str, prediction: Prediction, pixel_size_mm: flo
         result.status = NO_PIXEL_SIZE
         result.detail = pixel_size_problem or "no pixel size: give --pixel-size MM or --pixel-csv CSV; no mm value without it"
         return result
-    result.measurement = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=offset_px)
+    result.measurement = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px)
     return result
+
+
+def _head_size_mm(ellipse: Ellipse | None, pixel_size_mm: float | None) -> float | None:
+    """The candidate head's ellipse perimeter in mm (before the boundary offset), or None."""
+    if ellipse is None or pixel_size_mm is None:
+        return None
+    return ramanujan_perimeter(ellipse.semi_major_px, ellipse.semi_minor_px) * float(pixel_size_mm)
+
+
+def measure_batch(predictor: Predictor, images: Sequence[np.ndarray], *, filenames: Sequence[str], pixel_sizes_mm: Sequence[float | None], pixel_size_problems: Sequence[str] | None = None, plane_checker: PlaneChecker | None = None, gate: bool = True) -> list[ImageResult]:
+    """The one measurement path: images (H_i, W_i) float in [0, 1] -> one result each.
+
+    ``plane_checker=None`` measures without the plane check (research scoring: the HC18
+    protocol scores every image); ``gate=False`` also without the quality gate."""
+    problems = pixel_size_problems or [""] * len(images)
+    predictions = predictor.predict_batch(list(images))
+    planes = plane_checker.check_batch(list(images)) if plane_checker is not None else [None] * len(images)
+    return [
+        result_from_prediction(predictor, name, prediction, mm, pixel_size_problem=problem, plane=plane, gate=gate)
+        for name, prediction, mm, problem, plane in zip(filenames, predictions, pixel_sizes_mm, problems, planes)
+    ]
+
+
+def measure(predictor: Predictor, image: np.ndarray, *, filename: str = "image", pixel_size_mm: float | None = None, pixel_size_problem: str = "", plane_checker: PlaneChecker | None = None, gate: bool = True) -> ImageResult:
+    """One image through ``measure_batch``."""
+    problems = [pixel_size_problem]
+    return measure_batch(predictor, [image], filenames=[filename], pixel_sizes_mm=[pixel_size_mm], pixel_size_problems=problems, plane_checker=plane_checker, gate=gate)[0]
+
+
+def plane_checker_for(plane_check: "str | bool | PlaneChecker | None" = "on") -> PlaneChecker | None:
+    """``--plane-check on|off``, a plane model name/folder, or a checker -> a checker or
+    None. "on" is the shipped SonoNet-16, loaded once per process."""
+    if isinstance(plane_check, PlaneChecker):
+        return plane_check
+    if plane_check in (None, True, "on"):
+        return _shipped_plane_checker()
+    if plane_check in (False, "off"):
+        return None
+    return PlaneChecker.from_weights(plane_check)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_plane_checker() -> PlaneChecker:
+    return PlaneChecker.from_weights()
 
 
 def collect_inputs(source: str | Path, *, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None) -> list[ImageInput]:
@@ -164,22 +238,24 @@ def _read_all(inputs: Sequence[ImageInput]):
             yield item, None, str(error)
 
 
-def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progress: bool = True, gate: bool = True) -> list[ImageResult]:
+def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progress: bool = True, gate: bool = True, plane_checker: PlaneChecker | None = None) -> list[ImageResult]:
     """Segment and measure every input; unreadable files get a row, not a crash.
 
     ``gate=False`` measures every fitted ellipse without the quality gate: how a
-    benchmark scores a model (the HC18 protocol has no option to decline an image)."""
-    quality = QualityThresholds.from_config(predictor.config) if gate else None
+    benchmark scores a model (the HC18 protocol has no option to decline an image);
+    ``plane_checker`` adds the plane check (``plane_checker_for("on")``)."""
     results: list[ImageResult] = []
     bar = tqdm(total=len(inputs), desc="measuring", unit="img", disable=not progress)
     batch: list[tuple[ImageInput, np.ndarray]] = []
 
     def flush() -> None:
-        predictions = predictor.predict_batch([image for _, image in batch])
-        for (item, _), prediction in zip(batch, predictions):
-            result = measure_prediction(item.path.name, prediction, item.pixel_size_mm, offset_px=predictor.hc_offset_px, pixel_size_problem=item.pixel_size_problem, quality=quality)
-            result.model = predictor.name
-            results.append(result)
+        results.extend(
+            measure_batch(
+                predictor, [image for _, image in batch], filenames=[item.path.name for item, _ in batch],
+                pixel_sizes_mm=[item.pixel_size_mm for item, _ in batch],
+                pixel_size_problems=[item.pixel_size_problem for item, _ in batch], plane_checker=plane_checker, gate=gate,
+            )
+        )
         bar.update(len(batch))
         batch.clear()
 
@@ -218,20 +294,10 @@ def _fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def predict_path(source: str | Path, out_dir: str | Path, *, model: str | Path | None = None, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None, tta: bool = False, progress: bool = True) -> list[ImageResult]:
+def predict_path(source: str | Path, out_dir: str | Path, *, model: str | Path | None = None, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None, tta: bool = False, progress: bool = True, plane_check: str | bool = "on") -> list[ImageResult]:
     """`fetometry predict`: measure every image under ``source`` into ``out_dir``."""
     inputs = collect_inputs(source, pixel_size_mm=pixel_size_mm, pixel_csv=pixel_csv)
     predictor = Predictor.from_weights(model, tta=tta)
-    results = predict_images(predictor, inputs, progress=progress)
+    results = predict_images(predictor, inputs, progress=progress, plane_checker=plane_checker_for(plane_check))
     write_predictions(results, out_dir)
     return results
-
-
-def measure_file(image: str | Path, *, model: str | Path | None = None, pixel_size_mm: float | None = None, tta: bool = False) -> ImageResult:
-    """`fetometry measure`: one image -> one result (raises ImageReadError if unreadable)."""
-    inputs = collect_inputs(image, pixel_size_mm=pixel_size_mm)
-    predictor = Predictor.from_weights(model, tta=tta)
-    pixels = read_image(inputs[0].path)
-    result = measure_prediction(inputs[0].path.name, predictor.predict(pixels), inputs[0].pixel_size_mm, offset_px=predictor.hc_offset_px, quality=QualityThresholds.from_config(predictor.config))
-    result.model = predictor.name
-    return result

@@ -6,6 +6,7 @@ variable FETOMETRY_WEIGHTS); the demo's HC18 samples ship inside the package.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,9 +22,16 @@ def weights_root() -> Path:
     return PACKAGE_DIR.parents[1] / "weights"  # src/fetometry -> repository root
 
 
-def shipped_models() -> list[str]:
-    """Names of the weights folders under weights_root(), sorted."""
-    return sorted(p.name for p in weights_root().glob("*") if (p / "config.json").is_file())
+def shipped_models(kind: str | None = "segmenter") -> list[str]:
+    """Names of the weights folders under weights_root() holding models of ``kind``
+    (config.json "kind"; a folder without one holds a segmenter), sorted; ``kind=None``:
+    every folder, the plane classifier included."""
+    names = []
+    for folder in sorted(weights_root().glob("*")):
+        config = folder / "config.json"
+        if config.is_file() and (kind is None or json.loads(config.read_text(encoding="utf-8")).get("kind", "segmenter") == kind):
+            names.append(folder.name)
+    return names
 
 
 def resolve_weights(name_or_path: str | Path | None) -> Path:
@@ -34,7 +42,7 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
     folder = weights_root() / str(name_or_path or DEFAULT_MODEL)
     if (folder / "config.json").is_file():
         return folder
-    shipped = shipped_models()
+    shipped = shipped_models(kind=None)
     raise FileNotFoundError(
         f"no model {str(name_or_path)!r}: give a shipped name ({', '.join(shipped) or 'none found'}) "
         "or a folder holding model.safetensors + config.json"

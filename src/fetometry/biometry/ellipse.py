@@ -493,6 +493,11 @@ def fit_ellipse(points: np.ndarray) -> Ellipse:
     if scale <= 0:
         raise EllipseFitError("all points coincide; they do not determine an ellipse")
     unit = (xy - mean) / scale  # conditioning: zero mean, unit RMS radius
+    singular = np.linalg.svd(unit, compute_uv=False)
+    if singular[-1] <= 1e-9 * singular[0]:
+        # Collinear points: rounding can still give the direct fit a needle-thin "ellipse"
+        # (semi-minor axis 1e-5 px), which measures nothing.
+        raise EllipseFitError("the points are collinear; they do not determine an ellipse")
     floor = _SIGMA_FLOOR  # see _SIGMA_FLOOR: smooth shape deviations are not outliers
     start = _least_median_start(unit, np.random.default_rng(0))
     if start is None:

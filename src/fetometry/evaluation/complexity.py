@@ -3,7 +3,7 @@
 GMACs follow the convention of the papers' "GFLOPs" (thop / ptflops): one
 multiply-accumulate counts once. They are counted with torch's FlopCounterMode
 (convolutions, matrix products, attention; not norms or activations) and divided by 2.
-For a diffusion model (one with a ``sample`` method) the cost and latency are those of
+For a sampled (diffusion) model (``SegmentationNetwork.sampled``) the cost and latency are those of
 the whole sampler: its default steps and ensemble, or the ones given; every row says in
 ``inference`` what was timed.
 """
@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from fetometry.models import available_models, create_model
+from fetometry.models.base import is_sampled
 from fetometry.models.registry import ModelSpec
 
 
@@ -31,7 +32,7 @@ class Inference:
 
     def __init__(self, model: torch.nn.Module, *, steps: int | None = None, ensemble: int | None = None):
         self.model = model.eval()
-        self.sampler = hasattr(model, "sample")
+        self.sampler = is_sampled(model)
         self.steps = (steps or model.default_steps) if self.sampler else None
         self.ensemble = (ensemble or model.default_ensemble) if self.sampler else None
 

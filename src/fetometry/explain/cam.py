@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from fetometry.data.transforms import Letterbox, letterbox, unletterbox
+from fetometry.models.base import default_cam_layer, is_sampled
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,15 @@ class ExplainError(ValueError):
 
 
 def is_diffusion(model: nn.Module) -> bool:
-    """True for models that segment by sampling (they define ``sample``)."""
-    return hasattr(model, "sample") and hasattr(model, "predict_noise")
+    """True for models that segment by sampling (``SegmentationNetwork.sampled``)."""
+    return is_sampled(model)
 
 
 def cam_target_layer(model: nn.Module, network: str = "condition") -> str:
     """The default target layer of ``model`` (its class's ``cam_target_layer``)."""
     if network == "denoiser":
         return DENOISER_TARGET_LAYER
-    path = getattr(type(model), "cam_target_layer", None)
+    path = default_cam_layer(model)
     if not path:
         raise ExplainError(
             f"{type(model).__name__} names no default CAM target layer; give one with --layer "
@@ -264,7 +265,7 @@ class Explainer:
         self.target = target
         # Occlusion needs no layer (any black-box model, e.g. an ONNX one, can have it);
         # CAM methods fail in cam_maps when there is none. A given path is checked now.
-        self.layer = layer or getattr(type(self.model), "cam_target_layer", None)
+        self.layer = layer or default_cam_layer(self.model)
         if network == "denoiser" and not layer:
             self.layer = DENOISER_TARGET_LAYER
         if self.layer:

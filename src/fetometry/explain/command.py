@@ -53,13 +53,13 @@ def write_explanations(
     from fetometry.explain.cam import Explainer
     from fetometry.explain.figures import save_explanation_png
     from fetometry.explain.uncertainty import hc_uncertainty
-    from fetometry.pipeline import measure_prediction
+    from fetometry.pipeline import result_from_prediction
 
     methods = parse_methods(methods)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prediction = predictor.predict(image)
-    result = measure_prediction(stem, prediction, pixel_size_mm, offset_px=predictor.hc_offset_px)
+    result = result_from_prediction(predictor, stem, prediction, pixel_size_mm)
     maps: dict[str, tuple[np.ndarray, str, str, dict]] = {}
     cams = [m for m in methods if m != "uncertainty"]
     if cams:

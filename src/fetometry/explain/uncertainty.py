@@ -55,6 +55,7 @@ from fetometry.biometry.ellipse import EllipseFitError, NoHeadError, ellipse_fro
 from fetometry.biometry.measures import ramanujan_perimeter
 from fetometry.data.transforms import letterbox, unletterbox
 from fetometry.io.pixel_size import validate_pixel_size
+from fetometry.models.base import is_sampled
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def default_sources(model: nn.Module) -> tuple[str, ...]:
     sources = ["tta"]
     if has_dropout(model):
         sources.append("mc_dropout")
-    if hasattr(model, "sample"):
+    if is_sampled(model):
         sources.append("diffusion")
     return tuple(sources)
 
@@ -173,7 +174,7 @@ def mc_dropout_members(predictor, image: np.ndarray, samples: int = MC_SAMPLES) 
 def diffusion_members(predictor, image: np.ndarray, samples: int = MC_SAMPLES, seed: int = 0) -> list[np.ndarray]:
     """``samples`` sampler runs of a diffusion model, one initial noise each."""
     model = predictor.model
-    if not hasattr(model, "sample"):
+    if not is_sampled(model):
         raise UncertaintyError("this model does not sample: diffusion members need MedSegDiff-V2")
     canvas, box = letterbox(image, predictor.canvas_hw)
     x = torch.from_numpy(canvas)[None, None].repeat(samples, 1, 1, 1)

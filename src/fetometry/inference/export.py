@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 
 from fetometry import __version__
+from fetometry.models.base import is_sampled
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def export_model(model: nn.Module, out_path: str | Path, *, config: dict, verify
             raise ExportError(f"config needs {key!r} (as in a weights folder's config.json) to export a model")
     model = model.float().eval()
     config = {key: value for key, value in config.items() if key != "weights_dir"}
-    if _is_diffusion(model):
+    if is_sampled(model):  # the sampler stays in Python: its networks become two graphs
         return _export_medsegdiff(model, out_path, config, verify)
     return [_export_segmenter(model, Path(out_path), config, verify)]
 
@@ -111,10 +112,6 @@ def medsegdiff_paths(out_path: str | Path) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_diffusion(model: nn.Module) -> bool:
-    return hasattr(model, "predict_proba") and hasattr(model, "condition") and hasattr(model, "diffusion")
 
 
 def _size_divisor(config: dict) -> int:

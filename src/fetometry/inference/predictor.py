@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from fetometry.data.transforms import Letterbox, letterbox, unletterbox
 from fetometry.models import create_model
+from fetometry.models.base import SegmentationNetwork, foreground_probability
 from fetometry.models.weights import load_weights, read_config
 from fetometry.resources import resolve_weights
 
@@ -90,6 +91,46 @@ class Predictor:
                 "members": [m.config.get("training", {}) for m in members],
             },
         }
+        # The quality gate's limits: the ensemble's own, chosen on its training split
+        # (weights/ensembles.json, keyed by the sorted member folder names), else, for an
+        # ensemble nobody calibrated, per limit the most lenient of the members' blocks.
+        import json
+        import logging
+
+        from fetometry.biometry.quality import QualityThresholds
+        from fetometry.resources import weights_root
+
+        root = weights_root().resolve()
+        folders = [Path(m.config["weights_dir"]).resolve() if m.config.get("weights_dir") else None for m in members]
+        key = ",".join(sorted(f.name for f in folders)) if all(f is not None and f.parent == root for f in folders) else None
+        listed = json.loads((root / "ensembles.json").read_text()).get("ensembles", {}) if (root / "ensembles.json").is_file() else {}
+        if key in listed:
+            QualityThresholds.from_config(listed[key])  # a bad stored block fails here, by name
+            config["quality"] = dict(listed[key]["quality"])
+            config["quality_calibration"] = {**listed[key].get("quality_calibration", {}), "ensemble": key, "calibrated": True}
+        else:
+            limits = [QualityThresholds.from_config(m.config) for m in members]
+            config["quality"] = {
+                "min_confidence": min(q.min_confidence for q in limits),
+                "min_axis_ratio": min(q.min_axis_ratio for q in limits),
+                "hc_range_mm": [min(q.hc_range_mm[0] for q in limits), max(q.hc_range_mm[1] for q in limits)],
+                "extent_range": [min(q.extent_range[0] for q in limits), max(q.extent_range[1] for q in limits)],
+                "max_clipped_fraction": max(q.max_clipped_fraction for q in limits),
+                "min_mask_fit_iou": min(q.min_mask_fit_iou for q in limits),
+            }
+            uncalibrated = [m.config.get("weights_dir", m.name) for m in members if "quality" not in m.config]
+            config["quality_calibration"] = {
+                "calibrated": False,
+                "rule": "not calibrated as an ensemble: per limit, the most lenient of the members' quality blocks",
+                "uncalibrated_members": uncalibrated,
+            }
+            logging.getLogger(__name__).warning(
+                "ensemble %s is not calibrated (not in %s): its quality gate takes, per limit, the most lenient of its members' limits%s; "
+                "calibrate it with benchmarks/quality_gate.py --model a,b,c --write-config",
+                config["display_name"],
+                root / "ensembles.json",
+                f" (members without a calibrated block, on the defaults: {uncalibrated})" if uncalibrated else "",
+            )
         kwargs.setdefault("threshold", first.get("threshold", 0.5))
         return cls(ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs)
 
@@ -115,10 +156,9 @@ class Predictor:
         return prob[:, 0].numpy()
 
     def _forward_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's ``predict_proba`` hook (diffusion sampling) or sigmoid(logits)."""
-        if hasattr(self.model, "predict_proba"):
-            return self.model.predict_proba(x).float()
-        return torch.sigmoid(self.model(x).float())
+        """A ``SegmentationNetwork``'s ``predict_proba`` (sigmoid of the logits, or a
+        sampled model's sampler); the sigmoid of any other module's logits."""
+        return foreground_probability(self.model, x)
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
         """images: list of (H_i, W_i) float32 in [0, 1] -> predictions on each image's grid."""
@@ -145,19 +185,17 @@ class Predictor:
         return self.predict_batch([image])[0]
 
 
-class ProbabilityEnsemble(nn.Module):
-    """Members' foreground probabilities, averaged (``predict_proba`` hook); ``forward``
-    returns the logit of that average so that ``model(x)`` tools still work."""
+class ProbabilityEnsemble(SegmentationNetwork):
+    """Members' foreground probabilities, averaged (``predict_proba``); ``forward``
+    returns the logit of that average so that ``model(x)`` tools still work. Not sampled
+    and with no default CAM layer (its members have different layers)."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        probs = []
-        for member in self.members:
-            probs.append(member.predict_proba(x).float() if hasattr(member, "predict_proba") else torch.sigmoid(member(x).float()))
-        return torch.stack(probs).mean(0)
+        return torch.stack([foreground_probability(member, x) for member in self.members]).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.logit(self.predict_proba(x), eps=1e-6)

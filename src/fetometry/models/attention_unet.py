@@ -18,11 +18,13 @@ Variants:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.blocks import conv_bn_relu
 from fetometry.models.registry import register_model
 
@@ -66,15 +68,19 @@ class UpBlock(nn.Module):
         return self.fuse(torch.cat([gated, up], dim=1))
 
 
-class AttentionUNet(nn.Module):
-    """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by 16."""
+class AttentionUNet(SegmentationNetwork):
+    """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by
+    2 ** (len(channels) - 1), 16 for the five registered widths."""
 
     #: Default Grad-CAM layer (fetometry.explain): the decoder block at 1/4 of the input.
-    cam_target_layer = "decoders.-3"
+    cam_target_layer: ClassVar[str] = "decoders.-3"
+    #: For five widths; an instance holds 2 ** (number of max-pools) of its own widths.
+    size_divisor = 16
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (64, 128, 256, 512, 1024)):
         super().__init__()
         channels = list(channels)
+        self.in_channels = in_channels
         self.size_divisor = 2 ** (len(channels) - 1)
         self.encoders = nn.ModuleList()
         previous = in_channels
@@ -87,12 +93,8 @@ class AttentionUNet(nn.Module):
         self.head = nn.Conv2d(channels[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.size_divisor or w % self.size_divisor:
-            raise ValueError(
-                f"input {h}x{w} must be divisible by {self.size_divisor}; resize or pad it "
-                "(the Predictor does this for you)"
-            )
+        """images (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
+        self.check_input(x)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else F.max_pool2d(x, 2))

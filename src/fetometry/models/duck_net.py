@@ -56,10 +56,13 @@ Kept from the official code (PyTorch's defaults differ, so stated here):
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.registry import register_model
 
 #: Keras BatchNormalization default epsilon (the official code keeps it).
@@ -206,14 +209,15 @@ class DUCKBlock(nn.Module):
 # ------------------------------------------------------------------------------- model
 
 
-class DUCKNet(nn.Module):
+class DUCKNet(SegmentationNetwork):
     """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by 32.
 
     ``filters`` (f) is the width of the first level; level i has f * 2**i channels.
     """
 
     #: Default Grad-CAM layer (fetometry.explain): the decoder DUCK block at 1/4 of the input.
-    cam_target_layer = "decoder.2"
+    cam_target_layer: ClassVar[str] = "decoder.2"
+    size_divisor: ClassVar[int] = SIZE_DIVISOR
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, filters: int = 17):
         super().__init__()
@@ -221,7 +225,7 @@ class DUCKNet(nn.Module):
             raise ValueError(f"filters must be a positive integer, got {filters}")
         widths = [filters * 2**i for i in range(6)]  # f, 2f, 4f, 8f, 16f, 32f
         self.filters = filters
-        self.size_divisor = SIZE_DIVISOR
+        self.in_channels = in_channels
         # Residual-downsampling path on the raw input: in -> 2f -> ... -> 32f.
         self.residual_path = nn.ModuleList(
             downsample_conv(c_in, c_out) for c_in, c_out in zip([in_channels] + widths[1:5], widths[1:])
@@ -239,15 +243,6 @@ class DUCKNet(nn.Module):
         self.head = nn.Conv2d(filters, out_channels, kernel_size=1)
         _glorot_uniform(self.head)
 
-    def _check_size(self, x: torch.Tensor) -> None:
-        h, w = x.shape[-2:]
-        if h % SIZE_DIVISOR or w % SIZE_DIVISOR:
-            raise ValueError(
-                f"DUCK-Net input {h}x{w} must have H and W divisible by {SIZE_DIVISOR} (five stride-2 "
-                f"downsamplings); resize or pad it, e.g. to {-(-h // SIZE_DIVISOR) * SIZE_DIVISOR}x"
-                f"{-(-w // SIZE_DIVISOR) * SIZE_DIVISOR} (the Predictor does this for you)"
-            )
-
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, C_in, H, W) -> (bottleneck input (B, 32f, H/32, W/32), skips at 1/1 .. 1/16)."""
         shortcut, h, skips = x, x, []
@@ -260,7 +255,7 @@ class DUCKNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """images (B, in_channels, H, W) -> logits (B, out_channels, H, W) (no sigmoid)."""
-        self._check_size(x)
+        self.check_input(x)
         h, skips = self.encode(x)
         h = self.bottleneck(h)
         for block in self.decoder:

@@ -30,10 +30,11 @@ Two conditions join them (paper, "Method"):
 DDIM sampler that draws an ensemble of masks and fuses them. Masks live in [-1, 1] in
 diffusion space.
 
-Registry hooks (see ``registry.py``): ``training_loss(images, masks) -> scalar`` and
-``predict_proba(images) -> (B, C, H, W)``. ``forward(images)`` returns the CONDITION
-network's logits, so that ``model(images)`` and the Grad-CAM tooling work; it is NOT the
-diffusion prediction (use ``predict_proba`` / ``sample`` for that).
+A SAMPLED segmenter (``fetometry.models.base.SegmentationNetwork``, ``sampled = True``):
+it defines ``training_loss(images, masks) -> scalar`` and ``predict_proba(images) ->
+(B, C, H, W)``. ``forward(images)`` returns the CONDITION network's logits, so that
+``model(images)`` and the Grad-CAM tooling work; it is NOT the diffusion prediction (use
+``predict_proba`` / ``sample`` for that).
 
 Variants:
 - ``paper``: the official scale (README "MedSegDiff-B" settings, ``--num_channels 128
@@ -95,11 +96,13 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.registry import register_model
 
 log = logging.getLogger(__name__)
@@ -605,7 +608,7 @@ class DiffusionUNet(nn.Module):
 # --------------------------------------------------------------------------- diffusion
 
 
-class MedSegDiffV2(nn.Module):
+class MedSegDiffV2(SegmentationNetwork):
     """The MedSegDiff-V2 diffusion process around a condition and a diffusion U-Net.
 
     images (B, in_channels, H, W) in [0, 1]; masks (B, out_channels, H, W) in [0, 1]
@@ -620,9 +623,15 @@ class MedSegDiffV2(nn.Module):
     (``heads``, ``bands``, ``ss_depth``).
     """
 
+    #: Segments by sampling: ``training_loss`` and ``predict_proba`` are its own
+    #: (fetometry.models.base.SegmentationNetwork).
+    sampled: ClassVar[bool] = True
     #: Default Grad-CAM layer (fetometry.explain): the condition U-Net's last block at 1/4
     #: of the input (the denoiser's default is fetometry.explain.cam.DENOISER_TARGET_LAYER).
-    cam_target_layer = "condition.decoder.-3.-1"
+    cam_target_layer: ClassVar[str] = "condition.decoder.-3.-1"
+    #: For the default (paper) widths; an instance holds the value of its own widths and
+    #: patch size (``compact``: 16).
+    size_divisor = 32
 
     def __init__(
         self,
@@ -690,20 +699,7 @@ class MedSegDiffV2(nn.Module):
         self.register_buffer("sqrt_alphas_cumprod", alphas_cumprod.sqrt().float(), persistent=False)
         self.register_buffer("sqrt_one_minus_alphas_cumprod", (1 - alphas_cumprod).sqrt().float(), persistent=False)
 
-    # ---- checks --------------------------------------------------------------------
-    def _check_images(self, images: torch.Tensor) -> None:
-        if images.ndim != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(
-                f"images must be (B, {self.in_channels}, H, W), got {tuple(images.shape)}; "
-                "add the channel axis with images[:, None]"
-            )
-        h, w = images.shape[-2:]
-        if h % self.size_divisor or w % self.size_divisor:
-            raise ValueError(
-                f"input {h}x{w} must be divisible by {self.size_divisor}; resize or pad it "
-                "(the Predictor does this for you)"
-            )
-
+    # ---- checks (images: the base's check_input) -------------------------------------
     def _check_masks(self, images: torch.Tensor, masks: torch.Tensor) -> None:
         expected = (images.shape[0], self.out_channels, *images.shape[-2:])
         if tuple(masks.shape) != expected:
@@ -718,7 +714,7 @@ class MedSegDiffV2(nn.Module):
         Gives ``model(images)`` and Grad-CAM something to work on; segment with
         ``predict_proba`` or ``sample``.
         """
-        self._check_images(images)
+        self.check_input(images)
         return self.condition(images).logits
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -744,7 +740,7 @@ class MedSegDiffV2(nn.Module):
 
         t ~ U{0..T-1} and the noise are drawn from ``generator`` (or the global RNG).
         """
-        self._check_images(images)
+        self.check_input(images)
         self._check_masks(images, masks)
         b = images.shape[0]
         rng_device = generator.device if generator is not None else images.device
@@ -786,7 +782,7 @@ class MedSegDiffV2(nn.Module):
         first draw. With several classes each channel is its own mask in [0, 1] (not
         normalised to sum 1).
         """
-        self._check_images(images)
+        self.check_input(images)
         steps = self.default_steps if steps is None else steps
         ensemble = self.default_ensemble if ensemble is None else ensemble
         eta = self.eta if eta is None else eta

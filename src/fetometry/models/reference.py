@@ -12,9 +12,11 @@ model is built.
 
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
+from typing import ClassVar
 
+import torch
+
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.registry import register_model
 
 REFERENCE_CHANNELS = (16, 32, 64, 128, 256)
@@ -42,8 +44,18 @@ REFERENCE_RECIPE = {
 }
 
 
-class MonaiAttentionUNet(nn.Module):
-    """MONAI's AttentionUnet as shipped (2D, channels 16..256, strides 2), unchanged."""
+class MonaiAttentionUNet(SegmentationNetwork):
+    """MONAI's AttentionUnet as shipped (2D, channels 16..256, strides 2), unchanged.
+
+    images (B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by
+    2 ** (len(channels) - 1), 16 for the reference channels."""
+
+    #: Default Grad-CAM layer (fetometry.explain): MONAI's attention-gated up level at 1/4
+    #: of the input (net.model = [full-size conv block, level-1 AttentionLayer, head]; each
+    #: level's ``submodule[1]`` is the next level's AttentionLayer), as for our five.
+    cam_target_layer: ClassVar[str] = "net.model.1.submodule.1.submodule.1"
+    #: For the reference channels; an instance holds 2 ** (number of strides) of its own.
+    size_divisor = 16
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, channels=REFERENCE_CHANNELS):
         super().__init__()
@@ -51,16 +63,18 @@ class MonaiAttentionUNet(nn.Module):
             from monai.networks.nets import AttentionUnet
         except ImportError as error:  # the reference row is optional
             raise ImportError("the reference model needs MONAI: pip install monai") from error
+        self.in_channels = in_channels
+        self.size_divisor = 2 ** (len(channels) - 1)
         self.net = AttentionUnet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
                                  channels=tuple(channels), strides=(2,) * (len(channels) - 1))
-        # Grad-CAM target: the output of the last attention-gated up level, as for ours.
-        self.cam_target_layer = "net"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
+        self.check_input(images)
         return self.net(images)
 
 
 @register_model("monai-attention-unet", "reference", size_divisor=16, reference=True)
-def monai_attention_unet_reference(**kwargs) -> nn.Module:
+def monai_attention_unet_reference(**kwargs) -> MonaiAttentionUNet:
     """MONAI AttentionUnet 16..256, stock (the benchmark's reference row)."""
     return MonaiAttentionUNet(**kwargs)

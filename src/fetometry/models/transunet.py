@@ -58,11 +58,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.blocks import conv_bn_relu
 from fetometry.models.registry import register_model
 
@@ -267,19 +269,19 @@ class UpBlock(nn.Module):
 # ---------------------------------------------------------------------------- model
 
 
-class TransUNet(nn.Module):
+class TransUNet(SegmentationNetwork):
     """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by 16."""
 
     #: Default Grad-CAM layer (fetometry.explain): the decoder block at 1/4 of the input.
-    cam_target_layer = "decoder.1"
-
-    size_divisor = SIZE_DIVISOR
+    cam_target_layer: ClassVar[str] = "decoder.1"
+    size_divisor: ClassVar[int] = SIZE_DIVISOR
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, config: TransUNetConfig = PAPER):
         super().__init__()
         if any(side % SIZE_DIVISOR for side in config.img_size):
             raise ValueError(f"img_size {config.img_size} must have sides divisible by {SIZE_DIVISOR}")
         width = config.resnet_width
+        self.in_channels = in_channels
         self.cnn = HybridCNN(in_channels, width, config.resnet_units, config.gn_groups)
         self.transformer = TokenEncoder(self.cnn.out_channels, config)
         self.conv_more = conv_bn_relu(config.hidden_size, config.head_channels)
@@ -301,12 +303,7 @@ class TransUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """images (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
-        h, w = x.shape[-2:]
-        if h % SIZE_DIVISOR or w % SIZE_DIVISOR:
-            raise ValueError(
-                f"TransUNet input {h}x{w} must be divisible by {SIZE_DIVISOR} (the encoder works at 1/16); "
-                "resize or pad it (the Predictor does this for you)"
-            )
+        self.check_input(x)
         features, skips = self.cnn(x)
         x = self.conv_more(self.transformer(features))
         for block, skip in zip(self.decoder, [*skips, None]):

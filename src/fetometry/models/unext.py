@@ -48,11 +48,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.registry import register_model
 
 #: Channel groups per shift; group g moves by g - SHIFT_GROUPS // 2 pixels (released value).
@@ -207,7 +209,7 @@ class TokenizedDecoderStage(nn.Module):
 # ---------------------------------------------------------------------------- model
 
 
-class UNeXt(nn.Module):
+class UNeXt(SegmentationNetwork):
     """(B, in_channels, H, W) -> logits (B, out_channels, H, W); H and W divisible by 32.
 
     ``channels``: the five widths (three conv stages, two token stages), e.g. the released
@@ -215,15 +217,16 @@ class UNeXt(nn.Module):
     """
 
     #: Default Grad-CAM layer (fetometry.explain): the decoder conv stage to 1/4 of the input.
-    cam_target_layer = "conv_up.0"
-
-    size_divisor = 32
+    cam_target_layer: ClassVar[str] = "conv_up.0"
+    #: Three max-pools and two stride-2 patch embeddings.
+    size_divisor: ClassVar[int] = 32
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (16, 32, 128, 160, 256)):
         super().__init__()
         if len(channels) != 5:
             raise ValueError(f"UNeXt needs 5 widths (3 conv + 2 token stages), got {list(channels)}")
         c1, c2, c3, c4, c5 = channels
+        self.in_channels = in_channels
         self.encoder = nn.ModuleList([ConvDown(in_channels, c1), ConvDown(c1, c2), ConvDown(c2, c3)])
         self.token_encoder = nn.ModuleList([TokenizedStage(c3, c4), TokenizedStage(c4, c5)])
         # Each decoder conv maps to the width of the skip it is added to.
@@ -236,12 +239,7 @@ class UNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """images (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
-        h, w = x.shape[-2:]
-        if h % self.size_divisor or w % self.size_divisor:
-            raise ValueError(
-                f"UNeXt input {h}x{w} must be divisible by {self.size_divisor} (5 halvings); "
-                "resize or pad it (the Predictor does this for you)"
-            )
+        self.check_input(x)
         skips = []
         for stage in [*self.encoder, *self.token_encoder]:
             x = stage(x)

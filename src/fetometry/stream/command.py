@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="frames segmented together (default: the predictor's)")
     p.add_argument("--window", type=int, default=9, help="frames in the temporal median (consistency and smoothing)")
     p.add_argument("--tolerance", type=float, default=0.10, help="relative perimeter change that scores 0 temporal consistency")
+    p.add_argument("--plane-check", choices=("on", "off"), default="on", help="refuse frames that are not a fetal head plane (default on)")
+    p.add_argument("--plane-every", type=int, default=1, help="run the plane classifier on every k-th frame; the frames between carry its verdict (default 1)")
     p.set_defaults(func=run_command)
 
 
@@ -57,6 +59,7 @@ def build_predictor(model: str | Path | None, backend: str, work_dir: Path):
 
 def run_command(args: argparse.Namespace) -> int:
     from fetometry.io.video import open_source
+    from fetometry.pipeline import plane_checker_for
     from fetometry.stream.processor import run_stream
 
     with tempfile.TemporaryDirectory(prefix="fetometry-stream-") as work_dir:
@@ -66,6 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
                 source, predictor, args.out, backend=args.backend, write_masks=args.masks,
                 max_frames=args.max_frames, progress=not args.quiet, batch_size=args.batch_size,
                 window=args.window, tolerance=args.tolerance, min_history=min(3, max(1, args.window)),
+                plane_checker=plane_checker_for(args.plane_check), plane_every=args.plane_every,
             )
     _print_summary(summary, Path(args.out))
     return 0

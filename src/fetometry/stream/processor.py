@@ -1,12 +1,13 @@
 """Cine loops and video at frame rate: per-frame measurement, quality, smoothing, best frame.
 
-    frames (io.video) -> Predictor.predict_batch (batches) -> measure_prediction (ellipse, HC)
+    frames (io.video) -> Predictor.predict_batch (batches) + PlaneChecker (every k-th frame)
+           -> pipeline.result_from_prediction (plane check, gate, ellipse, HC)
            -> quality gate (biometry.quality) x temporal consistency -> smoothing -> outputs
 
 Per frame
 ---------
 - ``status``/``detail``/ellipse/HC exactly as ``fetometry predict`` reports a still image
-  (``pipeline.measure_prediction``): no pixel size -> no mm, no head -> no ellipse.
+  (``pipeline.result_from_prediction``): no pixel size -> no mm, no head -> no ellipse.
 - ``quality_score`` in [0, 1] = the quality gate's score (confidence and ellipse
   plausibility; ``fetometry.biometry.quality.assess_quality``) times the temporal
   consistency below; 0 for a frame the gate refuses (``quality_rule`` names the rule).
@@ -51,11 +52,11 @@ from tqdm import tqdm
 from fetometry import DISCLAIMER, __version__
 from fetometry.biometry.ellipse import Ellipse
 from fetometry.biometry.measures import ramanujan_perimeter
-from fetometry.biometry.quality import assess_quality
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import write_mask
 from fetometry.io.video import Frame, FrameSource
-from fetometry.pipeline import ImageResult, measure_prediction
+from fetometry.inference.plane import PlaneChecker, PlaneResult
+from fetometry.pipeline import ImageResult, result_from_prediction
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ FRAME_COLUMNS = [
     "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px", "angle_rad", "perimeter_px",
     "confidence", "quality_score", "quality_passed", "quality_rule", "temporal_consistency",
     "accepted", "hc_smoothed_mm", "pixel_size_mm",
+    "plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance", "plane_checked",
 ]
 DEFAULT_WINDOW = 9
 DEFAULT_TOLERANCE = 0.10
@@ -90,11 +92,10 @@ class FrameQuality:
 
 def assess_frame(result: ImageResult, image_shape: tuple[int, int]) -> FrameQuality:
     """The shared quality gate's verdict on one measured frame (no ellipse: refused)."""
-    if result.ellipse is None or result.prediction is None:
+    report = result.quality  # the gate ran inside pipeline.result_from_prediction
+    if result.ellipse is None or result.prediction is None or report is None:
+        # No head, or the plane check refused the frame before the gate.
         return FrameQuality(False, 0.0, result.status, result.detail)
-    report = getattr(result, "quality", None)  # the gate already ran inside measure_prediction
-    if report is None:
-        report = assess_quality(result.prediction, result.ellipse, pixel_size_mm=result.pixel_size_mm, image_shape=image_shape)
     return FrameQuality(bool(report.passed), float(report.score), report.rule, report.detail)
 
 
@@ -162,6 +163,8 @@ class FrameResult:
     quality: FrameQuality
     temporal: TemporalState
     image: np.ndarray | None = field(default=None, repr=False)
+    #: True when the plane classifier ran on THIS frame (not carried from an earlier one).
+    plane_checked: bool = False
 
     @property
     def perimeter_px(self) -> float | None:
@@ -194,6 +197,8 @@ class FrameResult:
             "temporal_consistency": None if self.temporal.consistency is None else round(self.temporal.consistency, 4),
             "accepted": self.temporal.accepted,
             "hc_smoothed_mm": self.temporal.hc_smoothed_mm,
+            **{key: base[key] for key in ("plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance")},
+            "plane_checked": self.plane_checked if self.result.plane is not None else None,
         }
 
 
@@ -254,7 +259,12 @@ def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
 class StreamProcessor:
     """Segment, fit, score and smooth a stream of frames; yields ``FrameResult``s in order."""
 
-    def __init__(self, predictor: Predictor, *, pixel_size_mm: float | None, pixel_size_problem: str = "", window: int = DEFAULT_WINDOW, tolerance: float = DEFAULT_TOLERANCE, min_history: int = DEFAULT_MIN_HISTORY, batch_size: int | None = None, threads: bool = True):
+    def __init__(self, predictor: Predictor, *, pixel_size_mm: float | None, pixel_size_problem: str = "", window: int = DEFAULT_WINDOW, tolerance: float = DEFAULT_TOLERANCE, min_history: int = DEFAULT_MIN_HISTORY, batch_size: int | None = None, threads: bool = True, plane_checker: PlaneChecker | None = None, plane_every: int = 1):
+        if plane_every < 1:
+            raise StreamError(f"plane_every={plane_every}: check the plane on every k-th frame, k >= 1")
+        self.plane_checker = plane_checker
+        self.plane_every = plane_every
+        self._last_plane: PlaneResult | None = None
         self.predictor = predictor
         self.pixel_size_mm = pixel_size_mm
         self.pixel_size_problem = pixel_size_problem
@@ -264,32 +274,46 @@ class StreamProcessor:
             raise StreamError(f"batch_size={batch_size}: give at least 1")
         self.threads = threads
 
-    def _finish(self, frame: Frame, prediction: Prediction) -> FrameResult:
-        result = measure_prediction(
-            f"frame_{frame.index:06d}", prediction, self.pixel_size_mm,
-            offset_px=self.predictor.hc_offset_px, pixel_size_problem=self.pixel_size_problem,
+    def _planes(self, frames: list[Frame]) -> list[tuple[PlaneResult | None, bool]]:
+        """(plane scores, checked on this frame) per frame: the classifier runs on every
+        ``plane_every``-th frame of the stream and the frames between carry its verdict;
+        only a frame checked itself can become the best frame (``_is_better``)."""
+        if self.plane_checker is None:
+            return [(None, False)] * len(frames)
+        due = [f for f in frames if f.index % self.plane_every == 0]
+        checked = dict(zip((f.index for f in due), self.plane_checker.check_batch([f.image for f in due])))
+        planes = []
+        for frame in frames:
+            if frame.index in checked:
+                self._last_plane = checked[frame.index]
+            planes.append((self._last_plane, frame.index in checked))
+        return planes
+
+    def _finish(self, frame: Frame, prediction: Prediction, plane: PlaneResult | None, plane_checked: bool) -> FrameResult:
+        result = result_from_prediction(
+            self.predictor, f"frame_{frame.index:06d}", prediction, self.pixel_size_mm,
+            pixel_size_problem=self.pixel_size_problem, plane=plane,
         )
-        result.model = self.predictor.name
         quality = assess_frame(result, frame.image.shape)
         hc_mm = None if result.measurement is None else result.measurement.hc_mm
         temporal = self.tracker.update(perimeter_px(result.ellipse), hc_mm, quality.passed)
-        return FrameResult(frame.index, frame.time_ms, result, quality, temporal, image=frame.image)
+        return FrameResult(frame.index, frame.time_ms, result, quality, temporal, image=frame.image, plane_checked=plane_checked)
 
-    def _finish_batch(self, frames: list[Frame], predictions: list[Prediction]) -> list[FrameResult]:
-        return [self._finish(frame, prediction) for frame, prediction in zip(frames, predictions)]
+    def _finish_batch(self, frames: list[Frame], predictions: list[Prediction], planes: list) -> list[FrameResult]:
+        return [self._finish(frame, prediction, *plane) for frame, prediction, plane in zip(frames, predictions, planes)]
 
     def process(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
         """All frames, in order; the tracker's state carries over between calls."""
         if not self.threads:
             for batch in _batches(frames, self.batch_size):
-                yield from self._finish_batch(batch, self.predictor.predict_batch([f.image for f in batch]))
+                yield from self._finish_batch(batch, self.predictor.predict_batch([f.image for f in batch]), self._planes(batch))
             return
         pending: deque[Future] = deque()
         # One fitting worker: batches finish in order, so the tracker sees frames in order.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetometry-fit") as fitter:
             for batch in _batches(prefetch(frames, depth=2 * self.batch_size), self.batch_size):
                 predictions = self.predictor.predict_batch([f.image for f in batch])
-                pending.append(fitter.submit(self._finish_batch, batch, predictions))
+                pending.append(fitter.submit(self._finish_batch, batch, predictions, self._planes(batch)))
                 while len(pending) > 1 or (pending and pending[0].done()):
                     yield from pending.popleft().result()
             while pending:
@@ -311,6 +335,8 @@ def _is_better(candidate: FrameResult, best: FrameResult | None) -> bool:
     """Best-frame order: accepted with a defined consistency, then score."""
     if not candidate.temporal.accepted:
         return False
+    if candidate.result.plane is not None and not (candidate.plane_checked and candidate.result.plane.head_plane):
+        return False  # only a frame the plane check itself saw as a head plane
     if best is None:
         return True
     rank = (candidate.temporal.consistency is not None, candidate.quality_score)
@@ -383,6 +409,11 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
         "hc_smoothed_last_mm": run.last_smoothed_mm,
         "best_frame": _best_frame_summary(run.best),
         "quality_gate": "fetometry.biometry.quality.assess_quality (score: confidence x mask-fit IoU x unclipped fraction)",
+        "plane_check": (
+            "off" if processor.plane_checker is None else
+            f"{processor.plane_checker.name} on every {processor.plane_every}. frame (frames between carry its verdict; "
+            "only a frame checked itself and seen as a head plane can be the best frame)"
+        ),
         "temporal_consistency": f"1 - |P - median of the last {tracker.window} gated perimeters| / median / {tracker.tolerance:g}, clipped to [0, 1]; undefined for the first {tracker.min_history} gated frames",
         "smoothing": f"median HC of the last {tracker.window} accepted frames",
         "disclaimer": DISCLAIMER,

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from fetometry.data.sample import Sample
 from fetometry.data.splits import kfold_subjects, split_samples
-from fetometry.models import create_model
+from fetometry.models import available_models, create_model
+from fetometry.models.base import SegmentationNetwork
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
 from fetometry.training.dataset import SegmentationDataset
@@ -118,6 +119,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.bf16 and self.amp_dtype == torch.float16)
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, config.variant, **config.model_kwargs)
+        if not isinstance(self.model, SegmentationNetwork):
+            names = ", ".join(sorted({s.name for s in available_models(include_reference=True)}))
+            raise ValueError(f"{config.model}/{config.variant} is a {self.model.kind}, not a segmenter; train one of: {names}")
         if config.init_from:
             load_weights(self.model, initial_weights_file(config.init_from))
         self.model = self.model.to(self.device)
@@ -222,16 +226,15 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     def _loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """A model's own ``training_loss`` hook (diffusion) or Dice + BCE on its logits."""
-        if hasattr(self.model, "training_loss"):
-            return self.model.training_loss(images, masks)
+        """The model's own ``training_loss`` (a sampled model) or Dice + BCE on its logits."""
+        own_loss = self.model.training_loss  # None for a feed-forward net (SegmentationNetwork)
+        if own_loss is not None:
+            return own_loss(images, masks)
         return dice_bce_loss(self.model(images), masks, bce_weight=self.config.bce_weight)
 
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        model = self.eval_model
-        if hasattr(model, "predict_proba"):
-            return model.predict_proba(images).float()
-        return torch.sigmoid(model(images).float())
+        """(B, 1, H, W) probabilities: the sigmoid of the logits, or a sampled model's sampler."""
+        return self.eval_model.predict_proba(images).float()
 
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> float:

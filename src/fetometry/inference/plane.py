@@ -1,0 +1,268 @@
+"""Plane recognition: is this image a fetal head plane, and is it like anything we know?
+
+``PlaneChecker`` wraps a plane classifier (``fetometry.models.base.PlaneClassifierNetwork``,
+shipped: SonoNet-16, ``weights/sononet-16``) as ``Predictor`` wraps a segmenter: it owns
+the resizing and the intensity convention of the released weights and returns, per
+image, the most probable plane, its probability, the probability of a head plane and a
+distance to the training heads' embeddings (out-of-distribution score).
+
+The decision (``PlaneRule``, thresholds in the weights' config.json, chosen by
+``benchmarks/plane_check.py`` on the HC18 TRAINING split of the default model only):
+
+1. ``not_a_head_plane``: a NAMED non-head standard plane (not SonoNet's "Background")
+   holds at least ``min_other_plane_probability`` and the head planes less than
+   ``max_head_probability_for_other``. SonoNet calls many first-trimester heads
+   "Background" (its training scans are 18-22 weeks), so "Background" alone never refuses
+   a head: the segmentation's own quality gate and the out-of-distribution score decide.
+2. ``out_of_distribution``: the Mahalanobis distance of the image's embedding to the
+   HC18 training heads' embeddings (mean and shrunk covariance stored in the weights
+   folder) exceeds ``max_ood_distance``: a photograph, noise, a screen full of text.
+
+Intensity convention of the released SonoNet weights (the authors' example script,
+confirmed on their 13 example frames): grayscale, resized to 224x288 (H x W),
+standardised per image (minus its mean, over its standard deviation) and multiplied by
+255. fetometry's images are BT.601 luma rather than the mean over RGB; on gray
+ultrasound they are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy_file
+
+from fetometry.models import create_model
+from fetometry.models.base import PlaneClassifierNetwork
+from fetometry.models.weights import load_weights, read_config
+from fetometry.resources import resolve_weights
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLANE_MODEL = "sononet-16"
+#: Statuses of the plane check (the `plane_status` column).
+HEAD_PLANE = "head_plane"
+NOT_A_HEAD_PLANE = "not_a_head_plane"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+
+
+@dataclass(frozen=True)
+class PlaneRule:
+    """The limits of the plane decision (module docstring)."""
+
+    min_other_plane_probability: float = 0.5
+    max_head_probability_for_other: float = 0.1
+    #: A named non-head call is trusted only for a candidate head at least this large:
+    #: SonoNet was trained on 18-22-week scans, and heads under 100 mm (about 14 weeks;
+    #: INTERGROWTH-21st HC mean at 14+0 weeks 97.9 mm, Papageorghiou et al., Lancet 2014)
+    #: are first-trimester, where it calls many heads "Lips" or "Abdominal".
+    min_trusted_head_mm: float = 100.0
+    max_ood_distance: float = math.inf
+
+    def __post_init__(self) -> None:
+        for name in ("min_other_plane_probability", "max_head_probability_for_other"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value}: use a probability between 0 and 1")
+        if not self.max_ood_distance > 0 or not self.min_trusted_head_mm >= 0:
+            raise ValueError("max_ood_distance must be positive and min_trusted_head_mm non-negative")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PlaneRule":
+        block = dict(config.get("plane_rule") or {})
+        unknown = set(block) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown plane_rule keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**block)
+
+
+@dataclass
+class PlaneResult:
+    """One image's plane scores and verdict.
+
+    ``label``/``probability``: the most probable plane; ``head_probability``: the head
+    planes together; ``other_label``/``other_probability``: the most probable NAMED
+    non-head plane; ``ood_distance``: Mahalanobis distance to the training heads (NaN
+    without statistics). ``status`` is HEAD_PLANE, NOT_A_HEAD_PLANE or
+    OUT_OF_DISTRIBUTION (``decide``); ``detail`` says why."""
+
+    label: str
+    probability: float
+    head_probability: float
+    other_label: str
+    other_probability: float
+    ood_distance: float
+    model: str
+    rule: PlaneRule = field(repr=False, default_factory=PlaneRule)
+    status: str = HEAD_PLANE
+    detail: str = ""
+
+    @property
+    def head_plane(self) -> bool:
+        return self.status == HEAD_PLANE
+
+    def decide(self, head_size_mm: float | None = None) -> "PlaneResult":
+        """The verdict (module docstring), given the candidate head's ellipse perimeter
+        in mm when a pixel size is known (None: SonoNet's call is taken as it is)."""
+        rule = self.rule
+        if math.isfinite(self.ood_distance) and self.ood_distance > rule.max_ood_distance:
+            detail = (
+                f"the image is unlike the fetal head planes the models were trained on (distance "
+                f"{self.ood_distance:.1f}, at most {rule.max_ood_distance:.1f}): nothing is measured"
+            )
+            return replace(self, status=OUT_OF_DISTRIBUTION, detail=detail)
+        named_other = self.other_probability >= rule.min_other_plane_probability and self.head_probability < rule.max_head_probability_for_other
+        if named_other and (head_size_mm is None or head_size_mm >= rule.min_trusted_head_mm):
+            detail = (
+                f"this looks like a {self.other_label} plane (probability {self.other_probability:.2f}; head planes "
+                f"{self.head_probability:.2f}), not a fetal head plane: nothing is measured"
+            )
+            return replace(self, status=NOT_A_HEAD_PLANE, detail=detail)
+        if named_other:
+            detail = (
+                f"{self.model} calls it {self.other_label} ({self.other_probability:.2f}), but the head measures "
+                f"{head_size_mm:.0f} mm, under {rule.min_trusted_head_mm:.0f} mm: first trimester, outside the "
+                "classifier's 18-22-week training scans, so its call is not trusted"
+            )
+            return replace(self, status=HEAD_PLANE, detail=detail)
+        return replace(self, status=HEAD_PLANE, detail=f"head plane ({self.label}, {self.probability:.2f})")
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values.pop("rule")
+        values["head_plane"] = self.head_plane
+        return values
+
+
+def preprocess(image: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) float image -> (h, w) float32 in SonoNet's convention (module docstring)."""
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D grayscale image, got shape {image.shape}")
+    height, width = input_hw
+    resized = cv2.resize(image.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    spread = float(resized.std())
+    # A constant image has no structure; it stays zero (and is far from every head).
+    standardised = (resized - resized.mean()) / spread if spread > 1e-8 else np.zeros_like(resized)
+    return (standardised * 255.0).astype(np.float32)
+
+
+class PlaneChecker:
+    """Plane label, head-plane probability and OOD distance for 2D grayscale images."""
+
+    def __init__(self, model: PlaneClassifierNetwork, *, rule: PlaneRule, head_mean: np.ndarray | None = None, head_precision: np.ndarray | None = None, name: str = DEFAULT_PLANE_MODEL, batch_size: int = 8):
+        if model.kind != "plane-classifier":
+            raise ValueError(f"{type(model).__name__} is a {model.kind}, not a plane classifier")
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.rule = rule
+        self.head_mean = head_mean
+        self.head_precision = head_precision
+        self.name = name
+        self.batch_size = batch_size
+        labels = model.labels
+        self._head_index = [labels.index(label) for label in model.head_labels]
+        self._other_index = [i for i, label in enumerate(labels) if label not in model.head_labels and label != model.background_label]
+
+    @classmethod
+    def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "PlaneChecker":
+        """A shipped plane model by name (default ``sononet-16``) or its weights folder."""
+        folder = resolve_weights(name_or_path or DEFAULT_PLANE_MODEL)
+        config = read_config(folder)
+        model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
+        if model.kind != "plane-classifier":
+            raise ValueError(f"{folder} holds a {model.kind}; give a plane classifier (e.g. {DEFAULT_PLANE_MODEL})")
+        load_weights(model, folder / "model.safetensors")
+        mean = precision = None
+        stats_path = folder / "head_embedding.safetensors"
+        if stats_path.is_file():
+            stats = load_numpy_file(str(stats_path))
+            mean, precision = stats["mean"].astype(np.float64), stats["precision"].astype(np.float64)
+        return cls(model, rule=PlaneRule.from_config(config), head_mean=mean, head_precision=precision, name=config.get("display_name", folder.name), **kwargs)
+
+    @torch.no_grad()
+    def scores(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """images -> (probabilities (N, n_labels), embeddings (N, D)), in float32."""
+        if not images:
+            count = len(self.model.labels)
+            return np.zeros((0, count), np.float32), np.zeros((0, 0), np.float32)
+        batch = np.stack([preprocess(image, self.model.input_hw) for image in images])
+        x = torch.from_numpy(batch)[:, None].contiguous(memory_format=torch.channels_last)
+        # bf16 with channels_last: 11 ms instead of 35 ms per frame on one core of this
+        # CPU, the same labels on the authors' frames (benchmarks/plane_check.py).
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, embedding = self.model.classify(x)
+        return torch.softmax(logits.float(), dim=1).numpy(), embedding.float().numpy()
+
+    def ood_distance(self, embeddings: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each embedding (N, D) to the training heads (inf-free;
+        NaN when the weights carry no head statistics)."""
+        if self.head_mean is None or self.head_precision is None:
+            return np.full(len(embeddings), np.nan)
+        centred = embeddings.astype(np.float64) - self.head_mean
+        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, self.head_precision, centred), 0.0))
+
+    def check_batch(self, images: list[np.ndarray]) -> list[PlaneResult]:
+        """Plane scores of every image, decided without a head size (``decide`` again
+        once the segmentation measured the head)."""
+        results: list[PlaneResult] = []
+        labels = self.model.labels
+        for start in range(0, len(images), self.batch_size):
+            probabilities, embeddings = self.scores(images[start : start + self.batch_size])
+            for probs, distance in zip(probabilities, self.ood_distance(embeddings)):
+                best = int(np.argmax(probs))
+                other = max(self._other_index, key=lambda i: probs[i])
+                result = PlaneResult(
+                    label=labels[best], probability=float(probs[best]), head_probability=float(probs[self._head_index].sum()),
+                    other_label=labels[other], other_probability=float(probs[other]), ood_distance=float(distance),
+                    model=self.name, rule=self.rule,
+                )
+                results.append(result.decide())
+        return results
+
+    def check(self, image: np.ndarray) -> PlaneResult:
+        return self.check_batch([image])[0]
+
+
+# ------------------------------------------------------------------ released weights
+
+
+def convert_sononet_npz(npz_path: str | Path, model: PlaneClassifierNetwork) -> dict[str, torch.Tensor]:
+    """The authors' Lasagne arrays (``arr_0`` ... in layer order) -> a state dict of
+    ``model`` (``fetometry.models.sononet.SonoNet``).
+
+    Each conv + batch-norm block is five arrays: W, beta, gamma, mean, inv_std (Lasagne's
+    ``batch_norm`` stores the INVERSE standard deviation, sqrt(var + eps) already
+    inverted). Filters are used as stored (``flip_filters=False``: a cross-correlation,
+    as PyTorch's Conv2d)."""
+    arrays = np.load(str(npz_path), allow_pickle=False)
+    ordered = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if len(ordered) != 5 * len(convs):
+        raise ValueError(f"{npz_path}: {len(ordered)} arrays, expected {5 * len(convs)} for {len(convs)} conv+BN blocks")
+    names = {module: name for name, module in model.named_modules()}
+    state: dict[str, torch.Tensor] = {}
+    for index, (conv, norm) in enumerate(zip(convs, norms)):
+        weight, beta, gamma, mean, inv_std = ordered[5 * index : 5 * index + 5]
+        if tuple(weight.shape) != tuple(conv.weight.shape):
+            raise ValueError(f"block {index}: array shape {weight.shape} does not fit {tuple(conv.weight.shape)}")
+        variance = 1.0 / inv_std.astype(np.float64) ** 2 - norm.eps
+        if (variance <= 0).any():
+            raise ValueError(f"block {index}: inverse std implies a non-positive variance")
+        state[f"{names[conv]}.weight"] = torch.from_numpy(weight.astype(np.float32))
+        prefix = names[norm]
+        state[f"{prefix}.weight"] = torch.from_numpy(gamma.astype(np.float32))
+        state[f"{prefix}.bias"] = torch.from_numpy(beta.astype(np.float32))
+        state[f"{prefix}.running_mean"] = torch.from_numpy(mean.astype(np.float32))
+        state[f"{prefix}.running_var"] = torch.from_numpy(variance.astype(np.float32))
+        state[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
+    return state
+
+
+def write_plane_config(folder: Path, config: dict) -> None:
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
