@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 demo: setup
 	$(VENV)/bin/fetometry demo --out demo_output
 
+# ruff (rules in pyproject.toml) first: a lint or format finding fails the test run.
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 test-fast: setup

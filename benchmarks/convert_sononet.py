@@ -30,9 +30,19 @@ SONONET = REPO.parent / "shared" / "data" / "sononet"
 OUT = REPO / "weights" / "sononet-16"
 #: File name of each example frame -> the released label it must get.
 EXAMPLE_LABELS = {
-    "3VV": "3VV", "4CH": "4CH", "ABDOMINAL": "Abdominal", "BRAIN-CB": "Brain (Cb.)", "BRAIN-TV": "Brain (Tv.)",
-    "FEMUR": "Femur", "KIDNEYS": "Kidneys", "LIPS": "Lips", "LVOT": "LVOT", "PROFILE": "Profile", "RVOT": "RVOT",
-    "SPINE-CORONAL": "Spine (cor.)", "SPINE-SAGITTAL": "Spine (sag.)",
+    "3VV": "3VV",
+    "4CH": "4CH",
+    "ABDOMINAL": "Abdominal",
+    "BRAIN-CB": "Brain (Cb.)",
+    "BRAIN-TV": "Brain (Tv.)",
+    "FEMUR": "Femur",
+    "KIDNEYS": "Kidneys",
+    "LIPS": "Lips",
+    "LVOT": "LVOT",
+    "PROFILE": "Profile",
+    "RVOT": "RVOT",
+    "SPINE-CORONAL": "Spine (cor.)",
+    "SPINE-SAGITTAL": "Spine (sag.)",
 }
 #: The authors' crop of their example frames (rows, columns).
 EXAMPLE_CROP = (slice(115, 734), slice(81, 874))
@@ -43,7 +53,15 @@ def classify_examples(checker: PlaneChecker, folder: Path) -> list[dict]:
     for stem, expected in EXAMPLE_LABELS.items():
         image = read_image(folder / f"{stem}.png")[EXAMPLE_CROP]
         result = checker.check(image)
-        rows.append(dict(frame=stem, expected=expected, label=result.label, probability=round(result.probability, 4), correct=result.label == expected))
+        rows.append(
+            dict(
+                frame=stem,
+                expected=expected,
+                label=result.label,
+                probability=round(result.probability, 4),
+                correct=result.label == expected,
+            )
+        )
     return rows
 
 
@@ -58,14 +76,23 @@ def main(argv=None) -> int:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.out / "model.safetensors"))
     config_path = args.out / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    config.update(model="sononet", variant="16", kind="plane-classifier", display_name="sononet-16", input_hw=list(model.input_hw),
-                  labels=list(model.labels), head_labels=list(model.head_labels),
-                  source="baumgach/SonoNet-weights commit 6c4df39 (SonoNet16.npz), Apache-2.0")
+    config.update(
+        model="sononet",
+        variant="16",
+        kind="plane-classifier",
+        display_name="sononet-16",
+        input_hw=list(model.input_hw),
+        labels=list(model.labels),
+        head_labels=list(model.head_labels),
+        source="baumgach/SonoNet-weights commit 6c4df39 (SonoNet16.npz), Apache-2.0",
+    )
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     shutil.copyfile(args.npz.parent / "LICENSE", args.out / "LICENSE")
     rows = classify_examples(PlaneChecker.from_weights(args.out), args.npz.parent / "example_frames")
     for row in rows:
-        print(f"{row['frame']:15s} -> {row['label']:13s} p={row['probability']:.3f} {'ok' if row['correct'] else 'WRONG'}")
+        print(
+            f"{row['frame']:15s} -> {row['label']:13s} p={row['probability']:.3f} {'ok' if row['correct'] else 'WRONG'}"
+        )
     wrong = [row["frame"] for row in rows if not row["correct"]]
     print(f"{len(rows) - len(wrong)} of {len(rows)} example frames classified as labelled")
     return 1 if wrong else 0

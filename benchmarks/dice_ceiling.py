@@ -64,7 +64,9 @@ def threshold_and_postprocessing(predictor, samples) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="attention-unet", help="shipped name or weights folder; join with + for an ensemble")
+    parser.add_argument(
+        "--model", default="attention-unet", help="shipped name or weights folder; join with + for an ensemble"
+    )
     parser.add_argument("--train-images", type=int, default=150)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -73,7 +75,9 @@ def main(argv=None) -> int:
     predictor = Predictor.from_weights(model_spec(args.model))
     samples = load_datasets(args.data)
     val = model_validation_split(samples, predictor)
-    train = training_splits(samples, TrainConfig.from_dict(predictor.config["training"]["recipe"]))["train"][::4][: args.train_images]
+    train = training_splits(samples, TrainConfig.from_dict(predictor.config["training"]["recipe"]))["train"][::4][
+        : args.train_images
+    ]
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": hardware_description(),

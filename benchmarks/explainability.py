@@ -52,15 +52,27 @@ def run_model(args) -> Path:
     # One scratch folder per run: two runs at once (condition and denoiser) must not share it.
     with_tmp = Path(args.out) / f"tmp_explain_{Path(str(args.model)).name}_{args.network or 'default'}"
     report, paths = evaluate_dataset(
-        args.data, with_tmp, model=args.model, limit=args.limit, network=args.network,
-        steps=args.steps, stages=args.stages, occlusion_images=args.occlusion_images,
+        args.data,
+        with_tmp,
+        model=args.model,
+        limit=args.limit,
+        network=args.network,
+        steps=args.steps,
+        stages=args.stages,
+        occlusion_images=args.occlusion_images,
     )
     report.update(
         date=time.strftime("%Y-%m-%d"),
         hardware=hardware_description(),
         torch_threads=torch.get_num_threads(),
         wall_time_s=time.perf_counter() - started,
-        settings={"limit": args.limit, "steps": args.steps, "stages": args.stages, "occlusion_images": args.occlusion_images, "network": args.network},
+        settings={
+            "limit": args.limit,
+            "steps": args.steps,
+            "stages": args.stages,
+            "occlusion_images": args.occlusion_images,
+            "network": args.network,
+        },
     )
     predictor = Predictor.from_weights(args.model)
     calibrate(predictor, args, report)
@@ -156,7 +168,11 @@ def figures_only(args) -> None:
 
     predictor = Predictor.from_weights(args.model)
     path = Path(args.out) / f"explain_{model_tag(predictor, args.network)}.json"
-    residual = json.loads(path.read_text()).get("residual_calibration", {}).get("residual_fraction") if path.is_file() else None
+    residual = (
+        json.loads(path.read_text()).get("residual_calibration", {}).get("residual_fraction")
+        if path.is_file()
+        else None
+    )
     figures(predictor, args, residual)
 
 
@@ -177,17 +193,39 @@ def figures(predictor, args, residual_fraction: float | None = None) -> None:
     maps = explainer.explain(image, prediction=prediction)
     # HiResCAM: Grad-CAM's channel-mean weights cannot follow the signed band target
     # (docs/EXPLAINABILITY.md), HiResCAM's element-wise ones can.
-    boundary = Explainer(predictor, network=args.network, target="boundary").explain(image, ["hirescam"], prediction=prediction)["hirescam"]
-    u = hc_uncertainty(predictor, image, sample.pixel_size_mm, prediction=prediction, residual_fraction=residual_fraction)
-    panels = [{"image": image, "saliency": e.saliency, "ellipse": ellipse, "title": f"{m} ({e.cpu_seconds:.2f} CPU s)"} for m, e in maps.items()]
-    panels.append({"image": image, "saliency": boundary.saliency, "ellipse": ellipse, "title": "hirescam, boundary target"})
-    panels.append({"image": image, "saliency": np.clip(2 * u["spread_map"], 0, 1), "ellipse": ellipse, "title": "uncertainty (2 x SD of members)\n" + describe_hc(u).replace(", confidence", "\nconfidence")})
+    boundary = Explainer(predictor, network=args.network, target="boundary").explain(
+        image, ["hirescam"], prediction=prediction
+    )["hirescam"]
+    u = hc_uncertainty(
+        predictor, image, sample.pixel_size_mm, prediction=prediction, residual_fraction=residual_fraction
+    )
+    panels = [
+        {"image": image, "saliency": e.saliency, "ellipse": ellipse, "title": f"{m} ({e.cpu_seconds:.2f} CPU s)"}
+        for m, e in maps.items()
+    ]
+    panels.append(
+        {"image": image, "saliency": boundary.saliency, "ellipse": ellipse, "title": "hirescam, boundary target"}
+    )
+    panels.append(
+        {
+            "image": image,
+            "saliency": np.clip(2 * u["spread_map"], 0, 1),
+            "ellipse": ellipse,
+            "title": "uncertainty (2 x SD of members)\n" + describe_hc(u).replace(", confidence", "\nconfidence"),
+        }
+    )
     tag = model_tag(predictor, args.network)
     where = f"{args.network} network, " if args.network else ""
     title = f"{predictor.name}: {where}{sample.name} (reference HC {sample.hc_mm:.1f} mm), layer {explainer.layer}"
     save_panel_grid(REPO / "docs" / "images" / f"explain_{tag}.png", panels, columns=3, title=title)
     canvas_maps = {m: e.canvas_map for m, e in maps.items()}
-    sanity_figure(explainer, explainer.canvas(image, prediction), canvas_maps, REPO / "docs" / "images" / f"explain_{tag}_sanity.png", sample.name)
+    sanity_figure(
+        explainer,
+        explainer.canvas(image, prediction),
+        canvas_maps,
+        REPO / "docs" / "images" / f"explain_{tag}_sanity.png",
+        sample.name,
+    )
 
 
 def sanity_figure(explainer, canvas, canvas_maps: dict, path: Path, name: str) -> None:
@@ -204,7 +242,9 @@ def sanity_figure(explainer, canvas, canvas_maps: dict, path: Path, name: str) -
     cascade = cascade_randomisation(explainer, canvas, {"gradcam": canvas_maps["gradcam"]}, keep_maps=True)
     fig, axes = plt.subplots(2, 1 + len(cascade), figsize=(3.2 * (1 + len(cascade)), 6.4))
     row = [("trained", canvas_maps["gradcam"], 1.0)]
-    row += [(f"{100 * s['share']:.0f}% of layers randomised", s["maps"]["gradcam"], s["rho"]["gradcam"]) for s in cascade]
+    row += [
+        (f"{100 * s['share']:.0f}% of layers randomised", s["maps"]["gradcam"], s["rho"]["gradcam"]) for s in cascade
+    ]
     for ax, (title, canvas_map, rho) in zip(axes[0], row):
         ax.imshow(to_original(canvas_map, canvas.box), cmap="jet", vmin=0, vmax=1)
         ax.set_title(f"Grad-CAM, {title}\nrank correlation with trained {rho:.2f}", fontsize=8)
@@ -215,8 +255,16 @@ def sanity_figure(explainer, canvas, canvas_maps: dict, path: Path, name: str) -
     shares = curves.shares
     for ax, kind in zip(axes[1][:2], ("deletion", "insertion")):
         for method, r in results.items():
-            ax.plot(shares, r[f"{kind}_curve"], label=f"{method} (AUC {r[f'{kind}_auc']:.2f})", linestyle="--" if method.startswith("random") else "-")
-        ax.set_xlabel(f"share of pixels {'deleted (set to 0)' if kind == 'deletion' else 'inserted into a blurred image'}", fontsize=8)
+            ax.plot(
+                shares,
+                r[f"{kind}_curve"],
+                label=f"{method} (AUC {r[f'{kind}_auc']:.2f})",
+                linestyle="--" if method.startswith("random") else "-",
+            )
+        ax.set_xlabel(
+            f"share of pixels {'deleted (set to 0)' if kind == 'deletion' else 'inserted into a blurred image'}",
+            fontsize=8,
+        )
         ax.set_ylabel("mean head probability in the prediction", fontsize=8)
         ax.set_title(kind, fontsize=9)
         ax.legend(fontsize=7)
@@ -231,7 +279,6 @@ def sanity_figure(explainer, canvas, canvas_maps: dict, path: Path, name: str) -
 def markdown(args) -> str:
     """Tables from every results/explain_*.json; rewrites them in docs/EXPLAINABILITY.md."""
     from fetometry.explain.command import calibration_table, markdown_table
-
     from fetometry.explain.quality import summarise
 
     reports = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("explain_*.json"))]
@@ -240,7 +287,9 @@ def markdown(args) -> str:
     for report in reports:  # recomputed from the rows: one definition for runs of any date
         report["summary"].update(summarise(report["rows"], list(report["summary"]["methods"])))
     order = ["attention-unet", "unext", "duck-net", "transunet", "medsegdiff-v2"]
-    reports.sort(key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["settings"].get("network") or ""))
+    reports.sort(
+        key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["settings"].get("network") or "")
+    )
     table, calibration = markdown_table(reports), calibration_table(reports)
     stamp = ", ".join(f"{r['model']} {r['date']}" for r in reports)
     table += f"\n\nRuns: {stamp}; one CPU thread ({reports[0]['hardware']['cpu']}, shared with training: CPU seconds of the process, wall seconds in brackets)."
@@ -275,10 +324,16 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--stages", type=int, default=4)
     parser.add_argument("--occlusion-images", type=int, default=10)
-    parser.add_argument("--calibration-images", type=int, default=100, help="held-out val images to fit the HC residual on")
-    parser.add_argument("--calibrate-only", action="store_true", help="only (re)fit the HC residual into an existing JSON")
+    parser.add_argument(
+        "--calibration-images", type=int, default=100, help="held-out val images to fit the HC residual on"
+    )
+    parser.add_argument(
+        "--calibrate-only", action="store_true", help="only (re)fit the HC residual into an existing JSON"
+    )
     parser.add_argument("--figures", action="store_true", help="also write docs/images/explain_<model>*.png")
-    parser.add_argument("--figures-only", action="store_true", help="only the figures (residual from the existing JSON)")
+    parser.add_argument(
+        "--figures-only", action="store_true", help="only the figures (residual from the existing JSON)"
+    )
     parser.add_argument("--markdown", action="store_true", help="build the docs tables from all JSONs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

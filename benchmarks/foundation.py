@@ -110,8 +110,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="attention-unet")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--speed-images", type=int, default=200)
-    parser.add_argument("--no-tta", action="store_true", help="skip the flip-TTA pass (slow models, e.g. the diffusion sampler)")
-    parser.add_argument("--write-card", action="store_true", help="rewrite the weights folder's MODEL_CARD.md with these results")
+    parser.add_argument(
+        "--no-tta", action="store_true", help="skip the flip-TTA pass (slow models, e.g. the diffusion sampler)"
+    )
+    parser.add_argument(
+        "--write-card", action="store_true", help="rewrite the weights folder's MODEL_CARD.md with these results"
+    )
     args = parser.parse_args(argv)
     samples = load_hc18(args.data)
     predictor = Predictor.from_weights(args.model)
@@ -155,7 +159,10 @@ def markdown(r: dict) -> str:
             f"{row['precision']:.4f} | {row['hausdorff_mm']:.2f} | {row['hc_abs_difference_mm']:.2f} | {row['hc_abs_sd_mm']:.2f} | "
             f"{row['hc_difference_mm']:+.2f} | {row['map']:.4f} | {row['seconds_per_image']:.3f} |"
         )
-    lines += ["", f"`predict` on {s['n_images']} images: {s['images_per_s']:.1f} images/s (median of {len(s['runs_s'])} runs, {s['median_s']:.1f} s)."]
+    lines += [
+        "",
+        f"`predict` on {s['n_images']} images: {s['images_per_s']:.1f} images/s (median of {len(s['runs_s'])} runs, {s['median_s']:.1f} s).",
+    ]
     return "\n".join(lines)
 
 

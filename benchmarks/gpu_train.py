@@ -1,9 +1,9 @@
-"""Train several models at once on a lent GPU for a fixed slot of time, with the
+"""Train several models at once on a GPU machine for a fixed slot of time, with the
 project's one trainer and each model's own recipe (configs/NAME.toml), and bring the
 runs back to be exported and scored here on the CPU against the original images.
 
-A lent GPU machine sees only this repository (64 MiB in all), not ../shared, and gives
-back at most 16 MiB per file. So the data set travels as the trainer's own input: each
+The GPU machine this script is written for sees only a copy of the repository, not
+../shared, and bounds the size of what travels each way. So the data set travels as the trainer's own input: each
 image and mask letterboxed onto the recipe's canvas and stored as the uint8 the trainer
 keeps in memory (SegmentationDataset), as lossless PNG (33 MB for HC18 at 256x384).
 Training from the pack is bit-identical to training from the original files
@@ -71,16 +71,33 @@ def pack(data: str, out: Path, canvas_hw: tuple[int, int]) -> None:
             if not cv2.imwrite(str(out / folder / name), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
                 raise OSError(f"could not write {out / folder / name}")
         sample = by_name[name]
-        records.append({"name": name, "subject": sample.subject, "pixel_size_mm": sample.pixel_size_mm, "hc_mm": sample.hc_mm, "source": sample.source})
-    (out / "samples.json").write_text(json.dumps({"data": str(data), "canvas_hw": list(canvas_hw), "samples": records}, indent=1))
+        records.append(
+            {
+                "name": name,
+                "subject": sample.subject,
+                "pixel_size_mm": sample.pixel_size_mm,
+                "hc_mm": sample.hc_mm,
+                "source": sample.source,
+            }
+        )
+    (out / "samples.json").write_text(
+        json.dumps({"data": str(data), "canvas_hw": list(canvas_hw), "samples": records}, indent=1)
+    )
     print(f"packed {len(records)} samples ({len(dataset.skipped)} unreadable skipped) into {out}")
 
 
 def load_pack(pack_dir: Path) -> tuple[list[CanvasSample], tuple[int, int]]:
     index = json.loads((pack_dir / "samples.json").read_text())
     samples = [
-        CanvasSample(name=r["name"], image_path=pack_dir / "images" / r["name"], subject=r["subject"], mask_path=pack_dir / "masks" / r["name"],
-                     pixel_size_mm=r["pixel_size_mm"], hc_mm=r["hc_mm"], source=r["source"])
+        CanvasSample(
+            name=r["name"],
+            image_path=pack_dir / "images" / r["name"],
+            subject=r["subject"],
+            mask_path=pack_dir / "masks" / r["name"],
+            pixel_size_mm=r["pixel_size_mm"],
+            hc_mm=r["hc_mm"],
+            source=r["source"],
+        )
         for r in index["samples"]
     ]
     return samples, tuple(index["canvas_hw"])
@@ -114,7 +131,9 @@ def epochs_for(seconds_left: float, epoch_s: float, max_epochs: int, safety: flo
     return max(1, min(max_epochs, math.floor(safety * seconds_left / epoch_s)))
 
 
-def train_one(model: str, pack_dir: Path, run_dir: Path, deadline: float, max_epochs: int, workers: int, device: str) -> None:
+def train_one(
+    model: str, pack_dir: Path, run_dir: Path, deadline: float, max_epochs: int, workers: int, device: str
+) -> None:
     import cv2
     import torch
 
@@ -131,21 +150,56 @@ def train_one(model: str, pack_dir: Path, run_dir: Path, deadline: float, max_ep
     epoch_s = probe.history[1]["wall_time_s"] - probe.history[0]["wall_time_s"]
     seconds_left = deadline - time.time()
     epochs = epochs_for(seconds_left, epoch_s, max_epochs)
-    print(json.dumps({"model": model, "probe_epoch_s": epoch_s, "seconds_left": seconds_left, "epochs": epochs}), flush=True)
+    print(
+        json.dumps({"model": model, "probe_epoch_s": epoch_s, "seconds_left": seconds_left, "epochs": epochs}),
+        flush=True,
+    )
     result = train(replace(recipe, epochs=epochs, max_minutes=seconds_left / 60), samples, run_dir, progress=False)
-    print(json.dumps({"model": model, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_dice_canvas": result.best_val_dice, "wall_time_s": result.wall_time_s}), flush=True)
+    print(
+        json.dumps(
+            {
+                "model": model,
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "best_val_dice_canvas": result.best_val_dice,
+                "wall_time_s": result.wall_time_s,
+            }
+        ),
+        flush=True,
+    )
 
 
-def train_all(models: list[str], pack_dir: Path, runs: Path, seconds: float, max_epochs: int, workers: int, device: str) -> None:
+def train_all(
+    models: list[str], pack_dir: Path, runs: Path, seconds: float, max_epochs: int, workers: int, device: str
+) -> None:
     """One process per model, all sharing the GPU; each log goes to RUNS/NAME.log."""
     runs.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + seconds
     processes = {}
     for model in models:
         log = (runs / f"{model}.log").open("w")
-        command = [sys.executable, __file__, "train-one", "--model", model, "--pack", str(pack_dir), "--runs", str(runs),
-                   "--deadline", str(deadline), "--max-epochs", str(max_epochs), "--workers", str(workers), "--device", device]
-        processes[model] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        command = [
+            sys.executable,
+            __file__,
+            "train-one",
+            "--model",
+            model,
+            "--pack",
+            str(pack_dir),
+            "--runs",
+            str(runs),
+            "--deadline",
+            str(deadline),
+            "--max-epochs",
+            str(max_epochs),
+            "--workers",
+            str(workers),
+            "--device",
+            device,
+        ]
+        processes[model] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     failed = []
     for model, process in processes.items():
         code = process.wait()
@@ -162,12 +216,16 @@ def export(data: str, runs: Path, models: list[str] | None) -> None:
     from fetometry.training.run import calibrate_and_export, load_datasets
 
     samples = load_datasets(data)
-    for run_dir in sorted(p for p in runs.iterdir() if (p / "manifest.json").is_file() and not p.name.endswith("-probe")):
+    for run_dir in sorted(
+        p for p in runs.iterdir() if (p / "manifest.json").is_file() and not p.name.endswith("-probe")
+    ):
         if models and run_dir.name not in models:
             continue
         config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         description = {
-            "path": data, "layout": samples[0].source or "folder", "images": len(samples),
+            "path": data,
+            "layout": samples[0].source or "folder",
+            "images": len(samples),
             "note": "trained on a GPU from benchmarks/gpu_train.py's pack of these images: the trainer's own uint8 canvases, bit-identical",
         }
         folder = calibrate_and_export(run_dir, config, samples, description)
@@ -175,7 +233,9 @@ def export(data: str, runs: Path, models: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("pack", help="write the trainer's canvases of a data set (here)")
     p.add_argument("--data", required=True)
@@ -210,9 +270,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "check":
         check(args.data, args.pack)
     elif args.command == "train":
-        train_all(args.models.split(","), args.pack, args.runs, args.seconds, args.max_epochs, args.workers, args.device)
+        train_all(
+            args.models.split(","), args.pack, args.runs, args.seconds, args.max_epochs, args.workers, args.device
+        )
     elif args.command == "train-one":
-        train_one(args.model, args.pack, args.runs / args.model, args.deadline, args.max_epochs, args.workers, args.device)
+        train_one(
+            args.model, args.pack, args.runs / args.model, args.deadline, args.max_epochs, args.workers, args.device
+        )
     else:
         export(args.data, args.runs, [m for m in args.models.split(",") if m] or None)
 

@@ -60,13 +60,21 @@ def _f(value, digits: int = 4) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| fold | val images | Dice | Dice ellipse | IoU | recall | HC MAE mm | trained min |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| fold | val images | Dice | Dice ellipse | IoU | recall | HC MAE mm | trained min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["folds"]:
-        lines.append(f"| {r['fold']} | {r['n_val']} | {_f(r['dice'])} | {_f(r['dice_ellipse'])} | {_f(r['iou'])} | {_f(r['recall'])} | {_f(r['hc_mae_mm'], 2)} | {r['train_minutes']:.0f} |")
+        lines.append(
+            f"| {r['fold']} | {r['n_val']} | {_f(r['dice'])} | {_f(r['dice_ellipse'])} | {_f(r['iou'])} | {_f(r['recall'])} | {_f(r['hc_mae_mm'], 2)} | {r['train_minutes']:.0f} |"
+        )
     m, s = report["mean"], report["sd"]
     lines.append(
         f"| mean (SD) | {sum(r['n_val'] for r in report['folds'])} | "
-        + " | ".join(f"{_f(m[k], d)} ({_f(s[k], d)})" for k, d in (("dice", 4), ("dice_ellipse", 4), ("iou", 4), ("recall", 4), ("hc_mae_mm", 2)))
+        + " | ".join(
+            f"{_f(m[k], d)} ({_f(s[k], d)})"
+            for k, d in (("dice", 4), ("dice_ellipse", 4), ("iou", 4), ("recall", 4), ("hc_mae_mm", 2))
+        )
         + " | "
         f"{sum(r['train_minutes'] for r in report['folds']):.0f} in all |"
     )
@@ -87,7 +95,10 @@ def main() -> None:
     base = TrainConfig.from_file(args.config, **overrides)
     runs = args.runs or Path("runs") / f"kfold-{base.model}"
     samples = load_datasets(args.data)
-    folds = [run_fold(TrainConfig.from_file(args.config, **overrides, fold=k), samples, args.data, runs) for k in range(args.folds)]
+    folds = [
+        run_fold(TrainConfig.from_file(args.config, **overrides, fold=k), samples, args.data, runs)
+        for k in range(args.folds)
+    ]
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "model": base.model,

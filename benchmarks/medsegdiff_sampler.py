@@ -92,8 +92,18 @@ def score_settings(model, images, masks, settings, *, bf16: bool) -> list[dict]:
     rows = []
     for steps, ensemble in settings:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            prob, spread = model.sample(images, steps=steps, ensemble=ensemble, generator=torch.Generator().manual_seed(0))
-        rows.append({"steps": steps, "ensemble": ensemble, "dice": dice(prob.float(), masks), "mean_spread": float(spread.float().mean()), "ms_256x384": latency_ms(model, steps, ensemble)})
+            prob, spread = model.sample(
+                images, steps=steps, ensemble=ensemble, generator=torch.Generator().manual_seed(0)
+            )
+        rows.append(
+            {
+                "steps": steps,
+                "ensemble": ensemble,
+                "dice": dice(prob.float(), masks),
+                "mean_spread": float(spread.float().mean()),
+                "ms_256x384": latency_ms(model, steps, ensemble),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -104,7 +114,9 @@ def publish(report: dict, out: str, filename: str, dice_label: str, digits: int)
     (Path(out) / filename).write_text(json.dumps(report, indent=2))
     print(f"| steps | ensemble | {dice_label} | mean spread | ms per 256x384 image |\n|---|---|---|---|---|")
     for r in report["rows"]:
-        print(f"| {r['steps']} | {r['ensemble']} | {r['dice']:.{digits}f} | {r['mean_spread']:.3f} | {r['ms_256x384']:.0f} |")
+        print(
+            f"| {r['steps']} | {r['ensemble']} | {r['dice']:.{digits}f} | {r['mean_spread']:.3f} | {r['ms_256x384']:.0f} |"
+        )
 
 
 def main(argv=None) -> int:
@@ -123,7 +135,13 @@ def main(argv=None) -> int:
     with torch.no_grad():
         condition_dice = dice(torch.sigmoid(model(test_images)), test_masks)
     rows = score_settings(model, test_images, test_masks, SETTINGS, bf16=False)  # Dice in float32, as first published
-    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "train_steps": args.train_steps, "condition_net_dice": condition_dice, "rows": rows}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "hardware": hardware_description(),
+        "train_steps": args.train_steps,
+        "condition_net_dice": condition_dice,
+        "rows": rows,
+    }
     print(f"condition network alone: Dice {condition_dice:.3f}")
     publish(report, args.out, "medsegdiff_sampler.json", "Dice (phantoms)", 3)
     return 0
@@ -134,7 +152,14 @@ def main_hc18(args) -> int:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         condition_dice = dice(torch.sigmoid(model(images).float()), masks)
     rows = score_settings(model, images, masks, SETTINGS[:-1], bf16=True)  # 50 steps: too slow for the gain
-    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "weights": args.weights, "images": len(images), "condition_net_dice": condition_dice, "rows": rows}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "hardware": hardware_description(),
+        "weights": args.weights,
+        "images": len(images),
+        "condition_net_dice": condition_dice,
+        "rows": rows,
+    }
     print(f"condition network alone: Dice {condition_dice:.4f} on {len(images)} HC18 validation images")
     publish(report, args.out, "medsegdiff_sampler_hc18.json", "Dice (HC18 val, canvas)", 4)
     return 0

@@ -65,7 +65,11 @@ def stored_seed0(predictor, val, *, tta: bool, results: Path = RESULTS) -> dict 
     predictor.model.noise_seed = 0
     probe = score_predictor(predictor, val[:PROBE_IMAGES], tta=tta, progress=False)["rows"]
     for path, entry in candidates:
-        if all(_same(fresh[key], kept[key]) for fresh, kept in zip(probe, entry["per_image"]) for key in ("dice", "pred_hc_mm")):
+        if all(
+            _same(fresh[key], kept[key])
+            for fresh, kept in zip(probe, entry["per_image"])
+            for key in ("dice", "pred_hc_mm")
+        ):
             return {"source": str(path), "summary": entry["summary"]}
     return None
 
@@ -77,14 +81,29 @@ def score_seeds(predictor, val, seeds: int, *, tta: bool, results: Path = RESULT
         started = time.perf_counter()
         stored = stored_seed0(predictor, val, tta=tta, results=results) if seed == 0 else None
         if stored is not None:
-            runs.append({"noise_seed": 0, "minutes": (time.perf_counter() - started) / 60, **{k: stored["summary"][k] for k in KEYS}, "reused_from": stored["source"]})
-            print(f"seed 0: reused from {stored['source']} (same {len(val)} images; its first {PROBE_IMAGES} re-scored identically, so same weights)", flush=True)
+            runs.append(
+                {
+                    "noise_seed": 0,
+                    "minutes": (time.perf_counter() - started) / 60,
+                    **{k: stored["summary"][k] for k in KEYS},
+                    "reused_from": stored["source"],
+                }
+            )
+            print(
+                f"seed 0: reused from {stored['source']} (same {len(val)} images; its first {PROBE_IMAGES} re-scored identically, so same weights)",
+                flush=True,
+            )
         else:
             if seed == 0:
-                print(f"seed 0: no benchmark result of these weights, TTA and images under {results}/*/benchmark.json; scoring it", flush=True)
+                print(
+                    f"seed 0: no benchmark result of these weights, TTA and images under {results}/*/benchmark.json; scoring it",
+                    flush=True,
+                )
             predictor.model.noise_seed = seed
             summary = score_predictor(predictor, val, tta=tta, progress=True)["summary"]
-            runs.append({"noise_seed": seed, "minutes": (time.perf_counter() - started) / 60, **{k: summary[k] for k in KEYS}})
+            runs.append(
+                {"noise_seed": seed, "minutes": (time.perf_counter() - started) / 60, **{k: summary[k] for k in KEYS}}
+            )
         print(json.dumps(runs[-1]), flush=True)
     return runs
 
@@ -116,7 +135,10 @@ def main(argv=None) -> int:
     out = Path(args.out) / f"medsegdiff_seeds{'_tta' if args.tta else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"range over {args.seeds} seeds: " + ", ".join(f"{k} {lo:.4f}-{hi:.4f}" for k, (lo, hi) in report["range"].items()))
+    print(
+        f"range over {args.seeds} seeds: "
+        + ", ".join(f"{k} {lo:.4f}-{hi:.4f}" for k, (lo, hi) in report["range"].items())
+    )
     print(f"wrote {out}")
     return 0
 

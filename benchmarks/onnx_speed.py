@@ -116,7 +116,11 @@ def parity(model: nn.Module, onnx_model: nn.Module, inputs: torch.Tensor) -> dic
     with torch.no_grad():
         expected = model(inputs).numpy()
     got = onnx_model(inputs).numpy()
-    out = {"max_abs_logit_diff": float(np.abs(got - expected).max()), "relative_diff": relative_difference(expected, got), "max_abs_logit": float(np.abs(expected).max())}
+    out = {
+        "max_abs_logit_diff": float(np.abs(got - expected).max()),
+        "relative_diff": relative_difference(expected, got),
+        "max_abs_logit": float(np.abs(expected).max()),
+    }
     if is_sampled(model):
         reference = model.sample(inputs[:1], generator=torch.Generator().manual_seed(0))[0]
         sampled = onnx_model.sample(inputs[:1], generator=torch.Generator().manual_seed(0))[0]
@@ -170,20 +174,33 @@ def end_to_end(work: Path, repeats: int) -> dict:
     started = time.perf_counter()
     bf16 = Predictor.from_weights("attention-unet")
     load_ms = 1000 * (time.perf_counter() - started)
-    fp32 = Predictor(Float32Eager(Predictor.from_weights("attention-unet").model), canvas_hw=bf16.canvas_hw, config=bf16.config)
+    fp32 = Predictor(
+        Float32Eager(Predictor.from_weights("attention-unet").model), canvas_hw=bf16.canvas_hw, config=bf16.config
+    )
     started = time.perf_counter()
     onnx = load_onnx_predictor(work / "attention-unet.onnx")
     onnx_load_ms = 1000 * (time.perf_counter() - started)
-    out = {"images": len(samples), "image_size": "540x800 (bundled HC18)", "torch_load_ms": load_ms, "onnx_load_ms": onnx_load_ms}
+    out = {
+        "images": len(samples),
+        "image_size": "540x800 (bundled HC18)",
+        "torch_load_ms": load_ms,
+        "onnx_load_ms": onnx_load_ms,
+    }
     for label, predictor in (("torch_fp32", fp32), ("torch_bf16_autocast", bf16), ("onnxruntime", onnx)):
         per_image = [
-            median_ms(lambda: measure_once(predictor, sample.image_path, sample.pixel_size_mm), max(1, repeats // 4), warmup=1)
+            median_ms(
+                lambda: measure_once(predictor, sample.image_path, sample.pixel_size_mm), max(1, repeats // 4), warmup=1
+            )
             for sample in samples
         ]
-        out[f"{label}_ms_per_image"] = {clock: statistics.median(t[clock] for t in per_image) for clock in ("wall", "cpu")}
+        out[f"{label}_ms_per_image"] = {
+            clock: statistics.median(t[clock] for t in per_image) for clock in ("wall", "cpu")
+        }
     for label in ("torch_bf16_autocast", "onnxruntime"):
         for clock in ("wall", "cpu"):
-            out[f"ratio_{label}_to_fp32_{clock}"] = out[f"{label}_ms_per_image"][clock] / out["torch_fp32_ms_per_image"][clock]
+            out[f"ratio_{label}_to_fp32_{clock}"] = (
+                out[f"{label}_ms_per_image"][clock] / out["torch_fp32_ms_per_image"][clock]
+            )
     return out
 
 
@@ -195,12 +212,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "canvas_hw": list(CANVAS), "threads": args.threads, "load_average_start": os.getloadavg(), "models": {}}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "hardware": hardware_description(),
+        "canvas_hw": list(CANVAS),
+        "threads": args.threads,
+        "load_average_start": os.getloadavg(),
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.models:
             model, onnx_model, inputs, info = build(name, work)
-            report["models"][name] = {**info, "parity": parity(model, onnx_model, inputs), "speed": speed(model, onnx_model, args.repeats)}
+            report["models"][name] = {
+                **info,
+                "parity": parity(model, onnx_model, inputs),
+                "speed": speed(model, onnx_model, args.repeats),
+            }
             print(name, json.dumps(report["models"][name]), flush=True)
         if "attention-unet" in args.models:
             report["measure_default_model"] = end_to_end(work, args.repeats)

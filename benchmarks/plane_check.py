@@ -50,6 +50,7 @@ from fetometry.inference.predictor import Predictor
 from fetometry.io.images import read_image
 from fetometry.pipeline import OK, result_from_prediction
 from fetometry.resources import resolve_weights
+from fetometry.training.trainer import hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -75,7 +76,9 @@ def calibrate(checker: PlaneChecker, samples: dict, folder: Path) -> dict:
     for index, sample in enumerate(train):
         image = sample.load_image()
         images += [image, ood.screen_capture(image, index)[0]]
-    embeddings = np.concatenate([checker.scores(images[i : i + 16])[1] for i in range(0, len(images), 16)]).astype(np.float64)
+    embeddings = np.concatenate([checker.scores(images[i : i + 16])[1] for i in range(0, len(images), 16)]).astype(
+        np.float64
+    )
     mean = embeddings.mean(0)
     covariance = np.cov(embeddings, rowvar=False)
     shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * np.trace(covariance) / len(mean) * np.eye(len(mean))
@@ -88,9 +91,12 @@ def calibrate(checker: PlaneChecker, samples: dict, folder: Path) -> dict:
     config = json.loads(config_path.read_text())
     config["plane_rule"] = {**config.get("plane_rule", {}), "max_ood_distance": limit}
     config["plane_calibration"] = {
-        "images": len(images), "split": "weights/attention-unet/split.json train (each also as a screen capture)",
-        "shrinkage": SHRINKAGE, "largest_training_distance": round(float(distances.max()), 3),
-        "rule": "largest training distance x 1.25, rounded up to 0.1", "date": date.today().isoformat(),
+        "images": len(images),
+        "split": "weights/attention-unet/split.json train (each also as a screen capture)",
+        "shrinkage": SHRINKAGE,
+        "largest_training_distance": round(float(distances.max()), 3),
+        "rule": "largest training distance x 1.25, rounded up to 0.1",
+        "date": date.today().isoformat(),
     }
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     return {"max_ood_distance": limit, **config["plane_calibration"]}
@@ -116,8 +122,18 @@ def validation_heads(models: list[str], checker: PlaneChecker, samples: dict) ->
     for sample, image, plane in zip(val, images, planes):
         result = _measured(default, image, plane, sample.pixel_size_mm, sample.name)
         error = None if result.measurement is None else abs(result.measurement.hc_mm - sample.hc_mm)
-        rows.append(dict(name=sample.name, hc_mm=sample.hc_mm, plane_label=plane.label, plane_status=result.plane.status,
-                         ood_distance=plane.ood_distance, confidence=result.prediction.confidence, status=result.status, hc_abs_error_mm=error))
+        rows.append(
+            dict(
+                name=sample.name,
+                hc_mm=sample.hc_mm,
+                plane_label=plane.label,
+                plane_status=result.plane.status,
+                ood_distance=plane.ood_distance,
+                confidence=result.prediction.confidence,
+                status=result.status,
+                hc_abs_error_mm=error,
+            )
+        )
     bands = {}
     for low, high in HC_BANDS_MM:
         band = [r for r in rows if low <= r["hc_mm"] < high]
@@ -129,10 +145,16 @@ def validation_heads(models: list[str], checker: PlaneChecker, samples: dict) ->
         own_val = set(json.loads((resolve_weights(model.split("+")[0]) / "split.json").read_text())["val"])
         statuses = [
             _measured(predictor, image, plane, sample.pixel_size_mm, sample.name).status
-            for sample, image, plane in zip(val, images, planes) if sample.name in own_val
+            for sample, image, plane in zip(val, images, planes)
+            if sample.name in own_val
         ]
         counts = {status: statuses.count(status) for status in sorted(set(statuses))}
-        per_model[model] = {"heads": len(statuses), "measured": counts.get(OK, 0), "fraction": round(counts.get(OK, 0) / len(statuses), 4), "statuses": counts}
+        per_model[model] = {
+            "heads": len(statuses),
+            "measured": counts.get(OK, 0),
+            "fraction": round(counts.get(OK, 0) / len(statuses), 4),
+            "statuses": counts,
+        }
         print(f"{model:45s} measured {counts.get(OK, 0)}/{len(statuses)} {counts}", flush=True)
     return {"by_hc_band": bands, "per_model": per_model}, rows
 
@@ -145,7 +167,10 @@ def non_head_inputs(samples: dict) -> list[tuple[str, str, np.ndarray]]:
         if stem.startswith("BRAIN"):
             continue
         image = read_image(frames / f"{stem}.png")
-        inputs += [("sononet_non_brain", f"{stem}_crop", image[EXAMPLE_CROP]), ("sononet_non_brain", f"{stem}_full", image)]
+        inputs += [
+            ("sononet_non_brain", f"{stem}_crop", image[EXAMPLE_CROP]),
+            ("sononet_non_brain", f"{stem}_full", image),
+        ]
     inputs += [("non_ultrasound", name, image) for name, image in ood.synthetic_set(5, seed=1)]
     val = [samples[name] for name in _split()["val"]][:10]
     for kind, corrupt in ood.CORRUPTIONS.items():
@@ -162,7 +187,10 @@ def other_style_heads(samples: dict) -> list[tuple[str, str, np.ndarray, float |
     frames = SHARED / "sononet" / "example_frames"
     for stem in ("BRAIN-CB", "BRAIN-TV"):
         image = read_image(frames / f"{stem}.png")
-        heads += [("sononet_brain", f"{stem}_crop", image[EXAMPLE_CROP], PROBE_PIXEL_MM, None), ("sononet_brain", f"{stem}_full", image, PROBE_PIXEL_MM, None)]
+        heads += [
+            ("sononet_brain", f"{stem}_crop", image[EXAMPLE_CROP], PROBE_PIXEL_MM, None),
+            ("sononet_brain", f"{stem}_full", image, PROBE_PIXEL_MM, None),
+        ]
     return heads
 
 
@@ -179,20 +207,27 @@ def timing(checker: PlaneChecker, image: np.ndarray, repeats: int = 30) -> dict:
             times.append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(threads)
-    return {"threads": 1, "image_hw": list(image.shape), "median_ms": round(statistics.median(times), 2), "repeats": repeats}
+    return {
+        "threads": 1,
+        "image_hw": list(image.shape),
+        "median_ms": round(statistics.median(times), 2),
+        "repeats": repeats,
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED / "hc18")
-    parser.add_argument("--calibrate", action="store_true", help="refit the head statistics and the OOD limit (training split)")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="refit the head statistics and the OOD limit (training split)"
+    )
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated shipped models; a+b for an ensemble")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "plane_check.json")
     args = parser.parse_args(argv)
     samples = {s.name: s for s in load_hc18(args.data)}
     folder = resolve_weights(DEFAULT_PLANE_MODEL)
     checker = PlaneChecker.from_weights(folder)
-    report: dict = {"date": date.today().isoformat(), "hardware": "AMD EPYC, 2 cores (timing on 1 thread)"}
+    report: dict = {"date": date.today().isoformat(), "hardware": hardware_description(), "timing_threads": 1}
     if args.calibrate:
         report["calibration"] = calibrate(checker, samples, folder)
         checker = PlaneChecker.from_weights(folder)
@@ -204,44 +239,80 @@ def main(argv=None) -> int:
     negatives = []
     for group, name, image in non_head_inputs(samples):
         result = _measured(default, image, checker.check(image), PROBE_PIXEL_MM, name)
-        negatives.append(dict(group=group, name=name, status=result.status, hc_mm=None if result.measurement is None else result.measurement.hc_mm,
-                              plane_label=result.plane.label, ood_distance=result.plane.ood_distance, confidence=result.prediction.confidence))
+        negatives.append(
+            dict(
+                group=group,
+                name=name,
+                status=result.status,
+                hc_mm=None if result.measurement is None else result.measurement.hc_mm,
+                plane_label=result.plane.label,
+                ood_distance=result.plane.ood_distance,
+                confidence=result.prediction.confidence,
+            )
+        )
     positives = []
     for group, name, image, mm, reference in other_style_heads(samples):
         result = _measured(default, image, checker.check(image), mm, name)
         hc = None if result.measurement is None else result.measurement.hc_mm
-        positives.append(dict(group=group, name=name, status=result.status, plane_status=result.plane.status, hc_mm=hc,
-                              hc_abs_error_mm=None if hc is None or reference is None else abs(hc - reference), ood_distance=result.plane.ood_distance))
+        positives.append(
+            dict(
+                group=group,
+                name=name,
+                status=result.status,
+                plane_status=result.plane.status,
+                hc_mm=hc,
+                hc_abs_error_mm=None if hc is None or reference is None else abs(hc - reference),
+                ood_distance=result.plane.ood_distance,
+            )
+        )
     groups = sorted({n["group"] for n in negatives})
     report["non_head_inputs"] = {
-        group: {"inputs": sum(n["group"] == group for n in negatives), "hc_reported": sum(n["group"] == group and n["hc_mm"] is not None for n in negatives),
-                "statuses": {s: sum(n["group"] == group and n["status"] == s for n in negatives) for s in sorted({n["status"] for n in negatives})}}
+        group: {
+            "inputs": sum(n["group"] == group for n in negatives),
+            "hc_reported": sum(n["group"] == group and n["hc_mm"] is not None for n in negatives),
+            "statuses": {
+                s: sum(n["group"] == group and n["status"] == s for n in negatives)
+                for s in sorted({n["status"] for n in negatives})
+            },
+        }
         for group in groups
     }
     report["non_head_with_hc"] = [n for n in negatives if n["hc_mm"] is not None]
     report["other_style_heads"] = {
-        group: {"heads": sum(p["group"] == group for p in positives), "measured": sum(p["group"] == group and p["status"] == OK for p in positives),
-                "refused_by_plane_check": sum(p["group"] == group and p["plane_status"] != "head_plane" for p in positives),
-                "hc_mae_mm": _mean([p["hc_abs_error_mm"] for p in positives if p["group"] == group and p["hc_abs_error_mm"] is not None])}
+        group: {
+            "heads": sum(p["group"] == group for p in positives),
+            "measured": sum(p["group"] == group and p["status"] == OK for p in positives),
+            "refused_by_plane_check": sum(p["group"] == group and p["plane_status"] != "head_plane" for p in positives),
+            "hc_mae_mm": _mean(
+                [p["hc_abs_error_mm"] for p in positives if p["group"] == group and p["hc_abs_error_mm"] is not None]
+            ),
+        }
         for group in sorted({p["group"] for p in positives})
     }
     head_distances = [r["ood_distance"] for r in val_rows]
     report["confidence_auroc"] = {
         "ood_distance": round(_auroc(head_distances, [n["ood_distance"] for n in negatives]), 4),
-        "segmenter_1_minus_confidence": round(_auroc([1 - r["confidence"] for r in val_rows], [1 - n["confidence"] for n in negatives]), 4),
-        "negatives": len(negatives), "positives": len(val_rows),
+        "segmenter_1_minus_confidence": round(
+            _auroc([1 - r["confidence"] for r in val_rows], [1 - n["confidence"] for n in negatives]), 4
+        ),
+        "negatives": len(negatives),
+        "positives": len(val_rows),
     }
     measured = [r for r in val_rows if r["hc_abs_error_mm"] is not None]
     errors = [r["hc_abs_error_mm"] for r in measured]
     report["rank_correlation_with_hc_error"] = {
         "ood_distance": round(float(spearmanr([r["ood_distance"] for r in measured], errors).statistic), 4),
-        "segmenter_1_minus_confidence": round(float(spearmanr([1 - r["confidence"] for r in measured], errors).statistic), 4),
+        "segmenter_1_minus_confidence": round(
+            float(spearmanr([1 - r["confidence"] for r in measured], errors).statistic), 4
+        ),
         "images": len(measured),
     }
     report["cost"] = timing(checker, samples[_split()["val"][0]].load_image())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=_plain) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k not in ("example_frames",)}, indent=1, default=_plain)[:6000])
+    print(
+        json.dumps({k: v for k, v in report.items() if k not in ("example_frames",)}, indent=1, default=_plain)[:6000]
+    )
     return 0
 
 

@@ -62,8 +62,15 @@ from tqdm import tqdm
 
 from fetometry.biometry.ellipse import EllipseFitError, NoHeadError, ellipse_from_probability
 from fetometry.biometry.measures import measure_ellipse
-from fetometry.biometry.quality import DEFAULT_THRESHOLDS, QualityThresholds, quality_features, refusing_rule, run_checks
+from fetometry.biometry.quality import (
+    DEFAULT_THRESHOLDS,
+    QualityThresholds,
+    quality_features,
+    refusing_rule,
+    run_checks,
+)
 from fetometry.data.hc18 import load_hc18
+from fetometry.data.splits import model_split
 from fetometry.inference.predictor import Predictor
 from fetometry.resources import DEFAULT_MODEL, weights_root
 from fetometry.training.trainer import git_commit, hardware_description
@@ -83,7 +90,11 @@ def _gate_row(predictor: Predictor, image: np.ndarray, pixel_size_mm: float | No
     except (NoHeadError, EllipseFitError):
         ellipse = None
     features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image.shape)
-    hc = measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px).hc_mm if ellipse and pixel_size_mm else None
+    hc = (
+        measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px).hc_mm
+        if ellipse and pixel_size_mm
+        else None
+    )
     return features, hc, ellipse is not None
 
 
@@ -132,7 +143,9 @@ def collect_stress(predictor: Predictor, samples) -> list[dict]:
     for sample in tqdm(samples, desc="stress frames", unit="img"):
         for kind, frame in stress_frames(sample).items():
             features, _, has_head = _gate_row(predictor, np.ascontiguousarray(frame), sample.pixel_size_mm)
-            rows.append(dict(name=sample.name, kind=kind, shape=list(frame.shape), has_head=has_head, features=features))
+            rows.append(
+                dict(name=sample.name, kind=kind, shape=list(frame.shape), has_head=has_head, features=features)
+            )
     return rows
 
 
@@ -144,7 +157,12 @@ def stress_rates(rows: list[dict], thresholds: QualityThresholds) -> dict:
         for rule in rules:
             key = rule or "passed"
             by_rule[key] = by_rule.get(key, 0) + 1
-        out[kind] = {"n": len(rules), "refused": sum(r is not None for r in rules), "refusal_rate": sum(r is not None for r in rules) / len(rules), "by_rule": by_rule}
+        out[kind] = {
+            "n": len(rules),
+            "refused": sum(r is not None for r in rules),
+            "refusal_rate": sum(r is not None for r in rules) / len(rules),
+            "by_rule": by_rule,
+        }
     return out
 
 
@@ -187,7 +205,10 @@ def verdict(row: dict, thresholds: QualityThresholds) -> str | None:
 def rates(rows: list[dict], thresholds: QualityThresholds) -> dict:
     """Refusal counts and rates for correct and incorrect frames, per rule."""
     out = {}
-    for label, subset in (("correct", [r for r in rows if r["correct"]]), ("incorrect", [r for r in rows if not r["correct"]])):
+    for label, subset in (
+        ("correct", [r for r in rows if r["correct"]]),
+        ("incorrect", [r for r in rows if not r["correct"]]),
+    ):
         rules = [verdict(r, thresholds) for r in subset]
         refused = [rule for rule in rules if rule is not None]
         by_rule: dict[str, int] = {}
@@ -250,19 +271,18 @@ def weights_folders(predictor: Predictor) -> list[Path]:
 
 
 def split_assignment(folders: list[Path]) -> tuple[dict[str, str], str]:
-    """name -> "train" / "val" from the folders' split.json, and how it was formed.
+    """name -> "train" / "val" from the folders' split.json (``fetometry.data.model_split``),
+    and how it was formed.
 
     One folder, or identical splits: that split. Different splits: "train" = in every
     member's training split, "val" = in every member's validation split (an image one
     member trained on is no validation image of the ensemble), the rest left out."""
-    splits = [json.loads((folder / "split.json").read_text()) for folder in folders]
-    canonical = [{part: sorted(names) for part, names in split.items()} for split in splits]
-    if all(c == canonical[0] for c in canonical):
+    split = model_split(folders, source="split.json")
+    if split.members_agree:
         how = "split.json train list" if len(folders) == 1 else "the members' split.json (identical) train list"
-        return {name: part for part, names in splits[0].items() for name in names}, how
-    train = set.intersection(*(set(s["train"]) for s in splits))
-    val = set.intersection(*(set(s["val"]) for s in splits)) - set.union(*(set(s["train"]) for s in splits))
-    return {**{n: "train" for n in train}, **{n: "val" for n in val}}, "images in EVERY member's split.json train list (the members' splits differ)"
+    else:
+        how = "images in EVERY member's split.json train list (the members' splits differ)"
+    return split.names(), how
 
 
 def sha256(path: Path) -> str:
@@ -331,7 +351,11 @@ def write_ensemble_entry(root: Path, names: list[str], block: dict, provenance: 
         "not listed here gates with the most lenient of its members' limits, with a warning.",
     )
     ensembles = data.setdefault("ensembles", {})
-    ensembles[ensemble_key(names)] = {"members": sorted(Path(n).name for n in names), "quality": block, "quality_calibration": provenance}
+    ensembles[ensemble_key(names)] = {
+        "members": sorted(Path(n).name for n in names),
+        "quality": block,
+        "quality_calibration": provenance,
+    }
     data["ensembles"] = dict(sorted(ensembles.items()))
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -340,11 +364,19 @@ def write_ensemble_entry(root: Path, names: list[str], block: dict, provenance: 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18"))
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a shipped name, a weights folder, or a,b,c (an ensemble)")
-    parser.add_argument("--cache", default=None, help="per-image rows (default /tmp/fetometry_quality_rows_<model>.json)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="a shipped name, a weights folder, or a,b,c (an ensemble)"
+    )
+    parser.add_argument(
+        "--cache", default=None, help="per-image rows (default /tmp/fetometry_quality_rows_<model>.json)"
+    )
     parser.add_argument("--reuse", action="store_true", help="reuse the cached per-image rows")
     parser.add_argument("--out", default=None, help="report (default benchmarks/results/quality_gate_<model>.json)")
-    parser.add_argument("--write-config", action="store_true", help="store the chosen block in the model's config.json (an ensemble: weights/ensembles.json)")
+    parser.add_argument(
+        "--write-config",
+        action="store_true",
+        help="store the chosen block in the model's config.json (an ensemble: weights/ensembles.json)",
+    )
     args = parser.parse_args(argv)
     names = member_names(args.model)
     slug = model_slug(args.model)
@@ -356,7 +388,9 @@ def main(argv=None) -> int:
     if args.reuse and cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("model", slug) != slug:
-            raise SystemExit(f"{cache} holds the rows of {cached['model']!r}, not {slug!r}: give --cache or drop --reuse")
+            raise SystemExit(
+                f"{cache} holds the rows of {cached['model']!r}, not {slug!r}: give --cache or drop --reuse"
+            )
         if {r["name"] for r in cached["rows"]} != set(split_of):
             raise SystemExit(f"{cache}: its images are not {slug}'s split; rerun without --reuse")
     else:
@@ -391,8 +425,19 @@ def main(argv=None) -> int:
         "config_quality_before": predictor.config.get("quality"),
         "shipped_defaults": asdict(DEFAULT_THRESHOLDS),
         "defaults_match_choice": chosen == DEFAULT_THRESHOLDS,
-        "train": {**_summary(train), "correct_fraction": sum(r["correct"] for r in train) / max(1, len(train)), "measured": {k: v for k, v in train_measured.items() if k != "refused_names"}, "gate": rates(train, chosen), "gate_defaults": rates(train, DEFAULT_THRESHOLDS)},
-        "val": {**_summary(val), "measured": val_measured, "gate": rates(val, chosen), "gate_defaults": rates(val, DEFAULT_THRESHOLDS)},
+        "train": {
+            **_summary(train),
+            "correct_fraction": sum(r["correct"] for r in train) / max(1, len(train)),
+            "measured": {k: v for k, v in train_measured.items() if k != "refused_names"},
+            "gate": rates(train, chosen),
+            "gate_defaults": rates(train, DEFAULT_THRESHOLDS),
+        },
+        "val": {
+            **_summary(val),
+            "measured": val_measured,
+            "gate": rates(val, chosen),
+            "gate_defaults": rates(val, DEFAULT_THRESHOLDS),
+        },
         "val_stress": stress_rates(stress, chosen),
         "val_stress_defaults": stress_rates(stress, DEFAULT_THRESHOLDS),
     }
@@ -423,9 +468,13 @@ def main(argv=None) -> int:
         else:
             roots = {f.resolve().parent for f in folders}
             if roots != {weights_root().resolve()}:
-                raise SystemExit(f"--write-config for an ensemble stores it in {weights_root() / ENSEMBLES_FILE}: its members must be folders there, got {[str(f) for f in folders]}")
+                raise SystemExit(
+                    f"--write-config for an ensemble stores it in {weights_root() / ENSEMBLES_FILE}: its members must be folders there, got {[str(f) for f in folders]}"
+                )
             provenance["weights_sha256"] = {f.name: sha256(f / "model.safetensors") for f in folders}
-            written.append(write_ensemble_entry(weights_root(), [f.name for f in folders], thresholds_block(chosen), provenance))
+            written.append(
+                write_ensemble_entry(weights_root(), [f.name for f in folders], thresholds_block(chosen), provenance)
+            )
     print(json.dumps({k: report[k] for k in ("chosen_on_train", "defaults_match_choice")}, indent=2))
     print('its config.json "quality" block (--write-config stores it): ' + json.dumps(thresholds_block(chosen)))
     for part in ("train", "val"):
@@ -435,7 +484,9 @@ def main(argv=None) -> int:
             f"{gate['correct']['refused']}/{gate['correct']['n']} {gate['correct']['by_rule']}, incorrect "
             f"{gate['incorrect']['refused']}/{gate['incorrect']['n']} {gate['incorrect']['by_rule']}"
         )
-    print(f"val measured {val_measured['measured']}/{val_measured['images']} ({val_measured['measured_fraction']:.1%}) refused {val_measured['refused_names']}")
+    print(
+        f"val measured {val_measured['measured']}/{val_measured['images']} ({val_measured['measured_fraction']:.1%}) refused {val_measured['refused_names']}"
+    )
     for kind, rate in report["val_stress"].items():
         print(f"val stress '{kind}': refused {rate['refused']}/{rate['n']} {rate['by_rule']}")
     print("wrote " + ", ".join(str(p) for p in written))

@@ -124,8 +124,14 @@ def main() -> int:
         "model": args.model or "attention-unet (default)",
         "image": f"{SAMPLE.name} (800x540 PNG, {SAMPLE.stat().st_size // 1024} KB)",
         "results": results,
-        "hardware": {"cpu": platform.processor() or platform.machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_affinity": sorted(os.sched_getaffinity(0)),
-                     "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2), "python": platform.python_version()},
+        "hardware": {
+            "cpu": platform.processor() or platform.machine(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cpu_affinity": sorted(os.sched_getaffinity(0)),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+        },
         "fetometry": __version__,
         "date": time.strftime("%Y-%m-%d"),
     }

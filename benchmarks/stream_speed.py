@@ -60,7 +60,9 @@ def make_predictor(model: str, backend: str, work: Path) -> Predictor:
     """torch (as shipped: bf16 autocast), torch-fp32 (no autocast) or onnx."""
     if backend == "torch-fp32":
         shipped = build_predictor(model, "torch", work)
-        return Fp32Predictor(shipped.model, canvas_hw=shipped.canvas_hw, threshold=shipped.threshold, config=shipped.config)
+        return Fp32Predictor(
+            shipped.model, canvas_hw=shipped.canvas_hw, threshold=shipped.threshold, config=shipped.config
+        )
     return build_predictor(model, backend, work)
 
 
@@ -70,8 +72,13 @@ def phantom_loop(n_frames: int, *, seed: int = 0) -> np.ndarray:
     for i in range(n_frames):
         t = i / max(1, n_frames - 1)
         phantom = make_phantom(
-            height=HEIGHT, width=WIDTH, rng_or_seed=seed, semi_major_px=150.0 * (1 + 0.1 * t),
-            semi_minor_px=118.0 * (1 + 0.1 * t), angle_rad=0.25, center=(360.0 + 80.0 * t, 290.0),
+            height=HEIGHT,
+            width=WIDTH,
+            rng_or_seed=seed,
+            semi_major_px=150.0 * (1 + 0.1 * t),
+            semi_minor_px=118.0 * (1 + 0.1 * t),
+            angle_rad=0.25,
+            center=(360.0 + 80.0 * t, 290.0),
             pixel_size_mm=PIXEL_SIZE_MM,
         )
         frames.append(phantom.image)
@@ -100,15 +107,26 @@ def stream_once(predictor: Predictor, loop: Path, backend: str, plane: str = "of
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
         with open_source(loop, pixel_size_mm=PIXEL_SIZE_MM) as source:
-            summary = run_stream(source, predictor, out, backend=backend, progress=False, plane_checker=checker,
-                                 plane_every=1 if plane == "off" else int(plane))
+            summary = run_stream(
+                source,
+                predictor,
+                out,
+                backend=backend,
+                progress=False,
+                plane_checker=checker,
+                plane_every=1 if plane == "off" else int(plane),
+            )
         return time.perf_counter() - wall, time.process_time() - cpu, summary
 
 
-def end_to_end(predictors: dict[str, Predictor], loop: Path, repeats: int, planes: tuple[str, ...] = ("off",)) -> dict[str, dict]:
+def end_to_end(
+    predictors: dict[str, Predictor], loop: Path, repeats: int, planes: tuple[str, ...] = ("off",)
+) -> dict[str, dict]:
     """Median over repeats per backend and plane setting; runs interleave (torch, onnx,
     torch, ...) so that a change of load on the machine hits every variant alike."""
-    variants = {(name if plane == "off" else f"{name}+plane/{plane}"): (name, plane) for name in predictors for plane in planes}
+    variants = {
+        (name if plane == "off" else f"{name}+plane/{plane}"): (name, plane) for name in predictors for plane in planes
+    }
     runs: dict[str, list] = {key: [] for key in variants}
     for _ in range(repeats):
         for key, (name, plane) in variants.items():
@@ -119,12 +137,14 @@ def end_to_end(predictors: dict[str, Predictor], loop: Path, repeats: int, plane
         cpu = statistics.median(p[1] for p in passes)
         summary = passes[-1][2]
         results[name] = {
-            "runs_s": [round(p[0], 3) for p in passes], "median_s": round(wall, 3),
+            "runs_s": [round(p[0], 3) for p in passes],
+            "median_s": round(wall, 3),
             "fps": round(summary["frames"] / wall, 2),
             # CPU seconds of this process per frame: what a dedicated core would need
             # (an estimate; contention also slows the CPU work itself through caches).
             "cpu_ms_per_frame": round(cpu * 1000 / summary["frames"], 1),
-            "frames": summary["frames"], "frames_accepted": summary["frames_accepted"],
+            "frames": summary["frames"],
+            "frames_accepted": summary["frames_accepted"],
             "hc_mm_median_accepted": summary["hc_mm_median_accepted"],
         }
     return results
@@ -144,8 +164,12 @@ def stages(predictor: Predictor, frames: np.ndarray, n: int = 12) -> dict:
         return out
 
     batch = predictor.batch_size
-    predictions = timed("segment", lambda: [p for i in range(0, n, batch) for p in predictor.predict_batch(images[i:i + batch])])
-    results = timed("fit_measure", lambda: [result_from_prediction(predictor, "f", p, PIXEL_SIZE_MM) for p in predictions])
+    predictions = timed(
+        "segment", lambda: [p for i in range(0, n, batch) for p in predictor.predict_batch(images[i : i + batch])]
+    )
+    results = timed(
+        "fit_measure", lambda: [result_from_prediction(predictor, "f", p, PIXEL_SIZE_MM) for p in predictions]
+    )
     timed("quality_gate", lambda: [assess_frame(r, image.shape) for image, r in zip(images, results)])
     return timings
 
@@ -165,14 +189,24 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--format", choices=("avi", "dicom"), default="avi")
     parser.add_argument("--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx")
-    parser.add_argument("--plane", default="off", help="comma-separated plane-check settings: off, or k (classifier on every k-th frame), e.g. off,1,4")
+    parser.add_argument(
+        "--plane",
+        default="off",
+        help="comma-separated plane-check settings: off, or k (classifier on every k-th frame), e.g. off,1,4",
+    )
     parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_speed.json"))
     args = parser.parse_args(argv)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "hardware": hardware_description(), "model": args.model,
-              "loop": {"height": HEIGHT, "width": WIDTH, "frames": args.frames, "format": args.format},
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "note": args.note,
-              "machine_before": machine_state(), "backends": {}}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "hardware": hardware_description(),
+        "model": args.model,
+        "loop": {"height": HEIGHT, "width": WIDTH, "frames": args.frames, "format": args.format},
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "note": args.note,
+        "machine_before": machine_state(),
+        "backends": {},
+    }
     frames = phantom_loop(args.frames)
     with tempfile.TemporaryDirectory() as work:
         loop = write_loop(frames, Path(work), args.format)
@@ -183,11 +217,14 @@ def main(argv=None) -> int:
             except ImportError as error:
                 report["backends"][backend] = {"error": f"backend unavailable: {error}"}
                 continue
-            predictors[backend].predict_batch(list(frames[:predictors[backend].batch_size]))  # warm-up
+            predictors[backend].predict_batch(list(frames[: predictors[backend].batch_size]))  # warm-up
         for backend, result in end_to_end(predictors, loop, args.repeats, tuple(args.plane.split(","))).items():
             result["stages_sequential"] = stages(predictors[backend.split("+")[0]], frames)
             report["backends"][backend] = result
-            print(f"{backend}: {result['fps']} fps end to end (runs {result['runs_s']} s, {result['cpu_ms_per_frame']} CPU ms/frame), stages {result['stages_sequential']}", flush=True)
+            print(
+                f"{backend}: {result['fps']} fps end to end (runs {result['runs_s']} s, {result['cpu_ms_per_frame']} CPU ms/frame), stages {result['stages_sequential']}",
+                flush=True,
+            )
     report["machine_after"] = machine_state()
     fps = {name: r.get("fps") for name, r in report["backends"].items()}
     if fps.get("torch") and fps.get("onnx"):

@@ -12,9 +12,19 @@ SHARED_HC18 = REPO.parent / "shared" / "data" / "hc18"
 
 #: A recipe small enough for a test: 64x96 canvas, a few epochs on 16 phantoms.
 TINY_RECIPE = dict(
-    model="attention-unet", variant="compact", canvas_h=64, canvas_w=96, epochs=24,
-    batch_size=4, lr=5e-3, min_lr=1e-4, warmup_epochs=0.5, augment_strength=0.0,
-    val_fraction=0.25, seed=0, split_seed=0,
+    model="attention-unet",
+    variant="compact",
+    canvas_h=64,
+    canvas_w=96,
+    epochs=24,
+    batch_size=4,
+    lr=5e-3,
+    min_lr=1e-4,
+    warmup_epochs=0.5,
+    augment_strength=0.0,
+    val_fraction=0.25,
+    seed=0,
+    split_seed=0,
 )
 
 

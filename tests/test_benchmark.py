@@ -26,7 +26,20 @@ def test_repeatability_leaves_out_images_without_an_hc():
 
 def test_benchmark_writes_table_csv_json_and_plot(tiny_weights, phantom_hc18, tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["-q", "benchmark", "--data", str(phantom_hc18), "--models", str(tiny_weights), "--repeats", "1", "--out", str(out)])
+    code = main(
+        [
+            "-q",
+            "benchmark",
+            "--data",
+            str(phantom_hc18),
+            "--models",
+            str(tiny_weights),
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "benchmark.json").read_text())
     (entry,) = report["models"]
@@ -98,7 +111,20 @@ def _copy_weights(source, target, **training_changes):
 def test_an_ensemble_named_with_plus_is_one_row_with_the_members_training_time(tiny_weights, phantom_hc18, tmp_path):
     twin = _copy_weights(tiny_weights, tmp_path / "twin")
     out = tmp_path / "bench"
-    code = main(["-q", "benchmark", "--data", str(phantom_hc18), "--models", f"{tiny_weights},{tiny_weights}+{twin}", "--repeats", "1", "--out", str(out)])
+    code = main(
+        [
+            "-q",
+            "benchmark",
+            "--data",
+            str(phantom_hc18),
+            "--models",
+            f"{tiny_weights},{tiny_weights}+{twin}",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     single, pair = (entry["row"] for entry in json.loads((out / "benchmark.json").read_text())["models"])
     assert pair["model"].startswith("ensemble(") and pair["n"] == single["n"]
@@ -108,7 +134,20 @@ def test_an_ensemble_named_with_plus_is_one_row_with_the_members_training_time(t
 
 def test_an_ensemble_whose_members_saw_the_validation_images_is_refused(tiny_weights, phantom_hc18, tmp_path, capsys):
     other_split = _copy_weights(tiny_weights, tmp_path / "other_split", split_seed=1)
-    code = main(["-q", "benchmark", "--data", str(phantom_hc18), "--models", f"{tiny_weights}+{other_split}", "--repeats", "1", "--out", str(tmp_path / "bench")])
+    code = main(
+        [
+            "-q",
+            "benchmark",
+            "--data",
+            str(phantom_hc18),
+            "--models",
+            f"{tiny_weights}+{other_split}",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path / "bench"),
+        ]
+    )
     assert code != 0
     assert "validated on different splits" in capsys.readouterr().err
     assert not (tmp_path / "bench" / "benchmark.md").exists()

@@ -59,7 +59,9 @@ def test_the_residual_fit_is_computed_once_per_weights_config_and_images(tmp_pat
     other_images = explain.cached_residual_fit(stand_in(tmp_path / "w"), samples()[:2], cache)
     other_reference = explain.cached_residual_fit(stand_in(tmp_path / "w"), samples(hc=180.0), cache)
     assert len(counted_fits) == 5
-    assert len({f["residual_fraction"] for f in (first, other_weights, other_offset, other_images, other_reference)}) == 5
+    assert (
+        len({f["residual_fraction"] for f in (first, other_weights, other_offset, other_images, other_reference)}) == 5
+    )
 
 
 def test_a_predictor_without_a_weights_folder_is_never_cached(tmp_path, counted_fits):
@@ -81,11 +83,22 @@ class FakeScorer:
         seed = predictor.model.noise_seed
         self.calls.append((seed, len(val), tta))
         rows = [
-            {"name": s.name, "pixel_size_mm": s.pixel_size_mm, "ref_hc_mm": s.hc_mm,
-             "dice": 0.9 + zlib.crc32(f"{predictor.weights}/{seed}/{s.name}".encode()) % 1000 / 1e5, "pred_hc_mm": s.hc_mm + seed + 0.5 * tta}
+            {
+                "name": s.name,
+                "pixel_size_mm": s.pixel_size_mm,
+                "ref_hc_mm": s.hc_mm,
+                "dice": 0.9 + zlib.crc32(f"{predictor.weights}/{seed}/{s.name}".encode()) % 1000 / 1e5,
+                "pred_hc_mm": s.hc_mm + seed + 0.5 * tta,
+            }
             for s in val
         ]
-        summary = {"dice": sum(r["dice"] for r in rows) / len(rows), "dice_ellipse": 0.97, "hausdorff_mm": 4.0, "hc_mae_mm": 3.0 + seed, "tta": tta}
+        summary = {
+            "dice": sum(r["dice"] for r in rows) / len(rows),
+            "dice_ellipse": 0.97,
+            "hausdorff_mm": 4.0,
+            "hc_mae_mm": 3.0 + seed,
+            "tta": tta,
+        }
         return {"summary": summary, "rows": rows}
 
 
@@ -131,7 +144,9 @@ def test_seed_0_is_taken_from_the_benchmark_row_of_the_same_weights_and_images(t
 @pytest.mark.parametrize("change", ["other weights", "other images", "other reference HC", "tta"])
 def test_seed_0_is_scored_when_no_row_matches(tmp_path, seeds_script, change):
     seeds, scorer = seeds_script
-    write_benchmark(tmp_path / "benchmark", scorer, diffusion("second-leg" if change == "other weights" else "third-leg"), samples())
+    write_benchmark(
+        tmp_path / "benchmark", scorer, diffusion("second-leg" if change == "other weights" else "third-leg"), samples()
+    )
     scorer.calls.clear()
     val = {"other images": samples()[:2], "other reference HC": samples(hc=171.0)}.get(change, samples())
     tta = change == "tta"
@@ -148,7 +163,6 @@ def test_seed_0_is_scored_when_no_row_matches(tmp_path, seeds_script, change):
 
 def test_the_gpu_pack_is_the_trainers_own_input_and_a_changed_pack_is_caught(phantom_hc18, tmp_path):
     import cv2
-    import numpy as np
 
     gpu_train = load_script("gpu_train")
     pack = tmp_path / "pack"

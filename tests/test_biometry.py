@@ -314,7 +314,9 @@ def test_ramanujan_check_values():
     # Degenerate ellipse (a segment of length 2a) has perimeter 4a; Ramanujan II gives
     # pi * 14/11 * a = 3.99839 a (0.04% low).
     assert ramanujan_perimeter(1.0, 0.0) == pytest.approx(math.pi * 14 / 11, rel=1e-12)
-    np.testing.assert_allclose(ramanujan_perimeter(np.array([50, 10]), np.array([40, 10])), [283.6166789, 62.8318531], rtol=1e-8)
+    np.testing.assert_allclose(
+        ramanujan_perimeter(np.array([50, 10]), np.array([40, 10])), [283.6166789, 62.8318531], rtol=1e-8
+    )
     with pytest.raises(ValueError):
         ramanujan_perimeter(-1, 2)
 
@@ -437,9 +439,13 @@ def test_hc18_reference_masks_reproduce_the_csv_hc():
     cal = [i for i, s in enumerate(samples) if s.subject in calibration]
     held_out = [i for i, s in enumerate(samples) if s.subject not in calibration]
     assert len(cal) >= 10 and len(held_out) >= 10
-    offset = calibrate_offset_px([fits[i] for i in cal], [samples[i].pixel_size_mm for i in cal], [samples[i].hc_mm for i in cal])
+    offset = calibrate_offset_px(
+        [fits[i] for i in cal], [samples[i].pixel_size_mm for i in cal], [samples[i].hc_mm for i in cal]
+    )
     assert 1.2 < offset < 1.6  # README: about 1.4 px
-    errors = [measure_ellipse(fits[i], samples[i].pixel_size_mm, offset_px=offset).hc_mm - samples[i].hc_mm for i in held_out]
+    errors = [
+        measure_ellipse(fits[i], samples[i].pixel_size_mm, offset_px=offset).hc_mm - samples[i].hc_mm for i in held_out
+    ]
     assert np.mean(np.abs(errors)) <= 0.3
 
 

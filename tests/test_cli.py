@@ -49,7 +49,10 @@ def test_predict_without_pixel_size_leaves_mm_empty(phantom_hc18, tiny_weights, 
     out = tmp_path / "pred"
     # Phantoms are not ultrasound heads: the plane check calls them out of distribution
     # (tests/test_plane.py); here the pixel-size handling is under test.
-    assert main(["-q", "predict", str(folder), "--out", str(out), "--model", str(tiny_weights), "--plane-check", "off"]) == 0
+    assert (
+        main(["-q", "predict", str(folder), "--out", str(out), "--model", str(tiny_weights), "--plane-check", "off"])
+        == 0
+    )
     for row in _rows(out / "measurements.csv"):
         assert row["status"] in {"no_pixel_size", "no_head", "fit_failed", "refused"}
         assert all(row[key] == "" for key in ("hc_mm", "bpd_mm", "ofd_mm", "center_x_mm", "semi_axes_a_mm"))
@@ -65,7 +68,10 @@ def test_predict_batch_survives_bad_files(phantom_hc18, tiny_weights, tmp_path):
     (folder / "notes.jpg").write_text("not an image")
     (folder / "empty.bmp").write_bytes(b"")
     out = tmp_path / "pred"
-    assert main(["-q", "predict", str(folder), "--out", str(out), "--model", str(tiny_weights), "--pixel-size", "0.1"]) == 0
+    assert (
+        main(["-q", "predict", str(folder), "--out", str(out), "--model", str(tiny_weights), "--pixel-size", "0.1"])
+        == 0
+    )
     status = {r["filename"]: r["status"] for r in _rows(out / "measurements.csv")}
     assert status["broken.png"] == status["notes.jpg"] == status["empty.bmp"] == "unreadable"
     assert status[good.name] != "unreadable"
@@ -76,7 +82,10 @@ def test_predict_exits_nonzero_when_nothing_could_be_done(tiny_weights, tmp_path
     folder.mkdir()
     (folder / "a.png").write_text("junk")
     assert main(["-q", "predict", str(folder), "--out", str(tmp_path / "o"), "--model", str(tiny_weights)]) == 1
-    assert main(["-q", "predict", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--model", str(tiny_weights)]) == 1
+    assert (
+        main(["-q", "predict", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--model", str(tiny_weights)])
+        == 1
+    )
     assert "no such file" in capsys.readouterr().err
 
 
@@ -92,7 +101,24 @@ def test_pixel_csv_without_the_image_reports_it(phantom_hc18, tiny_weights, tmp_
     table = tmp_path / "sizes.csv"
     table.write_text("filename,pixel size(mm)\nother.png,0.1\n")
     out = tmp_path / "pred"
-    assert main(["-q", "predict", str(image), "--out", str(out), "--pixel-csv", str(table), "--model", str(tiny_weights), "--plane-check", "off"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(image),
+                "--out",
+                str(out),
+                "--pixel-csv",
+                str(table),
+                "--model",
+                str(tiny_weights),
+                "--plane-check",
+                "off",
+            ]
+        )
+        == 0
+    )
     row = _rows(out / "measurements.csv")[0]
     assert row["hc_mm"] == "" and "not in the pixel-size CSV" in row["detail"]
 
@@ -101,7 +127,18 @@ def test_measure_json_has_the_contract_keys(phantom_hc18, tiny_weights, capsys):
     image = sorted((phantom_hc18 / "training_set").glob("*HC.png"))[0]
     assert main(["measure", str(image), "--pixel-size", "0.1", "--json", "--model", str(tiny_weights)]) == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad", "status"):
+    for key in (
+        "hc_mm",
+        "bpd_mm",
+        "ofd_mm",
+        "cephalic_index",
+        "center_x_mm",
+        "center_y_mm",
+        "semi_axes_a_mm",
+        "semi_axes_b_mm",
+        "angle_rad",
+        "status",
+    ):
         assert key in result
     assert result["model"] == "attention-unet"  # the model that measured, from its config
     if result["status"] == "ok":
@@ -113,7 +150,9 @@ def test_measure_with_comma_separated_models_runs_their_ensemble(phantom_hc18, t
     image = sorted((phantom_hc18 / "training_set").glob("*HC.png"))[0]
     assert main(["measure", str(image), "--pixel-size", "0.1", "--json", "--model", str(tiny_weights)]) == 0
     single = json.loads(capsys.readouterr().out)
-    assert main(["measure", str(image), "--pixel-size", "0.1", "--json", "--model", f"{tiny_weights},{tiny_weights}"]) == 0
+    assert (
+        main(["measure", str(image), "--pixel-size", "0.1", "--json", "--model", f"{tiny_weights},{tiny_weights}"]) == 0
+    )
     pair = json.loads(capsys.readouterr().out)
     assert pair["model"].startswith("ensemble(")
     assert pair["status"] == single["status"]
@@ -156,4 +195,16 @@ def test_every_verb_of_the_cli_contract_is_registered():
     from fetometry.cli import build_parser
 
     verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert {"predict", "measure", "train", "evaluate", "benchmark", "explain", "serve", "stream", "export", "models", "demo"} <= set(verbs)
+    assert {
+        "predict",
+        "measure",
+        "train",
+        "evaluate",
+        "benchmark",
+        "explain",
+        "serve",
+        "stream",
+        "export",
+        "models",
+        "demo",
+    } <= set(verbs)

@@ -75,18 +75,30 @@ TABLE_CENTILES = (3, 5, 10, 50, 90, 95, 97)
 #: Stirnemann, Salomon & Papageorghiou, Ultrasound Obstet Gynecol 2020;56:946-948
 #: (as tabulated in the R package gigs, data-raw/tables/ig_fet/ig_fet_hefwfga_centiles.txt).
 EFW_CENTILE_TABLE = {
-    18: (184, 187, 193, 216, 244, 253, 260), 19: (224, 228, 235, 263, 297, 308, 316),
-    20: (271, 276, 284, 318, 359, 372, 381), 21: (324, 330, 341, 381, 430, 446, 457),
-    22: (385, 392, 405, 454, 513, 532, 544), 23: (453, 463, 478, 537, 607, 629, 645),
-    24: (530, 541, 559, 630, 714, 740, 758), 25: (616, 629, 650, 734, 834, 865, 887),
-    26: (710, 726, 751, 851, 968, 1005, 1030), 27: (813, 832, 862, 979, 1116, 1160, 1189),
-    28: (925, 947, 982, 1119, 1279, 1330, 1364), 29: (1046, 1072, 1113, 1272, 1457, 1515, 1554),
-    30: (1175, 1205, 1252, 1435, 1649, 1716, 1760), 31: (1312, 1346, 1400, 1610, 1854, 1930, 1981),
-    32: (1455, 1494, 1556, 1795, 2072, 2158, 2216), 33: (1604, 1648, 1718, 1988, 2300, 2397, 2462),
-    34: (1757, 1807, 1885, 2189, 2538, 2646, 2719), 35: (1913, 1968, 2056, 2394, 2782, 2902, 2983),
-    36: (2070, 2131, 2228, 2602, 3031, 3163, 3251), 37: (2226, 2293, 2400, 2811, 3280, 3425, 3522),
-    38: (2379, 2453, 2569, 3017, 3527, 3684, 3789), 39: (2527, 2607, 2733, 3217, 3768, 3937, 4051),
-    40: (2667, 2753, 2888, 3409, 3999, 4180, 4302), 41: (2798, 2889, 3034, 3588, 4217, 4409, 4538),
+    18: (184, 187, 193, 216, 244, 253, 260),
+    19: (224, 228, 235, 263, 297, 308, 316),
+    20: (271, 276, 284, 318, 359, 372, 381),
+    21: (324, 330, 341, 381, 430, 446, 457),
+    22: (385, 392, 405, 454, 513, 532, 544),
+    23: (453, 463, 478, 537, 607, 629, 645),
+    24: (530, 541, 559, 630, 714, 740, 758),
+    25: (616, 629, 650, 734, 834, 865, 887),
+    26: (710, 726, 751, 851, 968, 1005, 1030),
+    27: (813, 832, 862, 979, 1116, 1160, 1189),
+    28: (925, 947, 982, 1119, 1279, 1330, 1364),
+    29: (1046, 1072, 1113, 1272, 1457, 1515, 1554),
+    30: (1175, 1205, 1252, 1435, 1649, 1716, 1760),
+    31: (1312, 1346, 1400, 1610, 1854, 1930, 1981),
+    32: (1455, 1494, 1556, 1795, 2072, 2158, 2216),
+    33: (1604, 1648, 1718, 1988, 2300, 2397, 2462),
+    34: (1757, 1807, 1885, 2189, 2538, 2646, 2719),
+    35: (1913, 1968, 2056, 2394, 2782, 2902, 2983),
+    36: (2070, 2131, 2228, 2602, 3031, 3163, 3251),
+    37: (2226, 2293, 2400, 2811, 3280, 3425, 3522),
+    38: (2379, 2453, 2569, 3017, 3527, 3684, 3789),
+    39: (2527, 2607, 2733, 3217, 3768, 3937, 4051),
+    40: (2667, 2753, 2888, 3409, 3999, 4180, 4302),
+    41: (2798, 2889, 3034, 3588, 4217, 4409, 4538),
 }
 
 #: INTERGROWTH-21st CRL dating, 50th centile of GA (weeks+days) for a CRL (mm); Papageorghiou
@@ -117,8 +129,9 @@ def test_bpd_sd_constant_is_the_gigs_value():
     is compared with the gigs equation, typed in from gigs, at a relative 1e-9."""
     for ga in (14.0, 20.0, 33.3, 40.0):
         log_ga = math.log(ga)
-        gigs_sd = math.exp(0.101242 + 0.00150557 * ga**3 - 0.000771535 * ga**3 * log_ga
-                           + 0.0000999638 * ga**3 * log_ga**2)
+        gigs_sd = math.exp(
+            0.101242 + 0.00150557 * ga**3 - 0.000771535 * ga**3 * log_ga + 0.0000999638 * ga**3 * log_ga**2
+        )
         assert growth.mean_sd("bpd", ga)[1] == pytest.approx(gigs_sd, rel=1e-9)
 
 
@@ -156,10 +169,17 @@ def test_growth_rejects_bad_inputs():
         growth.mean_sd("hc", "twenty")
 
 
-@pytest.mark.parametrize("bad, match", [
-    (True, "boolean"), ("175", "text"), (None, "number of mm"), (float("inf"), "finite"),
-    (10**400, "cannot be used as a number"), ([175.0], "number of mm"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (True, "boolean"),
+        ("175", "text"),
+        (None, "number of mm"),
+        (float("inf"), "finite"),
+        (10**400, "cannot be used as a number"),
+        ([175.0], "number of mm"),
+    ],
+)
 def test_lengths_must_be_real_numbers(bad, match):
     with pytest.raises(InvalidInputError, match=match):
         growth.zscore("hc", bad, 20)
@@ -187,7 +207,9 @@ def test_ages_must_be_real_numbers(bad, match):
 def test_numpy_numbers_are_numbers():
     import numpy as np
 
-    assert growth.zscore("hc", np.float32(172.5), np.int64(20)) == pytest.approx(growth.zscore("hc", 172.5, 20), abs=1e-5)
+    assert growth.zscore("hc", np.float32(172.5), np.int64(20)) == pytest.approx(
+        growth.zscore("hc", 172.5, 20), abs=1e-5
+    )
     with pytest.raises(InvalidInputError, match="boolean"):
         growth.zscore("hc", np.bool_(True), 20)
 
@@ -414,21 +436,35 @@ def test_macrosomia_needs_no_ga():
     assert [flag["code"] for flag in summary["flags"]] == ["macrosomia"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(hc_mm=-5.0), "positive"),
-    (dict(hc_mm=200.0, ga_weeks=50.0), "between 0 and 45"),
-    (dict(hc_mm=200.0, ga_weeks=20.0, ga_source="guess"), "unknown GA source"),
-    (dict(ac_mm="big"), "number of mm"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(hc_mm=-5.0), "positive"),
+        (dict(hc_mm=200.0, ga_weeks=50.0), "between 0 and 45"),
+        (dict(hc_mm=200.0, ga_weeks=20.0, ga_source="guess"), "unknown GA source"),
+        (dict(ac_mm="big"), "number of mm"),
+    ],
+)
 def test_summary_bad_input_is_a_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         clinical_summary(**kwargs)
 
 
 def test_summary_keys_are_stable():
-    without_ga = {"ga_weeks", "ga_source", "ga_hadlock_weeks", "ga_intergrowth_weeks", "efw_g", "plausibility", "flags", "notes",
-                  "standards"}
-    with_ga = without_ga | {"efw_z", "efw_centile"} | {f"{m}_{kind}" for m in growth.MEASURES for kind in ("z", "centile")}
+    without_ga = {
+        "ga_weeks",
+        "ga_source",
+        "ga_hadlock_weeks",
+        "ga_intergrowth_weeks",
+        "efw_g",
+        "plausibility",
+        "flags",
+        "notes",
+        "standards",
+    }
+    with_ga = (
+        without_ga | {"efw_z", "efw_centile"} | {f"{m}_{kind}" for m in growth.MEASURES for kind in ("z", "centile")}
+    )
     assert set(clinical_summary().keys()) == without_ga
     assert set(clinical_summary(hc_mm=200.0).keys()) == without_ga
     assert set(clinical_summary(hc_mm=200.0, ga_weeks=22, ga_source="lmp").keys()) == with_ga

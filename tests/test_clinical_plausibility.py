@@ -12,8 +12,18 @@ from fetometry.clinical import growth, plausibility
 from fetometry.clinical.assess import clinical_summary
 from fetometry.clinical.plausibility import IMPLAUSIBLE, NOT_ASSESSED, PLAUSIBLE, PLAUSIBLE_Z, assess_measure
 
-SIZE_FLAGS = {"microcephaly", "small_head", "macrocephaly", "sga_ac", "severe_sga_ac", "lga_ac",
-              "sga_efw", "severe_sga_efw", "lga_efw", "macrosomia"}
+SIZE_FLAGS = {
+    "microcephaly",
+    "small_head",
+    "macrocephaly",
+    "sga_ac",
+    "severe_sga_ac",
+    "lga_ac",
+    "sga_efw",
+    "severe_sga_efw",
+    "lga_efw",
+    "macrosomia",
+}
 
 
 def _codes(summary):
@@ -70,7 +80,9 @@ def test_an_implausible_value_far_beyond_every_formula_does_not_crash():
     json.dumps(summary, allow_nan=False)
 
 
-@pytest.mark.parametrize("z, expected", [(-4.99, PLAUSIBLE), (4.99, PLAUSIBLE), (-5.01, IMPLAUSIBLE), (5.01, IMPLAUSIBLE)])
+@pytest.mark.parametrize(
+    "z, expected", [(-4.99, PLAUSIBLE), (4.99, PLAUSIBLE), (-5.01, IMPLAUSIBLE), (5.01, IMPLAUSIBLE)]
+)
 def test_the_limit_is_five_sd_on_each_side(z, expected):
     value = growth.value_at_zscore("ac", 30.0, z)
     assert assess_measure("ac", value, 30.0).status == expected
@@ -86,7 +98,9 @@ def test_within_the_limit_the_size_flags_are_unchanged():
 def test_an_implausible_input_keeps_the_efw_and_head_shape_out():
     ga = 30.0
     hc, ac, fl = (growth.mean_sd(m, ga)[0] for m in ("hc", "ac", "fl"))
-    summary = clinical_summary(hc_mm=hc, ac_mm=ac / 10.0, fl_mm=fl, bpd_mm=8.0, ofd_mm=100.0, ga_weeks=ga, ga_source="crl")
+    summary = clinical_summary(
+        hc_mm=hc, ac_mm=ac / 10.0, fl_mm=fl, bpd_mm=8.0, ofd_mm=100.0, ga_weeks=ga, ga_source="crl"
+    )
     assert summary["efw_g"] is None and any("no EFW" in note for note in summary["notes"])
     assert _codes(summary) == {"implausible_ac", "implausible_bpd"}  # no severe SGA, no dolichocephaly
     assert summary["hc_centile"] == pytest.approx(50.0, abs=0.1)  # the plausible measure is still placed
@@ -114,10 +128,23 @@ def test_a_ga_outside_the_standard_is_checked_like_no_ga():
 def test_the_summary_entry_is_machine_readable():
     summary = clinical_summary(hc_mm=250.0, ga_weeks=27.0, ga_source="lmp")
     entry = summary["plausibility"]
-    assert entry == {"status": PLAUSIBLE, "limit_z": 5.0, "message": None, "measures": {"hc": {
-        "measure": "hc", "value_mm": 250.0, "ga_weeks": 27.0, "status": PLAUSIBLE,
-        "z": round(growth.zscore("hc", 250.0, 27.0), 2), "likely_unit_error": None, "fits_ga_weeks": None,
-        "message": None}}}
+    assert entry == {
+        "status": PLAUSIBLE,
+        "limit_z": 5.0,
+        "message": None,
+        "measures": {
+            "hc": {
+                "measure": "hc",
+                "value_mm": 250.0,
+                "ga_weeks": 27.0,
+                "status": PLAUSIBLE,
+                "z": round(growth.zscore("hc", 250.0, 27.0), 2),
+                "likely_unit_error": None,
+                "fits_ga_weeks": None,
+                "message": None,
+            }
+        },
+    }
     assert clinical_summary()["plausibility"]["status"] == NOT_ASSESSED
 
 

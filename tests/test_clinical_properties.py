@@ -47,11 +47,46 @@ def _public_callables():
 PUBLIC = _public_callables()
 
 #: Plausible-looking inputs, so that calls get past the first check and deep into formulas.
-_GOOD = st.sampled_from([
-    "hc", "bpd", "ofd", "ac", "fl", "efw", "HC_mm", "lmp", "crl", "known", "hc_mm", "info", "alert",
-    20.0, 28.0, 36.0, 40.0, 14.0, 41.0, 250.0, 175.0, 97.0, 17.5, 4800.0, 3.0, 50.0, 97.5, 1382.0, 45.0,
-    "2024-01-01", "2024-07-01", date(2024, 1, 1), datetime(2024, 7, 1, 12, 0), 0.5, -3.0, 5.0,
-])
+_GOOD = st.sampled_from(
+    [
+        "hc",
+        "bpd",
+        "ofd",
+        "ac",
+        "fl",
+        "efw",
+        "HC_mm",
+        "lmp",
+        "crl",
+        "known",
+        "hc_mm",
+        "info",
+        "alert",
+        20.0,
+        28.0,
+        36.0,
+        40.0,
+        14.0,
+        41.0,
+        250.0,
+        175.0,
+        97.0,
+        17.5,
+        4800.0,
+        3.0,
+        50.0,
+        97.5,
+        1382.0,
+        45.0,
+        "2024-01-01",
+        "2024-07-01",
+        date(2024, 1, 1),
+        datetime(2024, 7, 1, 12, 0),
+        0.5,
+        -3.0,
+        5.0,
+    ]
+)
 _NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=-1e6, max_value=1e6),
@@ -59,16 +94,24 @@ _NUMBERS = st.one_of(
     st.sampled_from([np.float64("nan"), np.float32(20.0), np.int64(250), np.bool_(True), 1e308, -0.0, 5e-324]),
 )
 _OTHER = st.one_of(
-    st.booleans(), st.none(), st.text(max_size=12), st.binary(max_size=4), st.just(complex(1, 2)),
-    st.lists(st.floats(), max_size=2), st.dictionaries(st.text(max_size=3), st.floats(), max_size=2),
-    st.just(object()), st.dates(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=12),
+    st.binary(max_size=4),
+    st.just(complex(1, 2)),
+    st.lists(st.floats(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.floats(), max_size=2),
+    st.just(object()),
+    st.dates(),
 )
 _POINTS = st.lists(
     st.builds(
         TrajectoryPoint,
-        exam_id=st.integers(0, 10), exam_date=st.dates(),
+        exam_id=st.integers(0, 10),
+        exam_date=st.dates(),
         ga_weeks=st.one_of(st.none(), st.floats(allow_nan=True), st.floats(14, 40)),
-        value=st.floats(0.1, 400), centile=st.one_of(st.none(), st.floats(allow_nan=True), st.floats(0, 100)),
+        value=st.floats(0.1, 400),
+        centile=st.one_of(st.none(), st.floats(allow_nan=True), st.floats(0, 100)),
     ),
     max_size=5,
 )
@@ -135,20 +178,37 @@ _LENGTH = st.one_of(st.none(), _NUMBERS, _OTHER, st.floats(1, 500))
 
 
 @settings(max_examples=400, deadline=None)
-@given(hc=_LENGTH, bpd=_LENGTH, ofd=_LENGTH, ac=_LENGTH, fl=_LENGTH,
-       ga=st.one_of(st.none(), _NUMBERS, _OTHER, st.floats(10, 45)),
-       source=st.one_of(st.none(), st.sampled_from(["lmp", "crl", "hc", "guess", "LMP "]), _OTHER))
+@given(
+    hc=_LENGTH,
+    bpd=_LENGTH,
+    ofd=_LENGTH,
+    ac=_LENGTH,
+    fl=_LENGTH,
+    ga=st.one_of(st.none(), _NUMBERS, _OTHER, st.floats(10, 45)),
+    source=st.one_of(st.none(), st.sampled_from(["lmp", "crl", "hc", "guess", "LMP "]), _OTHER),
+)
 def test_clinical_summary_raises_only_documented_errors(hc, bpd, ofd, ac, fl, ga, source):
     """Many keywords at once (the generic test above sets one at a time at most by chance)."""
-    _call(assess.clinical_summary, (), dict(hc_mm=hc, bpd_mm=bpd, ofd_mm=ofd, ac_mm=ac, fl_mm=fl,
-                                            ga_weeks=ga, ga_source=source), "clinical_summary")
+    _call(
+        assess.clinical_summary,
+        (),
+        dict(hc_mm=hc, bpd_mm=bpd, ofd_mm=ofd, ac_mm=ac, fl_mm=fl, ga_weeks=ga, ga_source=source),
+        "clinical_summary",
+    )
 
 
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(st.floats(1, 500), min_size=5, max_size=5), ga=st.floats(14, 40))
 def test_an_implausible_value_never_raises_a_size_flag(values, ga):
-    summary = assess.clinical_summary(hc_mm=values[0], bpd_mm=values[1], ofd_mm=values[2], ac_mm=values[3],
-                                      fl_mm=values[4], ga_weeks=ga, ga_source="lmp")
+    summary = assess.clinical_summary(
+        hc_mm=values[0],
+        bpd_mm=values[1],
+        ofd_mm=values[2],
+        ac_mm=values[3],
+        fl_mm=values[4],
+        ga_weeks=ga,
+        ga_source="lmp",
+    )
     measures = summary["plausibility"]["measures"]
     codes = {flag["code"] for flag in summary["flags"]}
     if measures["hc"]["status"] == "implausible":

@@ -23,8 +23,10 @@ def store(tmp_path):
 
 
 def _points(*ga_centiles):
-    return [TrajectoryPoint(i + 1, START + timedelta(days=round((ga - 20) * 7)), ga, 100.0, c)
-            for i, (ga, c) in enumerate(ga_centiles)]
+    return [
+        TrajectoryPoint(i + 1, START + timedelta(days=round((ga - 20) * 7)), ga, 100.0, c)
+        for i, (ga, c) in enumerate(ga_centiles)
+    ]
 
 
 def _add(store, ga, measurements, pregnancy="P-1"):
@@ -36,16 +38,19 @@ def _ac(ga, centile):
     return growth.value_at_centile("ac", ga, centile)
 
 
-@pytest.mark.parametrize("earlier, later, expected", [
-    (75.1, 24.9, True),    # 50.2 points: more than two quartiles
-    (70.0, 15.0, True),    # 55 points, though only two quartile lines (50, 25) are crossed
-    (80.0, 5.0, True),
-    (74.9, 25.1, False),   # 49.8 points: less than two quartiles (one line crossed)
-    (75.0, 25.0, False),   # exactly two quartiles is not MORE than two
-    (60.0, 20.0, False),   # 40 points, though two lines are crossed: the old rule's false positive
-    (55.0, 30.0, False),
-    (20.0, 90.0, False),   # rising
-])
+@pytest.mark.parametrize(
+    "earlier, later, expected",
+    [
+        (75.1, 24.9, True),  # 50.2 points: more than two quartiles
+        (70.0, 15.0, True),  # 55 points, though only two quartile lines (50, 25) are crossed
+        (80.0, 5.0, True),
+        (74.9, 25.1, False),  # 49.8 points: less than two quartiles (one line crossed)
+        (75.0, 25.0, False),  # exactly two quartiles is not MORE than two
+        (60.0, 20.0, False),  # 40 points, though two lines are crossed: the old rule's false positive
+        (55.0, 30.0, False),
+        (20.0, 90.0, False),  # rising
+    ],
+)
 def test_crossing_more_than_two_quartiles(earlier, later, expected):
     assert visits.crosses_two_quartiles(earlier, later) is expected
 

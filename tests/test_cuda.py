@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RECIPE, Killed, killed_after_second_epoch
 from safetensors.torch import load_file
 
-from conftest import TINY_RECIPE, Killed, killed_after_second_epoch
 from fetometry.data.hc18 import load_hc18
 from fetometry.training.config import TrainConfig
 from fetometry.training.trainer import Trainer
@@ -66,7 +66,9 @@ def test_a_killed_gpu_run_resumes_its_exact_state_and_schedule(phantom_hc18, tmp
     config = TrainConfig.from_dict({**GPU_RECIPE, "epochs": 4, "augment_strength": 0.5})
     straight = Trainer(config, tmp_path / "straight", progress=False).fit(samples, augment=Augmenter(strength=0.5))
     with pytest.raises(Killed):
-        killed_after_second_epoch()(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+        killed_after_second_epoch()(config, tmp_path / "resumed", progress=False).fit(
+            samples, augment=Augmenter(strength=0.5)
+        )
     checkpoints = tmp_path / "resumed" / "checkpoints"
     saved_weights = load_file(str(checkpoints / "last.safetensors"))
     saved_moments = load_file(str(checkpoints / "last_state.safetensors"))
@@ -92,7 +94,9 @@ def test_weights_trained_on_the_gpu_measure_on_the_cpu(phantom_hc18, tmp_path):
     from fetometry.inference.predictor import Predictor
     from fetometry.training.run import train_and_export
 
-    folder = train_and_export(TrainConfig.from_dict({**GPU_RECIPE, "epochs": 12}), phantom_hc18, tmp_path, progress=False)
+    folder = train_and_export(
+        TrainConfig.from_dict({**GPU_RECIPE, "epochs": 12}), phantom_hc18, tmp_path, progress=False
+    )
     card = (folder / "MODEL_CARD.md").read_text()
     assert torch.cuda.get_device_name() in card
     predictor = Predictor.from_weights(folder)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fetometry.data.augment import AugmentError, Augmenter
+from fetometry.data.augment import Augmenter, AugmentError
 from fetometry.data.folder import FolderDatasetError, load_folder
 from fetometry.data.hc18 import is_hc18_layout, load_hc18
 from fetometry.data.splits import kfold_subjects, split_samples, subject_id
@@ -40,7 +40,11 @@ def hc18_pair(tmp_path_factory):
 def test_hc18_filled_and_outline_annotations_give_the_same_mask(hc18_pair):
     filled_root, outline_root = hc18_pair
     filled, outline = load_hc18(filled_root, require_masks=True), load_hc18(outline_root, require_masks=True)
-    assert [s.name for s in filled] == [s.name for s in outline] == ["000_HC.png", "001_2HC.png", "001_HC.png", "002_HC.png"]
+    assert (
+        [s.name for s in filled]
+        == [s.name for s in outline]
+        == ["000_HC.png", "001_2HC.png", "001_HC.png", "002_HC.png"]
+    )
     assert not any(s.mask_is_outline for s in filled)
     assert all(s.mask_is_outline for s in outline)
     for f, o in zip(filled, outline):
@@ -447,3 +451,107 @@ def test_shared_hc18_development_set():
     val = {s.subject for s in splits["val"]}
     assert train and val and not train & val
     assert len(splits["train"]) + len(splits["val"]) == 793
+
+
+# --------------------------------------------------------------------------- load (the loader registry)
+
+
+def test_load_picks_the_loader_of_the_layout(tmp_path):
+    from fetometry.data import load
+
+    hc18 = write_phantom_dataset(tmp_path / "hc18", 6, seed=1, size=(64, 96))
+    assert load(hc18) == load_hc18(hc18)
+    folder = tmp_path / "clinic"
+    shutil.copytree(hc18 / "training_set", folder / "images", ignore=shutil.ignore_patterns("*_Annotation.png"))
+    assert load(folder) == load_folder(folder)
+    assert {s.source for s in load(folder)} == {"folder"}
+
+
+def test_load_of_an_unknown_layout_lists_the_layouts_and_what_each_needs(tmp_path):
+    from fetometry.data import load, registered_loaders
+
+    assert [spec.name for spec in registered_loaders()][:2] == ["hc18", "folder"]  # HC18 is tried first
+    (tmp_path / "scan.txt").write_text("not an image")
+    with pytest.raises(
+        ValueError, match=r"not a known data-set layout; the layouts are hc18: \*_HC.png .*CSV; folder: images/"
+    ):
+        load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load(tmp_path / "missing")
+
+
+def test_a_layout_registered_twice_is_refused():
+    from fetometry.data import register_loader
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_loader("hc18", detect=lambda root: False)(lambda root, *, require_masks=False: [])
+
+
+# --------------------------------------------------------------------------- model_split
+
+
+def _weights_folder(path: Path, recipe: dict, split: dict | None = None) -> Path:
+    import json
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"training": {"recipe": recipe}}))
+    if split is not None:
+        (path / "split.json").write_text(json.dumps(split))
+    return path
+
+
+def test_model_split_reads_the_split_json_lists(tmp_path):
+    from fetometry.data import model_split
+
+    items = _items(20)
+    names = [i.name for i in items]
+    folder = _weights_folder(tmp_path / "m", {"val_fraction": 0.2}, {"train": names[5:], "val": names[:5]})
+    split = model_split(folder)
+    assert split.source == "split.json" and split.members_agree
+    assert split.validation(list(reversed(items))) == list(reversed(items[:5]))  # the samples' order
+    assert split.names() == {**{n: "train" for n in names[5:]}, **{n: "val" for n in names[:5]}}
+
+
+def test_model_split_of_a_k_fold_model_without_split_json_is_its_fold(tmp_path, caplog):
+    from fetometry.data import model_split
+
+    items = _items(30)
+    folder = _weights_folder(tmp_path / "fold1", {"folds": 3, "fold": 1, "split_seed": 4, "val_fraction": 0.5})
+    split = model_split(folder)
+    assert split.source == "recipe" and "no split.json" in caplog.text
+    train, val = kfold_subjects(items, 3, seed=4)[1]
+    assert split.select(items) == {"train": train, "val": val}  # folds, not val_fraction
+    with pytest.raises(FileNotFoundError, match="no split.json"):
+        model_split(folder, source="split.json")
+
+
+def test_model_split_of_a_fixed_recipe_is_the_subject_split(tmp_path):
+    from fetometry.data import model_split
+
+    items = _items(30)
+    split = model_split({"training": {"recipe": {"val_fraction": 0.3, "split_seed": 2}}})  # a Predictor's config
+    assert split.validation(items) == split_samples(items, {"train": 0.7, "val": 0.3}, seed=2)["val"]
+    with pytest.raises(ValueError, match="names its images only for a data set"):
+        split.names()
+
+
+def test_model_split_of_an_ensemble_keeps_images_no_member_trained_on(tmp_path):
+    from fetometry.data import model_split
+
+    items = _items(30)
+    names = [i.name for i in items]
+    a = _weights_folder(tmp_path / "a", {}, {"train": names[10:], "val": names[:10]})
+    b = _weights_folder(tmp_path / "b", {}, {"train": names[:5] + names[10:], "val": names[5:10]})
+    split = model_split([a, b])
+    assert not split.members_agree
+    assert [s.name for s in split.validation(items)] == names[5:10]  # names[:5] trained b
+    assert [s.name for s in split.select(items)["train"]] == names[10:]  # in every member's train
+    c = _weights_folder(tmp_path / "c", {}, {"train": names[12:], "val": names[:12]})
+    assert [s.name for s in model_split([a, c]).validation(items)] == names[:10]
+    assert [s.name for s in model_split([a, c]).select(items)["train"]] == names[12:]
+    # k-fold members from their recipes: fold validation sets are disjoint, so none is left
+    folds = [_weights_folder(tmp_path / f"f{k}", {"folds": 3, "fold": k}) for k in range(3)]
+    fold_split = model_split(folds, source="recipe")
+    assert not fold_split.members_agree and fold_split.validation(items) == []
+    twins = model_split([folds[0], folds[0]], source="recipe")
+    assert twins.members_agree and twins.validation(items) == kfold_subjects(items, 3)[0][1]

@@ -49,7 +49,11 @@ def test_demo_measures_the_bundled_samples(tmp_path):
 
 def test_default_model_on_shared_validation_images(shared_hc18, predictor):
     recipe = predictor.config["training"]["recipe"]
-    splits = split_samples(load_hc18(shared_hc18), {"train": 1 - recipe["val_fraction"], "val": recipe["val_fraction"]}, seed=recipe["split_seed"])
+    splits = split_samples(
+        load_hc18(shared_hc18),
+        {"train": 1 - recipe["val_fraction"], "val": recipe["val_fraction"]},
+        seed=recipe["split_seed"],
+    )
     val = splits["val"][::6]  # 30 images keep the test fast
     scores = [dice(predictor.predict(s.load_image()).mask, s.load_mask()) for s in val]
     assert np.mean(scores) > 0.95, np.mean(scores)

@@ -53,7 +53,9 @@ def _rewrite(data: bytes, edit) -> bytes:
 @pytest.mark.parametrize("syntax", ["explicit", "implicit", "deflated", "rle"])
 def test_lossless_syntaxes_roundtrip_a_cine_loop(tmp_path, syntax):
     frames = _smooth(3)
-    path = write_ultrasound_dicom(tmp_path / "loop.dcm", frames, pixel_size_mm=0.15, frame_time_ms=33.3, transfer_syntax=syntax)
+    path = write_ultrasound_dicom(
+        tmp_path / "loop.dcm", frames, pixel_size_mm=0.15, frame_time_ms=33.3, transfer_syntax=syntax
+    )
     image = read_dicom(path)
     assert image.frames.shape == (3, H, W) and image.frames.dtype == np.float32
     np.testing.assert_allclose(image.frames, np.round(frames * 255) / 255, atol=1e-6)
@@ -223,7 +225,10 @@ def test_uncalibrated_file_is_read_and_says_so():
 
 
 def test_calibrate_without_any_source():
-    assert calibrate([], None) == (None, "uncalibrated: no ultrasound regions (0018,6011) and no PixelSpacing; give the pixel size explicitly")
+    assert calibrate([], None) == (
+        None,
+        "uncalibrated: no ultrasound regions (0018,6011) and no PixelSpacing; give the pixel size explicitly",
+    )
 
 
 # --------------------------------------------------------------------------- bad input
@@ -235,7 +240,9 @@ def test_no_pixel_data():
         read_dicom(data)
 
 
-@pytest.mark.parametrize("syntax, words", [(uid.JPEGLSLossless, "JPEG-LS"), (uid.JPEG2000MC, "2000"), (uid.MPEG4HP41, "MPEG-4")])
+@pytest.mark.parametrize(
+    "syntax, words", [(uid.JPEGLSLossless, "JPEG-LS"), (uid.JPEG2000MC, "2000"), (uid.MPEG4HP41, "MPEG-4")]
+)
 def test_undecodable_compression_names_the_syntax(syntax, words):
     def compress(dataset):
         dataset.file_meta.TransferSyntaxUID = syntax
@@ -326,7 +333,9 @@ def test_a_pickle_is_never_unpickled(tmp_path):
 
 def test_patient_identifiers_never_leak(caplog):
     secrets = ("DOE^JANE", "SECRET-4711", "19870203")
-    data = ultrasound_dicom_bytes(_smooth(1), regions=_three_regions(), patient_name=secrets[0], patient_id=secrets[1], study_date=secrets[2])
+    data = ultrasound_dicom_bytes(
+        _smooth(1), regions=_three_regions(), patient_name=secrets[0], patient_id=secrets[1], study_date=secrets[2]
+    )
     broken = _rewrite(data, lambda ds: setattr(ds, "Rows", H * 2))
     caplog.set_level(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
@@ -334,7 +343,9 @@ def test_patient_identifiers_never_leak(caplog):
         image = read_dicom(data, point=(30, 35))  # uncalibrated: logs why
         with pytest.raises(DicomError) as error:
             read_dicom(broken)
-    visible = " ".join([caplog.text, repr(image), str(image.safe_summary()), str(error.value)] + [str(w.message) for w in caught])
+    visible = " ".join(
+        [caplog.text, repr(image), str(image.safe_summary()), str(error.value)] + [str(w.message) for w in caught]
+    )
     assert "uncalibrated" in caplog.text  # the check below reads real log output
     for secret in secrets:
         assert secret not in visible

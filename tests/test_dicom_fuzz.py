@@ -16,11 +16,20 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fetometry.io.dicom import DicomError, UltrasoundRegion, calibrate, read_dicom, ultrasound_dicom_bytes, ultrasound_region
+from fetometry.io.dicom import (
+    DicomError,
+    UltrasoundRegion,
+    calibrate,
+    read_dicom,
+    ultrasound_dicom_bytes,
+    ultrasound_region,
+)
 from fetometry.io.pixel_size import MAX_PIXEL_SIZE_MM, MIN_PIXEL_SIZE_MM
 
 # Deterministic (CI must not flake) and no example database left in the repository.
-FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _valid_files() -> list[bytes]:
@@ -68,7 +77,10 @@ def test_truncated_files(data, draw):
 
 
 @FUZZ
-@given(st.sampled_from(VALID), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8))
+@given(
+    st.sampled_from(VALID),
+    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8),
+)
 def test_overwritten_bytes(data, edits):
     mutated = bytearray(data)
     for where, value in edits:
@@ -99,14 +111,20 @@ HEADER_VALUES = {
     "HighBit": st.integers(0, 64),
     "PixelRepresentation": st.integers(0, 2),
     "PlanarConfiguration": st.integers(0, 2),
-    "PhotometricInterpretation": st.sampled_from(["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR", "HSV", ""]),
+    "PhotometricInterpretation": st.sampled_from(
+        ["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR", "HSV", ""]
+    ),
     "FrameTime": st.sampled_from(["0", "-5", "1e308", "NaN", "33.3"]),
     "PixelSpacing": st.lists(st.sampled_from(["0", "-1", "0.2", "0.5", "1e9", "nan", "inf"]), min_size=2, max_size=2),
 }
 
 
 @FUZZ
-@given(st.sampled_from(VALID), st.dictionaries(st.sampled_from(sorted(HEADER_VALUES)), st.none(), min_size=1, max_size=4), st.data())
+@given(
+    st.sampled_from(VALID),
+    st.dictionaries(st.sampled_from(sorted(HEADER_VALUES)), st.none(), min_size=1, max_size=4),
+    st.data(),
+)
 def test_hostile_header_values(data, keys, draw):
     dataset = pydicom.dcmread(io.BytesIO(data))
     for keyword in keys:
@@ -129,17 +147,29 @@ def _regions(draw):
     regions = []
     for index in range(draw(st.integers(0, 4))):
         x0, y0 = draw(st.integers(-5, 100)), draw(st.integers(-5, 100))
-        regions.append(UltrasoundRegion(
-            index, x0, y0, x0 + draw(st.integers(-3, 100)), y0 + draw(st.integers(-3, 100)),
-            spatial_format=draw(st.sampled_from([None, 0, 1, 2, 3])),
-            units_x=draw(st.sampled_from([None, 0, 3, 4])), units_y=draw(st.sampled_from([None, 3, 5])),
-            delta_x=draw(st.none() | REGION_NUMBERS), delta_y=draw(st.none() | REGION_NUMBERS),
-        ))
+        regions.append(
+            UltrasoundRegion(
+                index,
+                x0,
+                y0,
+                x0 + draw(st.integers(-3, 100)),
+                y0 + draw(st.integers(-3, 100)),
+                spatial_format=draw(st.sampled_from([None, 0, 1, 2, 3])),
+                units_x=draw(st.sampled_from([None, 0, 3, 4])),
+                units_y=draw(st.sampled_from([None, 3, 5])),
+                delta_x=draw(st.none() | REGION_NUMBERS),
+                delta_y=draw(st.none() | REGION_NUMBERS),
+            )
+        )
     return regions
 
 
 @FUZZ
-@given(_regions(), st.none() | st.tuples(st.floats(-10, 120), st.floats(-10, 120)), st.none() | st.tuples(REGION_NUMBERS, REGION_NUMBERS))
+@given(
+    _regions(),
+    st.none() | st.tuples(st.floats(-10, 120), st.floats(-10, 120)),
+    st.none() | st.tuples(REGION_NUMBERS, REGION_NUMBERS),
+)
 def test_a_pixel_size_only_comes_from_a_sound_source(regions, point, spacing):
     size, text = calibrate(regions, spacing, point=point)
     assert text
@@ -153,7 +183,9 @@ def test_a_pixel_size_only_comes_from_a_sound_source(regions, point, spacing):
         return
     sources = [r for r in sources if point is None or r.contains(*point)]
     assert any(
-        r.delta_x and r.delta_y and abs(r.delta_x - r.delta_y) <= 0.01 * max(r.delta_x, r.delta_y)
+        r.delta_x
+        and r.delta_y
+        and abs(r.delta_x - r.delta_y) <= 0.01 * max(r.delta_x, r.delta_y)
         and size == pytest.approx((r.delta_x + r.delta_y) * 5.0)
         for r in sources
     )

@@ -8,7 +8,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import TINY_RECIPE
 
 
@@ -19,7 +18,9 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, world_size: int, port: int, data_dir: str, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1"
+    )
     torch.set_num_threads(1)
     import torch.distributed as dist
     from safetensors.torch import save_file

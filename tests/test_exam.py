@@ -68,7 +68,16 @@ class OraclePredictor:
 
 @pytest.fixture(scope="module")
 def phantom():
-    return make_phantom(height=300, width=400, rng_or_seed=7, semi_major_px=110, semi_minor_px=88, angle_rad=0.3, center=(200.0, 150.0), pixel_size_mm=PHANTOM_PIXEL_MM)
+    return make_phantom(
+        height=300,
+        width=400,
+        rng_or_seed=7,
+        semi_major_px=110,
+        semi_minor_px=88,
+        angle_rad=0.3,
+        center=(200.0, 150.0),
+        pixel_size_mm=PHANTOM_PIXEL_MM,
+    )
 
 
 @pytest.fixture()
@@ -105,7 +114,9 @@ def pdf_text(data: bytes) -> str:
             body = base64.a85decode(body.strip().removesuffix(b"~>"))
         if b"/FlateDecode" in header:
             body = zlib.decompress(body)
-        chunks += [re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)]
+        chunks += [
+            re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)
+        ]
     return " ".join(" ".join(chunks).split())
 
 
@@ -158,7 +169,20 @@ def _measure_parser() -> argparse.ArgumentParser:
 
 
 def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
-    args = _measure_parser().parse_args([str(SAMPLE), "--pixel-size", "0.130960682505", "--ga-weeks", "20", "--json", "--report", str(tmp_path / "r.pdf"), "--overlay", str(tmp_path / "o.png")])
+    args = _measure_parser().parse_args(
+        [
+            str(SAMPLE),
+            "--pixel-size",
+            "0.130960682505",
+            "--ga-weeks",
+            "20",
+            "--json",
+            "--report",
+            str(tmp_path / "r.pdf"),
+            "--overlay",
+            str(tmp_path / "o.png"),
+        ]
+    )
     assert run_measure_cli(args) == 0
     row = json.loads(capsys.readouterr().out)
     for key in ("ga_hadlock_weeks", "ga_intergrowth_weeks", "hc_z", "hc_centile"):
@@ -171,7 +195,18 @@ def test_measure_cli_json_report_and_overlay(tmp_path, capsys):
 
 
 def test_measure_cli_report_shows_only_what_the_user_chooses(tmp_path, capsys):
-    args = _measure_parser().parse_args([str(SAMPLE), "--pixel-size", "0.13", "--report", str(tmp_path / "r.pdf"), "--report-hide-filename", "--report-label", "EXAM-0042"])
+    args = _measure_parser().parse_args(
+        [
+            str(SAMPLE),
+            "--pixel-size",
+            "0.13",
+            "--report",
+            str(tmp_path / "r.pdf"),
+            "--report-hide-filename",
+            "--report-label",
+            "EXAM-0042",
+        ]
+    )
     assert run_measure_cli(args) == 0
     text = pdf_text((tmp_path / "r.pdf").read_bytes())
     assert SAMPLE.name not in text and SAMPLE.stem not in text
@@ -195,7 +230,9 @@ def test_ga_gives_the_intergrowth_centile(phantom, oracle):
 
 
 def test_lmp_dates_the_exam(phantom, oracle):
-    exam = measure_exam(phantom.image, predictor=oracle, pixel_size_mm=PHANTOM_PIXEL_MM, lmp="2026-01-01", exam_date="2026-04-16")
+    exam = measure_exam(
+        phantom.image, predictor=oracle, pixel_size_mm=PHANTOM_PIXEL_MM, lmp="2026-01-01", exam_date="2026-04-16"
+    )
     assert exam.ga_weeks == pytest.approx(105 / 7) and exam.ga_source == "lmp"
     assert exam.to_json()["hc_centile"] is not None
 
@@ -232,7 +269,9 @@ def test_no_pixel_size_no_millimetres(phantom, oracle):
 
 
 def test_uploaded_bytes_equal_the_array_path(phantom, oracle):
-    from_bytes = measure_exam(_png_bytes(phantom.image), predictor=oracle, pixel_size_mm=PHANTOM_PIXEL_MM, filename="../../etc/passwd.png")
+    from_bytes = measure_exam(
+        _png_bytes(phantom.image), predictor=oracle, pixel_size_mm=PHANTOM_PIXEL_MM, filename="../../etc/passwd.png"
+    )
     from_array = measure_exam(np.round(phantom.image * 255) / 255, predictor=oracle, pixel_size_mm=PHANTOM_PIXEL_MM)
     assert from_bytes.result.filename == "passwd.png"
     assert from_bytes.to_json()["hc_mm"] == pytest.approx(from_array.to_json()["hc_mm"], abs=1e-9)
@@ -308,9 +347,23 @@ def test_uncalibrated_dicom_gives_no_millimetres(phantom, oracle):
 
 def test_the_region_under_the_head_calibrates_it():
     # Two 2D regions: the larger (left, 0.2 mm) does not hold the head; the right one (0.1 mm) does.
-    head = make_phantom(height=300, width=800, rng_or_seed=1, semi_major_px=90, semi_minor_px=70, angle_rad=0.0, center=(620.0, 150.0), pixel_size_mm=0.1)
-    regions = [ultrasound_region(0, 0, 459, 299, pixel_size_mm=0.2), ultrasound_region(460, 0, 799, 299, pixel_size_mm=0.1)]
-    row = measure_exam(ultrasound_dicom_bytes(head.image, regions=regions), predictor=OraclePredictor(head.mask)).to_json()
+    head = make_phantom(
+        height=300,
+        width=800,
+        rng_or_seed=1,
+        semi_major_px=90,
+        semi_minor_px=70,
+        angle_rad=0.0,
+        center=(620.0, 150.0),
+        pixel_size_mm=0.1,
+    )
+    regions = [
+        ultrasound_region(0, 0, 459, 299, pixel_size_mm=0.2),
+        ultrasound_region(460, 0, 799, 299, pixel_size_mm=0.1),
+    ]
+    row = measure_exam(
+        ultrasound_dicom_bytes(head.image, regions=regions), predictor=OraclePredictor(head.mask)
+    ).to_json()
     assert row["pixel_size_mm"] == pytest.approx(0.1)
     assert row["hc_mm"] == pytest.approx(_true_hc_mm(head, 0.1), rel=0.01)
 

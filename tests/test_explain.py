@@ -27,7 +27,7 @@ from fetometry.explain.cam import (
     resolve_layer,
     target_weights,
 )
-from fetometry.explain.command import register, validation_samples, write_explanations
+from fetometry.explain.command import register, validation_samples
 from fetometry.explain.quality import (
     PerturbationCurves,
     calibration,
@@ -50,7 +50,6 @@ from fetometry.models import create_model, get_spec
 from fetometry.models.base import SEGMENTER, SegmentationNetwork
 from fetometry.models.weights import read_config
 from fetometry.resources import resolve_weights, shipped_models
-
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -286,7 +285,9 @@ def test_uncertainty_sources_follow_the_architecture():
 def test_clean_phantom_is_less_uncertain_than_a_corrupted_one(predictor, phantom, prediction):
     clean = hc_uncertainty(predictor, phantom.image, phantom.pixel_size_mm, prediction=prediction)
     rng = np.random.default_rng(0)
-    corrupted = cv2.GaussianBlur(np.clip(0.5 * phantom.image + rng.normal(0, 0.2, phantom.image.shape), 0, 1).astype(np.float32), (0, 0), 2)
+    corrupted = cv2.GaussianBlur(
+        np.clip(0.5 * phantom.image + rng.normal(0, 0.2, phantom.image.shape), 0, 1).astype(np.float32), (0, 0), 2
+    )
     noisy = hc_uncertainty(predictor, corrupted, phantom.pixel_size_mm)
     assert clean["confidence"] > noisy["confidence"]
     assert noisy["hc_sd_mm"] is None or clean["hc_sd_mm"] < noisy["hc_sd_mm"]
@@ -297,7 +298,9 @@ def test_clean_phantom_is_less_uncertain_than_a_corrupted_one(predictor, phantom
     assert low < clean["hc_mm"] < high and high - low == pytest.approx(2 * 1.959964 * expected_sd, rel=1e-4)
     assert abs(clean["hc_mm"] - phantom.hc_mm) < 0.05 * phantom.hc_mm
     assert clean["spread_map"].shape == phantom.image.shape
-    without = hc_uncertainty(predictor, phantom.image, None, prediction=prediction, sources=("tta",), residual_fraction=0.02)
+    without = hc_uncertainty(
+        predictor, phantom.image, None, prediction=prediction, sources=("tta",), residual_fraction=0.02
+    )
     assert without["hc_mm"] is None and without["interval_mm"] is None and without["hc_px"] > 0
     assert without["interval_sd_px"] == pytest.approx(np.hypot(without["hc_sd_px"], 0.02 * without["hc_px"]))
 
@@ -332,7 +335,18 @@ def test_explain_verb_writes_png_and_npy_at_the_image_size(tmp_path, phantom):
     cv2.imwrite(str(image_path), np.round(phantom.image * 255).astype(np.uint8))
     parser = argparse.ArgumentParser(prog="fetometry")
     register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(["explain", str(image_path), "--method", "gradcam,uncertainty", "--out", str(tmp_path / "out"), "--pixel-size", f"{phantom.pixel_size_mm}"])
+    args = parser.parse_args(
+        [
+            "explain",
+            str(image_path),
+            "--method",
+            "gradcam,uncertainty",
+            "--out",
+            str(tmp_path / "out"),
+            "--pixel-size",
+            f"{phantom.pixel_size_mm}",
+        ]
+    )
     assert args.func(args) == 0
     for method in ("gradcam", "uncertainty"):
         saliency = np.load(tmp_path / "out" / f"phantom_{method}.npy")
@@ -342,7 +356,6 @@ def test_explain_verb_writes_png_and_npy_at_the_image_size(tmp_path, phantom):
     bad = parser.parse_args(["explain", str(image_path), "--method", "lime", "--out", str(tmp_path)])
     with pytest.raises(ExplainError, match="unknown method"):
         bad.func(bad)
-
 
 
 def test_explanation_png_carries_the_disclaimer_footer_once(tmp_path, phantom, monkeypatch):

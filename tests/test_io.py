@@ -196,7 +196,9 @@ def test_hc18_csv_parsing(tmp_path):
     assert table["002_HC.png"]["hc_mm"] is None
     assert "subject" not in table["000_HC.png"]
     assert read_pixel_size_csv(path) == {
-        "000_HC.png": pytest.approx(0.0691358041432), "001_HC.png": None, "002_HC.png": pytest.approx(0.2),
+        "000_HC.png": pytest.approx(0.0691358041432),
+        "001_HC.png": None,
+        "002_HC.png": pytest.approx(0.2),
     }
 
 

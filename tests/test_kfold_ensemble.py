@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import TINY_RECIPE
+
 from fetometry.data.hc18 import load_hc18
 from fetometry.data.splits import subject_id
 from fetometry.inference.predictor import Predictor
@@ -56,3 +56,18 @@ def test_ensemble_members_must_share_the_canvas(tiny_weights, tmp_path):
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="different canvases"):
         Predictor.from_weights(f"{tiny_weights},{other}")
+
+
+def test_model_split_finds_the_fold_a_k_fold_run_validated_on(phantom_hc18):
+    """``fetometry.data.recipe_split`` (what model_split applies to a weights folder's
+    recorded recipe) gives the trainer's own split, fold by fold."""
+    from fetometry.data.splits import model_split, recipe_split
+
+    samples = load_hc18(phantom_hc18)
+    for fold in range(3):
+        recipe = {**TINY_RECIPE, "folds": 3, "fold": fold}
+        trained = training_splits(samples, TrainConfig.from_dict(recipe))
+        assert recipe_split(samples, recipe) == trained
+        assert model_split({"training": {"recipe": recipe}}, source="recipe").validation(samples) == trained["val"]
+    with pytest.raises(ValueError, match="fold 3 does not exist"):
+        recipe_split(samples, {**TINY_RECIPE, "folds": 3, "fold": 3})

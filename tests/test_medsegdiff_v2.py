@@ -29,7 +29,9 @@ def phantoms(seeds, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
-def train(model: MedSegDiffV2, images, masks, *, steps: int, lr: float = 2e-3, batch: int = 8, seed: int = 0) -> MedSegDiffV2:
+def train(
+    model: MedSegDiffV2, images, masks, *, steps: int, lr: float = 2e-3, batch: int = 8, seed: int = 0
+) -> MedSegDiffV2:
     order = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
@@ -264,7 +266,9 @@ def test_spread_is_larger_on_noisy_phantoms_than_on_clean_ones():
 def _mean_spread(predictor, images: torch.Tensor) -> torch.Tensor:
     """Per-image mean sample spread of the shipped model's default sampler (10 x 5), seeded."""
     with torch.no_grad():
-        _, spread = predictor.model.eval().sample(images, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0))
+        _, spread = predictor.model.eval().sample(
+            images, steps=10, ensemble=5, generator=torch.Generator().manual_seed(0)
+        )
     return spread.mean((1, 2, 3))
 
 
@@ -322,11 +326,18 @@ def test_sampling_is_reproducible_with_a_generator(trained):
 
 def test_predict_proba_is_sample_with_the_defaults_from_each_images_seeded_noise(trained):
     model, images, _, _, _ = trained
-    noise = torch.cat([
-        torch.randn((model.default_ensemble, 1, *images.shape[-2:]), generator=torch.Generator().manual_seed(model.image_seed(image)))
-        for image in images[:2]
-    ])
-    expected = model.sample(images[:2], steps=model.default_steps, ensemble=model.default_ensemble, initial_noise=noise)[0]
+    noise = torch.cat(
+        [
+            torch.randn(
+                (model.default_ensemble, 1, *images.shape[-2:]),
+                generator=torch.Generator().manual_seed(model.image_seed(image)),
+            )
+            for image in images[:2]
+        ]
+    )
+    expected = model.sample(
+        images[:2], steps=model.default_steps, ensemble=model.default_ensemble, initial_noise=noise
+    )[0]
     torch.testing.assert_close(model.predict_proba(images[:2]), expected, rtol=0, atol=0)
 
 
@@ -373,6 +384,7 @@ def test_predictor_runs_the_diffusion_sampler(trained):
 def test_the_trainer_uses_the_hooks(phantom_hc18, tmp_path):
     """The project's trainer (bf16 autocast, channels_last) trains and validates it."""
     from conftest import TINY_RECIPE
+
     from fetometry.data.hc18 import load_hc18
     from fetometry.training.config import TrainConfig
     from fetometry.training.trainer import Trainer

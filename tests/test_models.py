@@ -65,7 +65,9 @@ def test_fixed_seed_gives_the_same_model():
 def _registered() -> set[tuple[str, str, str]]:
     from fetometry.models.base import MODEL_KINDS
 
-    return {(s.name, s.variant, s.kind) for kind in MODEL_KINDS for s in available_models(include_reference=True, kind=kind)}
+    return {
+        (s.name, s.variant, s.kind) for kind in MODEL_KINDS for s in available_models(include_reference=True, kind=kind)
+    }
 
 
 def test_models_json_lists_every_registered_model_within_seconds():
@@ -77,7 +79,9 @@ def test_models_json_lists_every_registered_model_within_seconds():
     import time
 
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "fetometry.cli", "models", "--json"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "fetometry.cli", "models", "--json"], capture_output=True, text=True, timeout=60
+    )
     seconds = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)

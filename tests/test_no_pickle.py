@@ -35,8 +35,14 @@ SRC = Path(fetometry.__file__).resolve().parent
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 #: Calls that unpickle or execute whatever the file holds.
 FORBIDDEN_CALLS = {
-    "torch.jit.load", "torch.package.PackageImporter", "pandas.read_pickle",
-    "yaml.load", "yaml.unsafe_load", "yaml.full_load", "eval", "exec",
+    "torch.jit.load",
+    "torch.package.PackageImporter",
+    "pandas.read_pickle",
+    "yaml.load",
+    "yaml.unsafe_load",
+    "yaml.full_load",
+    "eval",
+    "exec",
 }
 #: Calls allowed only with a keyword that switches pickling off.
 GUARDED_CALLS = {
@@ -52,7 +58,9 @@ def _aliases(tree: ast.AST) -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+                names[alias.asname or alias.name.split(".")[0]] = (
+                    alias.name if alias.asname else alias.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
@@ -118,7 +126,12 @@ def test_the_scanner_finds_unpickling(snippet, expected):
 
 @pytest.mark.parametrize(
     "snippet",
-    ["import torch\ntorch.load(p, weights_only=True)", "import numpy as np\nnp.load(p)", "model.eval()", "import json\njson.load(f)"],
+    [
+        "import torch\ntorch.load(p, weights_only=True)",
+        "import numpy as np\nnp.load(p)",
+        "model.eval()",
+        "import json\njson.load(f)",
+    ],
 )
 def test_the_scanner_allows_safe_loading(snippet):
     assert unpickling_sites(snippet) == []
@@ -127,8 +140,14 @@ def test_the_scanner_allows_safe_loading(snippet):
 def test_no_unpickling_anywhere_in_src():
     files = sorted(SRC.rglob("*.py"))
     assert len(files) > 20  # the scan really covers the package
-    sites = [site for path in files for site in unpickling_sites(path.read_text(encoding="utf-8"), str(path.relative_to(SRC)))]
-    assert sites == [], "unpickling in src/ (use safetensors / JSON / torch.load(weights_only=True)):\n" + "\n".join(sites)
+    sites = [
+        site
+        for path in files
+        for site in unpickling_sites(path.read_text(encoding="utf-8"), str(path.relative_to(SRC)))
+    ]
+    assert sites == [], "unpickling in src/ (use safetensors / JSON / torch.load(weights_only=True)):\n" + "\n".join(
+        sites
+    )
 
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".npz", ".joblib", ".h5"}

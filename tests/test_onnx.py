@@ -178,7 +178,10 @@ def test_medsegdiff_exports_two_named_files(diffusion_export):
     _, out, paths = diffusion_export
     assert paths == [out.with_name("msd_condition.onnx"), out.with_name("msd_denoiser.onnx")]
     assert all(p.is_file() for p in paths)
-    assert medsegdiff_paths(out.parent / "folder") == (out.parent / "folder" / "condition.onnx", out.parent / "folder" / "denoiser.onnx")
+    assert medsegdiff_paths(out.parent / "folder") == (
+        out.parent / "folder" / "condition.onnx",
+        out.parent / "folder" / "denoiser.onnx",
+    )
 
 
 def test_medsegdiff_sampler_over_onnx_sessions_matches_pytorch(diffusion_export):
@@ -214,7 +217,9 @@ def test_export_verb_writes_a_file_with_its_config(tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps(tiny_config("unext")))
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(["export", "--model", str(folder), "--format", "onnx", "--out", str(tmp_path / "u.onnx"), "--no-verify"])
+    args = parser.parse_args(
+        ["export", "--model", str(folder), "--format", "onnx", "--out", str(tmp_path / "u.onnx"), "--no-verify"]
+    )
     assert args.func(args) == 0
     assert "wrote" in capsys.readouterr().out
     assert read_onnx_config(tmp_path / "u.onnx")["canvas_hw"] == CANVAS
@@ -233,7 +238,9 @@ def test_loading_errors_say_what_to_do(tmp_path):
 
 
 def test_session_threads_and_size_check(tmp_path):
-    [path] = export_model(create_model("unext", "compact"), tmp_path / "u.onnx", config=tiny_config("unext"), verify=False)
+    [path] = export_model(
+        create_model("unext", "compact"), tmp_path / "u.onnx", config=tiny_config("unext"), verify=False
+    )
     session = create_session(path, threads=1)
     assert session.get_session_options().intra_op_num_threads == 1
     with pytest.raises(ValueError, match="divisible by 32"):

@@ -45,7 +45,9 @@ def default_predictor() -> Predictor:
     return Predictor.from_weights()
 
 
-def scores(*, label="Brain (Tv.)", probability=0.9, head=0.9, other_label="4CH", other=0.05, distance=3.0, rule=PlaneRule()) -> PlaneResult:
+def scores(
+    *, label="Brain (Tv.)", probability=0.9, head=0.9, other_label="4CH", other=0.05, distance=3.0, rule=PlaneRule()
+) -> PlaneResult:
     return PlaneResult(label, probability, head, other_label, other, distance, "sononet-16", rule)
 
 
@@ -102,7 +104,9 @@ def test_a_flipped_filter_port_would_be_caught(checker):
     image = load_hc18(SAMPLES_DIR)[0].load_image()
     before = checker.scores([image])[0]
     flipped = create_model("sononet", "16")
-    flipped.load_state_dict({k: (torch.flip(v, dims=[-2, -1]) if v.ndim == 4 else v) for k, v in checker.model.state_dict().items()})
+    flipped.load_state_dict(
+        {k: (torch.flip(v, dims=[-2, -1]) if v.ndim == 4 else v) for k, v in checker.model.state_dict().items()}
+    )
     after = PlaneChecker(flipped, rule=checker.rule).scores([image])[0]
     assert np.abs(before - after).max() > 0.05
 
@@ -118,9 +122,14 @@ def test_a_named_non_head_plane_is_refused_with_its_name():
 
 def test_a_small_first_trimester_head_is_not_refused_by_a_named_call():
     # SonoNet was trained at 18-22 weeks; it calls many heads under 100 mm "Lips".
-    verdict = scores(label="Lips", probability=0.97, head=0.01, other_label="Lips", other=0.97).decide(head_size_mm=70.0)
+    verdict = scores(label="Lips", probability=0.97, head=0.01, other_label="Lips", other=0.97).decide(
+        head_size_mm=70.0
+    )
     assert verdict.status == HEAD_PLANE and "not trusted" in verdict.detail
-    assert scores(label="Lips", probability=0.97, head=0.01, other_label="Lips", other=0.97).decide(None).status == NOT_A_HEAD_PLANE
+    assert (
+        scores(label="Lips", probability=0.97, head=0.01, other_label="Lips", other=0.97).decide(None).status
+        == NOT_A_HEAD_PLANE
+    )
 
 
 def test_background_alone_never_refuses_and_head_evidence_wins():
@@ -159,9 +168,16 @@ def test_shipped_rule_is_calibrated():
 
 def test_bundled_heads_are_head_planes_and_measured(checker, default_predictor):
     samples = load_hc18(SAMPLES_DIR)
-    results = measure_batch(default_predictor, [s.load_image() for s in samples], filenames=[s.name for s in samples],
-                            pixel_sizes_mm=[s.pixel_size_mm for s in samples], plane_checker=checker)
-    assert all(r.plane is not None and r.plane.head_plane for r in results), [(r.filename, r.plane.detail) for r in results]
+    results = measure_batch(
+        default_predictor,
+        [s.load_image() for s in samples],
+        filenames=[s.name for s in samples],
+        pixel_sizes_mm=[s.pixel_size_mm for s in samples],
+        plane_checker=checker,
+    )
+    assert all(r.plane is not None and r.plane.head_plane for r in results), [
+        (r.filename, r.plane.detail) for r in results
+    ]
     assert sum(r.status == OK for r in results) >= len(results) - 1
 
 
@@ -184,7 +200,9 @@ def test_no_hc_for_a_destroyed_head(kind, checker, default_predictor):
 def test_a_screen_capture_of_a_head_is_still_measured(checker, default_predictor):
     sample = load_hc18(SAMPLES_DIR)[2]
     screen, scale = ood.screen_capture(sample.load_image(), 1)
-    result = measure(default_predictor, screen, filename="screen", pixel_size_mm=sample.pixel_size_mm / scale, plane_checker=checker)
+    result = measure(
+        default_predictor, screen, filename="screen", pixel_size_mm=sample.pixel_size_mm / scale, plane_checker=checker
+    )
     assert result.plane.head_plane, result.plane.detail
     assert result.status == OK and result.measurement.hc_mm == pytest.approx(sample.hc_mm, rel=0.05)
 
@@ -222,7 +240,10 @@ def test_predict_refuses_noise_and_plane_check_off_scores_everything(tmp_path):
 
     cv2.imwrite(str(folder / "shapes.png"), (ood.shapes(3) * 255).astype(np.uint8))
     on = _rows_after(["predict", str(folder), "--out", str(tmp_path / "on"), "--pixel-size", "0.15"], tmp_path / "on")
-    off = _rows_after(["predict", str(folder), "--out", str(tmp_path / "off"), "--pixel-size", "0.15", "--plane-check", "off"], tmp_path / "off")
+    off = _rows_after(
+        ["predict", str(folder), "--out", str(tmp_path / "off"), "--pixel-size", "0.15", "--plane-check", "off"],
+        tmp_path / "off",
+    )
     assert on[0]["hc_mm"] == "" and on[0]["plane_label"] != ""
     assert off[0]["plane_label"] == "" and off[0]["head_plane"] == ""
 

@@ -148,7 +148,9 @@ def test_thresholds_from_a_weights_config():
 
 def test_custom_thresholds_change_the_verdict():
     strict = QualityThresholds(min_confidence=0.99)
-    report = assess_quality(prediction_for(GOOD.to_mask(SHAPE)), GOOD, pixel_size_mm=0.15, image_shape=SHAPE, thresholds=strict)
+    report = assess_quality(
+        prediction_for(GOOD.to_mask(SHAPE)), GOOD, pixel_size_mm=0.15, image_shape=SHAPE, thresholds=strict
+    )
     assert report.rule == "low_confidence"
 
 
@@ -163,7 +165,12 @@ def test_default_model_passes_real_heads_and_refuses_noise():
     for sample in load_hc18(SAMPLES_DIR):
         image = sample.load_image()
         prediction = predictor.predict(image)
-        report = assess_quality(prediction, ellipse_from_probability(prediction.probability), pixel_size_mm=sample.pixel_size_mm, image_shape=image.shape)
+        report = assess_quality(
+            prediction,
+            ellipse_from_probability(prediction.probability),
+            pixel_size_mm=sample.pixel_size_mm,
+            image_shape=image.shape,
+        )
         assert report.passed, (sample.name, report.detail)
     noise = np.random.default_rng(0).random(SHAPE, dtype=np.float32) ** 3
     prediction = predictor.predict(noise)

@@ -37,7 +37,19 @@ DOCUMENTED_ENSEMBLES = ["attention-unet,unext,transunet,duck-net", "unext-gpu,at
 FIELDS = [f.name for f in fields(QualityThresholds)]
 #: The project's target: each model measures at least this fraction of its validation heads.
 MIN_MEASURED = 0.98
-PROVENANCE_KEYS = {"script", "rule", "split", "train_images", "correct_train_images", "date", "git_commit", "hardware", "results", "validation", "weights_sha256"}
+PROVENANCE_KEYS = {
+    "script",
+    "rule",
+    "split",
+    "train_images",
+    "correct_train_images",
+    "date",
+    "git_commit",
+    "hardware",
+    "results",
+    "validation",
+    "weights_sha256",
+}
 
 
 def _sha256(path: Path) -> str:
@@ -65,7 +77,9 @@ def _check_provenance(provenance: dict, block: dict, train_images: int) -> None:
     assert validation["measured_fraction"] == validation["measured"] / validation["images"]
     # The results file the block came from says the same.
     results = json.loads((REPO / provenance["results"]).read_text())
-    assert QualityThresholds(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["chosen_on_train"].items()}) == QualityThresholds.from_config({"quality": block})
+    assert QualityThresholds(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in results["chosen_on_train"].items()}
+    ) == QualityThresholds.from_config({"quality": block})
     assert results["val"]["measured"]["measured_fraction"] == validation["measured_fraction"]
     assert results["train"]["n"] == train_images
 
@@ -73,18 +87,24 @@ def _check_provenance(provenance: dict, block: dict, train_images: int) -> None:
 def _is_segmenter(folder: Path) -> bool:
     """A segmentation model's weights (the gate's business); a plane classifier's folder
     (config "kind": "plane-classifier") measures nothing and has no gate."""
-    return (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get("kind", "segmenter") == "segmenter"
+    return (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get(
+        "kind", "segmenter"
+    ) == "segmenter"
 
 
 def test_every_segmentation_weights_folder_is_a_listed_shipped_model():
     folders = sorted(p.name for p in WEIGHTS.iterdir() if _is_segmenter(p))
-    assert folders == sorted(SHIPPED), "a new weights folder needs its quality calibration (benchmarks/quality_gate.py --write-config) and a line here"
+    assert folders == sorted(SHIPPED), (
+        "a new weights folder needs its quality calibration (benchmarks/quality_gate.py --write-config) and a line here"
+    )
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_carries_its_own_calibrated_block(name):
     config = _config(name)
-    assert "quality" in config, f"{name}: no quality block; run benchmarks/quality_gate.py --model {name} --write-config"
+    assert "quality" in config, (
+        f"{name}: no quality block; run benchmarks/quality_gate.py --model {name} --write-config"
+    )
     block = config["quality"]
     assert list(block) == FIELDS, "a calibrated block sets every limit (none left to the default model's)"
     limits = QualityThresholds.from_config(config)  # raises on unknown keys: provenance stays outside
@@ -106,12 +126,18 @@ SHORT_OF_TARGET = {
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_TARGET[n])) if n in SHORT_OF_TARGET else n for n in SHIPPED]
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_TARGET[n])) if n in SHORT_OF_TARGET else n
+        for n in SHIPPED
+    ],
 )
 def test_shipped_model_measures_98_percent_of_its_validation_heads(name):
     validation = _config(name)["quality_calibration"]["validation"]
     assert validation["images"] == len(json.loads((WEIGHTS / name / "split.json").read_text())["val"])
-    assert validation["measured_fraction"] >= MIN_MEASURED, f"{name} measures {validation['measured_fraction']:.1%} of its validation heads"
+    assert validation["measured_fraction"] >= MIN_MEASURED, (
+        f"{name} measures {validation['measured_fraction']:.1%} of its validation heads"
+    )
 
 
 def test_medsegdiff_gates_below_the_default_models_confidence():
@@ -130,15 +156,21 @@ def test_ensembles_file_lists_the_documented_ensembles_by_sorted_existing_member
         for member in members:
             assert (WEIGHTS / member / "config.json").is_file(), f"{key}: no weights folder {member}"
         splits = [json.loads((WEIGHTS / m / "split.json").read_text()) for m in members]
-        identical = all({p: sorted(v) for p, v in s.items()} == {p: sorted(v) for p, v in splits[0].items()} for s in splits)
+        identical = all(
+            {p: sorted(v) for p, v in s.items()} == {p: sorted(v) for p, v in splits[0].items()} for s in splits
+        )
         provenance = entry["quality_calibration"]
         assert ("identical" in provenance["split"]) == identical
         train = set.intersection(*(set(s["train"]) for s in splits))
         assert list(entry["quality"]) == FIELDS
         QualityThresholds.from_config(entry)
         _check_provenance(provenance, entry["quality"], len(train))
-        assert provenance["validation"]["measured_fraction"] >= MIN_MEASURED, f"{key} measures {provenance['validation']['measured_fraction']:.1%}"
-        assert provenance["weights_sha256"] == {m: _sha256(WEIGHTS / m / "model.safetensors") for m in members}, f"{key}: a member changed since calibration"
+        assert provenance["validation"]["measured_fraction"] >= MIN_MEASURED, (
+            f"{key} measures {provenance['validation']['measured_fraction']:.1%}"
+        )
+        assert provenance["weights_sha256"] == {m: _sha256(WEIGHTS / m / "model.safetensors") for m in members}, (
+            f"{key}: a member changed since calibration"
+        )
 
 
 def test_from_ensemble_uses_the_stored_block_of_a_listed_ensemble(monkeypatch, caplog):
@@ -186,9 +218,30 @@ def _fake_member(folder: Path, quality: dict | None) -> Path:
     return folder
 
 
-A = {"min_confidence": 0.80, "min_axis_ratio": 0.60, "hc_range_mm": [40.0, 400.0], "extent_range": [0.02, 0.70], "max_clipped_fraction": 0.05, "min_mask_fit_iou": 0.93}
-C = {"min_confidence": 0.90, "min_axis_ratio": 0.50, "hc_range_mm": [50.0, 450.0], "extent_range": [0.03, 0.80], "max_clipped_fraction": 0.12, "min_mask_fit_iou": 0.88}
-STORED = {"min_confidence": 0.77, "min_axis_ratio": 0.55, "hc_range_mm": [45.0, 410.0], "extent_range": [0.025, 0.75], "max_clipped_fraction": 0.08, "min_mask_fit_iou": 0.9}
+A = {
+    "min_confidence": 0.80,
+    "min_axis_ratio": 0.60,
+    "hc_range_mm": [40.0, 400.0],
+    "extent_range": [0.02, 0.70],
+    "max_clipped_fraction": 0.05,
+    "min_mask_fit_iou": 0.93,
+}
+C = {
+    "min_confidence": 0.90,
+    "min_axis_ratio": 0.50,
+    "hc_range_mm": [50.0, 450.0],
+    "extent_range": [0.03, 0.80],
+    "max_clipped_fraction": 0.12,
+    "min_mask_fit_iou": 0.88,
+}
+STORED = {
+    "min_confidence": 0.77,
+    "min_axis_ratio": 0.55,
+    "hc_range_mm": [45.0, 410.0],
+    "extent_range": [0.025, 0.75],
+    "max_clipped_fraction": 0.08,
+    "min_mask_fit_iou": 0.9,
+}
 
 
 @pytest.fixture
@@ -221,7 +274,9 @@ def test_from_ensemble_listed_and_unlisted_on_a_controlled_root(fake_root, caplo
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fetometry.inference.predictor"):
         with_default = Predictor.from_ensemble(["a", "d"])
-    assert QualityThresholds.from_config(with_default.config) == _lenient([QualityThresholds.from_config({"quality": A}), DEFAULT_THRESHOLDS])
+    assert QualityThresholds.from_config(with_default.config) == _lenient(
+        [QualityThresholds.from_config({"quality": A}), DEFAULT_THRESHOLDS]
+    )
     assert str(fake_root / "d") in " ".join(r.getMessage() for r in caplog.records)
 
 
@@ -230,7 +285,9 @@ def test_a_folder_outside_the_root_is_not_taken_for_a_listed_member(fake_root, t
     elsewhere = _fake_member(tmp_path / "elsewhere" / "a", A)
     predictor = Predictor.from_ensemble([str(elsewhere), "b"])
     assert predictor.config["quality_calibration"]["calibrated"] is False
-    assert QualityThresholds.from_config(predictor.config) == _lenient([QualityThresholds.from_config({"quality": q}) for q in (A, C)])
+    assert QualityThresholds.from_config(predictor.config) == _lenient(
+        [QualityThresholds.from_config({"quality": q}) for q in (A, C)]
+    )
 
 
 def test_a_bad_stored_block_fails_loudly(fake_root):

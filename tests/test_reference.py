@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from fetometry.models import available_models, create_model, get_spec
 from fetometry.training.config import TrainConfig
 
@@ -20,7 +20,9 @@ def test_reference_is_monai_stock_attention_unet():
     monai_nets = pytest.importorskip("monai.networks.nets")
     model = create_model("monai-attention-unet", "reference")
     assert type(model.net) is monai_nets.AttentionUnet
-    stock = monai_nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
+    stock = monai_nets.AttentionUnet(
+        spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)
+    )
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in stock.parameters())
     out = model(torch.zeros(2, 1, 64, 96))
     assert out.shape == (2, 1, 64, 96)
@@ -52,14 +54,21 @@ def test_benchmark_trains_and_scores_the_reference_row(phantom_hc18, tmp_path, m
     import fetometry.models.reference as reference
     from fetometry.evaluation.benchmark import run_benchmark
 
-    tiny = {**reference.REFERENCE_RECIPE, "canvas_h": 64, "canvas_w": 96, "epochs": 1, "max_steps": 2, "val_fraction": 0.25}
+    tiny = {
+        **reference.REFERENCE_RECIPE,
+        "canvas_h": 64,
+        "canvas_w": 96,
+        "epochs": 1,
+        "max_steps": 2,
+        "val_fraction": 0.25,
+    }
     monkeypatch.setattr(reference, "REFERENCE_RECIPE", tiny)
     report = run_benchmark([], phantom_hc18, tmp_path / "bench", progress=False, repeats=1, train_reference=True)
     rows = [entry["row"] for entry in report["models"]]
     assert [r["model"] for r in rows] == ["monai-attention-unet"]
     from fetometry.data.hc18 import load_hc18
-    from fetometry.evaluation.benchmark import validation_split
+    from fetometry.data.splits import recipe_split
 
-    assert rows[0]["n"] == len(validation_split(load_hc18(phantom_hc18), tiny)) > 0
+    assert rows[0]["n"] == len(recipe_split(load_hc18(phantom_hc18), tiny)["val"]) > 0
     assert rows[0]["train_minutes"] is not None
     assert (tmp_path / "bench" / "reference-monai-attention-unet" / "model" / "MODEL_CARD.md").is_file()

@@ -48,10 +48,21 @@ def phantom_exam():
     phantom = make_phantom(height=120, width=180, rng_or_seed=3, pixel_size_mm=0.9)
     prediction = Prediction(phantom.mask.astype(np.float32), phantom.mask, confidence=0.93)
     stand_in = Predictor(torch.nn.Identity(), canvas_hw=(120, 180), config={"display_name": "attention-unet"})
-    result = result_from_prediction(stand_in, "phantom_001.png", prediction, phantom.pixel_size_mm, gate=False)  # the gate is not under test
+    result = result_from_prediction(
+        stand_in, "phantom_001.png", prediction, phantom.pixel_size_mm, gate=False
+    )  # the gate is not under test
     report = result.to_dict()
-    report.update(clinical_summary(hc_mm=report["hc_mm"], bpd_mm=report["bpd_mm"], ga_weeks=17.0, ga_source="lmp"))  # HC of the phantom (about 130 mm) is plausible at 17 weeks
-    report.update(disclaimer=DISCLAIMER, version="0.1.0", date="2030-01-02", hc_sd_mm=1.7, hc_interval_mm=[report["hc_mm"] - 3.3, report["hc_mm"] + 3.3], explain_method="gradcam")
+    report.update(
+        clinical_summary(hc_mm=report["hc_mm"], bpd_mm=report["bpd_mm"], ga_weeks=17.0, ga_source="lmp")
+    )  # HC of the phantom (about 130 mm) is plausible at 17 weeks
+    report.update(
+        disclaimer=DISCLAIMER,
+        version="0.1.0",
+        date="2030-01-02",
+        hc_sd_mm=1.7,
+        hc_interval_mm=[report["hc_mm"] - 3.3, report["hc_mm"] + 3.3],
+        explain_method="gradcam",
+    )
     return phantom, result, report
 
 
@@ -77,7 +88,10 @@ def test_chart_png_draws_the_points_where_they_belong(tmp_path):
     early = growth_chart_png("hc", [(20.0, growth.value_at_centile("hc", 20.0, 50))], tmp_path / "early.png")
     late = growth_chart_png("hc", [(38.0, growth.value_at_centile("hc", 38.0, 50))], tmp_path / "late.png")
     empty = growth_chart_png("hc", [], tmp_path / "empty.png")
-    images = {name: np.asarray(Image.open(p).convert("RGB")) for name, p in (("early", early), ("late", late), ("empty", empty))}
+    images = {
+        name: np.asarray(Image.open(p).convert("RGB"))
+        for name, p in (("early", early), ("late", late), ("empty", empty))
+    }
     assert images["empty"].shape[0] > 300 and images["empty"].shape[1] > 500
     assert not _red_pixels(images["empty"]).any()
     early_y, early_x = np.nonzero(_red_pixels(images["early"]))
@@ -113,7 +127,14 @@ def test_measurement_rows_show_values_and_dashes(phantom_exam):
 
 
 def test_nothing_is_invented_without_a_pixel_size():
-    report = {"filename": "x.png", "status": "no_pixel_size", "hc_mm": None, "bpd_mm": None, "ofd_mm": None, "hc_sd_mm": 2.0}
+    report = {
+        "filename": "x.png",
+        "status": "no_pixel_size",
+        "hc_mm": None,
+        "bpd_mm": None,
+        "ofd_mm": None,
+        "hc_sd_mm": 2.0,
+    }
     values = [cell for row in measurement_rows(report)[1:] for cell in row[1:]]
     assert set(values) <= {"-", ""}
     assert chart_points(report) == []
@@ -126,7 +147,12 @@ def test_format_ga():
 
 
 def test_chart_points_use_only_independent_gas():
-    report = {"hc_mm": 280.0, "ga_weeks": None, "ga_hadlock_weeks": 30.5, "visits": [{"ga_weeks": 24.0, "hc_mm": 220.0}, {"ga_weeks": None, "hc_mm": 250.0}]}
+    report = {
+        "hc_mm": 280.0,
+        "ga_weeks": None,
+        "ga_hadlock_weeks": 30.5,
+        "visits": [{"ga_weeks": 24.0, "hc_mm": 220.0}, {"ga_weeks": None, "hc_mm": 250.0}],
+    }
     assert chart_points(report) == [(24.0, 220.0)]
     report["ga_weeks"] = 31.0
     assert chart_points(report) == [(24.0, 220.0), (31.0, 280.0)]
@@ -139,22 +165,43 @@ def test_pdf_holds_the_measurements_chart_and_disclaimer(tmp_path, phantom_exam)
     phantom, result, report = phantom_exam
     overlay = draw_overlay(phantom.image, result)
     explanation = cv2.applyColorMap(np.round(phantom.mask * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1].copy()
-    path = write_pdf_report(tmp_path / "out" / "report.pdf", report, image=phantom.image, overlay_rgb=overlay, explanation_rgb=explanation, label="pregnancy-17")
+    path = write_pdf_report(
+        tmp_path / "out" / "report.pdf",
+        report,
+        image=phantom.image,
+        overlay_rgb=overlay,
+        explanation_rgb=explanation,
+        label="pregnancy-17",
+    )
     data = path.read_bytes()
     assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     text = pdf_text(data)
     assert DISCLAIMER in text
     assert f"{result.measurement.hc_mm:.1f} mm" in text and f"{result.measurement.bpd_mm:.1f} mm" in text
     assert f"{report['hc_centile']:.1f}" in text and f"{report['hc_z']:.2f}" in text
-    for needle in ("model attention-unet", "fetometry 0.1.0", "analysed 2030-01-02", "Image: phantom_001.png", "Label: pregnancy-17",
-                   "Explanation (gradcam)", "HC uncertainty: SD 1.70 mm", "Fitted ellipse"):
+    for needle in (
+        "model attention-unet",
+        "fetometry 0.1.0",
+        "analysed 2030-01-02",
+        "Image: phantom_001.png",
+        "Label: pregnancy-17",
+        "Explanation (gradcam)",
+        "HC uncertainty: SD 1.70 mm",
+        "Fitted ellipse",
+    ):
         assert needle in text, needle
     assert data.count(b"/Subtype /Image") >= 4  # image, overlay, chart, explanation
 
 
 def test_pdf_shows_only_what_the_user_chooses(tmp_path, phantom_exam):
     phantom, result, report = phantom_exam
-    path = write_pdf_report(tmp_path / "r.pdf", report, image=phantom.image, overlay_rgb=draw_overlay(phantom.image, result), show_filename=False)
+    path = write_pdf_report(
+        tmp_path / "r.pdf",
+        report,
+        image=phantom.image,
+        overlay_rgb=draw_overlay(phantom.image, result),
+        show_filename=False,
+    )
     text = pdf_text(path.read_bytes())
     assert "phantom_001" not in text and "Label:" not in text
     assert "Explanation: not requested" not in text  # the dict names a method: it is reported
@@ -162,8 +209,16 @@ def test_pdf_shows_only_what_the_user_chooses(tmp_path, phantom_exam):
 
 def test_pdf_of_a_failed_measurement_says_why_and_invents_nothing(tmp_path):
     image = np.zeros((64, 96), np.float32)
-    report = {"filename": "blank.png", "status": "no_head", "detail": "no head found: nothing above 0.5", "hc_mm": None,
-              "model": "unext", "confidence": 0.01, "flags": [], "notes": ["no independent gestational age given"]}
+    report = {
+        "filename": "blank.png",
+        "status": "no_head",
+        "detail": "no head found: nothing above 0.5",
+        "hc_mm": None,
+        "model": "unext",
+        "confidence": 0.01,
+        "flags": [],
+        "notes": ["no independent gestational age given"],
+    }
     path = write_pdf_report(tmp_path / "r.pdf", report, image=image, overlay_rgb=np.zeros((64, 96, 3), np.uint8))
     text = pdf_text(path.read_bytes())
     assert "No measurement (no_head): no head found: nothing above 0.5" in text
@@ -193,5 +248,7 @@ def test_pdf_chart_gets_the_visits_and_this_exam(tmp_path, phantom_exam, monkeyp
     monkeypatch.setattr(charts, "growth_chart_png", recording_chart)
     phantom, result, report = phantom_exam
     with_visits = dict(report, visits=[{"ga_weeks": 22.0, "hc_mm": 200.0}, {"ga_weeks": 26.0, "hc_mm": 240.0}])
-    write_pdf_report(tmp_path / "r.pdf", with_visits, image=phantom.image, overlay_rgb=draw_overlay(phantom.image, result))
+    write_pdf_report(
+        tmp_path / "r.pdf", with_visits, image=phantom.image, overlay_rgb=draw_overlay(phantom.image, result)
+    )
     assert drawn == [("hc", [(22.0, 200.0), (26.0, 240.0), (17.0, report["hc_mm"])])]

@@ -152,7 +152,9 @@ def test_corrupted_images_never_crash(data):
 @given(
     height=st.integers(MIN_SIDE_PX, 72),
     width=st.integers(MIN_SIDE_PX, 72),
-    kind=st.sampled_from(["png8", "png16", "png-rgb", "png-rgba", "bmp", "tif16", "tif-rgb", "jpg", "pil-tif", "pil-bmp", "pil-jpg"]),
+    kind=st.sampled_from(
+        ["png8", "png16", "png-rgb", "png-rgba", "bmp", "tif16", "tif-rgb", "jpg", "pil-tif", "pil-bmp", "pil-jpg"]
+    ),
     seed=st.integers(0, 2**16),
 )
 def test_header_parser_agrees_with_the_decoders(height, width, kind, seed):
@@ -165,8 +167,10 @@ def test_header_parser_agrees_with_the_decoders(height, width, kind, seed):
         data = buffer.getvalue()
     else:
         pixels = {
-            "png16": gray.astype(np.uint16) * 257, "tif16": gray.astype(np.uint16) * 257,
-            "png-rgb": np.dstack([gray] * 3), "tif-rgb": np.dstack([gray] * 3),
+            "png16": gray.astype(np.uint16) * 257,
+            "tif16": gray.astype(np.uint16) * 257,
+            "png-rgb": np.dstack([gray] * 3),
+            "tif-rgb": np.dstack([gray] * 3),
             "png-rgba": np.dstack([gray] * 4),
         }.get(kind, gray)
         data = _encode(pixels, "." + kind.split("-")[0].rstrip("0123456789"))
@@ -231,7 +235,9 @@ def test_declared_size_is_checked_before_any_decoding(kind, width, height):
             read_header(data)
         return
     assert (read_header(data).width, read_header(data).height) == (width, height)
-    acceptable = MIN_SIDE_PX <= min(width, height) and max(width, height) <= MAX_SIDE_PX and width * height <= MAX_PIXELS
+    acceptable = (
+        MIN_SIDE_PX <= min(width, height) and max(width, height) <= MAX_SIDE_PX and width * height <= MAX_PIXELS
+    )
     with mock.patch.object(images.cv2, "imdecode", _no_decoder):
         if acceptable:
             with pytest.raises(_DecoderCalled):
@@ -256,7 +262,12 @@ def test_a_real_pixel_bomb_is_refused_before_decoding(tmp_path):
     assert max(width, height) <= MAX_SIDE_PX and width * height > MAX_PIXELS
     raw = zlib.compress(bytes(height * (width + 1)), 9)
     data = _png_header(width, height) + struct.pack(">I", len(raw)) + b"IDAT" + raw
-    data += struct.pack(">I", zlib.crc32(b"IDAT" + raw)) + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    data += (
+        struct.pack(">I", zlib.crc32(b"IDAT" + raw))
+        + struct.pack(">I", 0)
+        + b"IEND"
+        + struct.pack(">I", zlib.crc32(b"IEND"))
+    )
     path = tmp_path / "bomb.png"
     path.write_bytes(data)
     assert path.stat().st_size < 100_000
@@ -276,7 +287,9 @@ def test_a_png_chunk_longer_than_the_file_is_refused_before_decoding():
     idat = good.index(b"IDAT") - 4
     damaged = good[:idat] + struct.pack(">I", 0xAB000323) + good[idat + 4 :]
     with mock.patch.object(images.cv2, "imdecode", _no_decoder):
-        with pytest.raises(ImageReadError, match=r"fuzz: .*chunk 'IDAT' declares 2868904739 bytes, more than the file holds"):
+        with pytest.raises(
+            ImageReadError, match=r"fuzz: .*chunk 'IDAT' declares 2868904739 bytes, more than the file holds"
+        ):
             decode_image(damaged, source="fuzz")
         with pytest.raises(ImageReadError, match="chunk 'IDAT'"):  # cut inside its data
             decode_image(good[: idat + 20], source="fuzz")
@@ -422,9 +435,14 @@ def test_path_like_image_names_are_plain_paths(tmp_path):
 @FUZZ
 @given(
     st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=40),
         st.floats(MIN_PIXEL_SIZE_MM, MAX_PIXEL_SIZE_MM).map(lambda v: f" {v!r} "),
-        st.lists(st.floats(), max_size=2), st.binary(max_size=8),
+        st.lists(st.floats(), max_size=2),
+        st.binary(max_size=8),
     )
 )
 def test_validate_pixel_size_returns_a_plausible_float_or_raises(value):
@@ -467,8 +485,12 @@ def _csv(tmp_path, rows, *, header=HEADER, name="p.csv", encoding="utf-8"):
 
 def _independently_unsafe(name: str) -> bool:
     return (
-        name in (".", "..") or "/" in name or "\\" in name or ":" in name
-        or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name.encode()) > 255
+        name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or ":" in name
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or len(name.encode()) > 255
     )
 
 
@@ -479,7 +501,9 @@ _NUMBERS = st.one_of(
 )
 _NAMES = st.one_of(
     st.from_regex(r"[0-9]{3}_(2)?HC\.png", fullmatch=True),
-    st.sampled_from(["../../etc/passwd", "/etc/passwd", "sub/a.png", "..\\a.png", "C:a.png", "..", ".", " ", "..a.png"]),
+    st.sampled_from(
+        ["../../etc/passwd", "/etc/passwd", "sub/a.png", "..\\a.png", "C:a.png", "..", ".", " ", "..a.png"]
+    ),
     st.text(max_size=20),
 )
 
@@ -518,7 +542,19 @@ def test_arbitrary_csv_bytes_never_crash(tmp_path_factory, prefix, body):
 
 
 @pytest.mark.parametrize(
-    "name", ["../../etc/passwd", "/etc/passwd", "sub/000_HC.png", "..\\..\\win.ini", "C:000_HC.png", "..", ".", "a\x00b.png", "a\nb.png", "x" * 300]
+    "name",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "sub/000_HC.png",
+        "..\\..\\win.ini",
+        "C:000_HC.png",
+        "..",
+        ".",
+        "a\x00b.png",
+        "a\nb.png",
+        "x" * 300,
+    ],
 )
 def test_path_like_csv_names_are_refused(tmp_path, name):
     path = _csv(tmp_path, [("000_HC.png", "0.1", "50"), (name, "0.1", "60")])
@@ -533,7 +569,13 @@ def test_unusual_but_bare_names_are_kept(tmp_path, name):
 
 
 def test_non_finite_and_non_numeric_values_become_none(tmp_path):
-    rows = [("a.png", "nan", "nan"), ("b.png", "inf", "inf"), ("c.png", "1e309", "-5"), ("d.png", "x", "0"), ("e.png", "0.2", "1e3")]
+    rows = [
+        ("a.png", "nan", "nan"),
+        ("b.png", "inf", "inf"),
+        ("c.png", "1e309", "-5"),
+        ("d.png", "x", "0"),
+        ("e.png", "0.2", "1e3"),
+    ]
     table = read_hc18_csv(_csv(tmp_path, rows))
     assert all(table[f"{n}.png"]["pixel_size_mm"] is None for n in "abcd")
     assert all(table[f"{n}.png"]["hc_mm"] is None for n in "abcd")
@@ -543,7 +585,9 @@ def test_non_finite_and_non_numeric_values_become_none(tmp_path):
 def test_duplicate_names(tmp_path):
     same = read_hc18_csv(_csv(tmp_path, [("a.png", "0.1", "50"), ("a.png", "0.10", "50.0")], name="same.csv"))
     assert same == {"a.png": {"pixel_size_mm": pytest.approx(0.1), "hc_mm": pytest.approx(50.0)}}
-    conflicting = _csv(tmp_path, [("a.png", "0.1", ""), ("b.png", "0.1", ""), (" a.png ", "0.2", "")], name="conflict.csv")
+    conflicting = _csv(
+        tmp_path, [("a.png", "0.1", ""), ("b.png", "0.1", ""), (" a.png ", "0.2", "")], name="conflict.csv"
+    )
     with pytest.raises(PixelSizeError, match=r"line 4: 'a.png' is listed again.*first on line 2"):
         read_hc18_csv(conflicting)
 
@@ -585,4 +629,3 @@ def test_csv_size_and_file_type_limits(tmp_path, monkeypatch):
     path = _csv(tmp_path, [(f"{i:03d}_HC.png", "0.1", "50") for i in range(10)])
     with pytest.raises(PixelSizeError, match=r"the CSV is \d+ bytes, more than 100"):
         read_hc18_csv(path)
-

@@ -76,7 +76,9 @@ def client(shared_predictor, predict_calls):
 
 def post(client, path="/api/measure", *, data: bytes | None = None, name="345_HC.png", **fields):
     content = SAMPLE.read_bytes() if data is None else data
-    return client.post(path, files={"file": (name, content, "application/octet-stream")}, data={k: str(v) for k, v in fields.items()})
+    return client.post(
+        path, files={"file": (name, content, "application/octet-stream")}, data={k: str(v) for k, v in fields.items()}
+    )
 
 
 def pdf_text(data: bytes) -> str:
@@ -89,7 +91,9 @@ def pdf_text(data: bytes) -> str:
             body = base64.a85decode(body.strip().removesuffix(b"~>"))
         if b"/FlateDecode" in header:
             body = zlib.decompress(body)
-        chunks += [re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)]
+        chunks += [
+            re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)
+        ]
     return " ".join(" ".join(chunks).split())
 
 
@@ -131,7 +135,9 @@ def test_measure_returns_the_json_of_measure(client, shared_predictor):
     response = post(client, pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=20)
     assert response.status_code == 200, response.text
     row = response.json()
-    direct = measure_exam(SAMPLE, predictor=shared_predictor, pixel_size_mm=float(SAMPLE_PIXEL_MM), ga_weeks=20).to_json()
+    direct = measure_exam(
+        SAMPLE, predictor=shared_predictor, pixel_size_mm=float(SAMPLE_PIXEL_MM), ga_weeks=20
+    ).to_json()
     assert set(row) == set(direct) and "images" not in row
     assert row["hc_mm"] == pytest.approx(direct["hc_mm"], abs=1e-9)
     assert abs(row["hc_mm"] - SAMPLE_HC_MM) < 5.0
@@ -169,7 +175,9 @@ def test_without_pixel_size_no_millimetres(client):
 
 
 def test_report_is_a_pdf_named_after_the_upload_only(client):
-    response = post(client, "/api/report", name="../../../tmp/evil name.png", pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=20)
+    response = post(
+        client, "/api/report", name="../../../tmp/evil name.png", pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=20
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/pdf"
     assert response.headers["content-disposition"] == 'attachment; filename="evil_name_report.pdf"'
@@ -240,7 +248,9 @@ def test_oversized_uploads_get_413_and_the_server_goes_on(client, predict_calls)
             yield bytes(1024 * 1024)
         yield b"\r\n--b--\r\n"
 
-    response = client.post("/api/measure", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"})
+    response = client.post(
+        "/api/measure", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
     assert response.status_code == 413 and "limit is 20 MB" in response.json()["detail"]
     assert predict_calls == []
     assert post(client, pixel_size_mm=SAMPLE_PIXEL_MM).status_code == 200
@@ -285,14 +295,25 @@ def test_visits_are_stored_whole_or_not_at_all(shared_predictor, tmp_path):
     test_client, _ = make_client(shared_predictor, db_url=url)
     with test_client:
         assert test_client.get("/api/info").json()["visits_enabled"] is True
-        first = post(test_client, pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=20, exam_date="2026-03-02", pregnancy_id="P-1").json()
+        first = post(
+            test_client, pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=20, exam_date="2026-03-02", pregnancy_id="P-1"
+        ).json()
         assert first["visit_stored"] is True and first["pregnancy_id"] == "P-1"
-        refused = post(test_client, pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=45, exam_date="2026-06-01", pregnancy_id="P-1")
+        refused = post(
+            test_client, pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=45, exam_date="2026-06-01", pregnancy_id="P-1"
+        )
         assert refused.status_code == 422
         assert post(test_client, pixel_size_mm=SAMPLE_PIXEL_MM, pregnancy_id="Jane Doe").status_code == 422
         unmeasured = post(test_client, ga_weeks=24, exam_date="2026-03-30", pregnancy_id="P-1").json()
         assert unmeasured["visit_stored"] is False  # no pixel size: nothing measured, nothing stored
-        report = post(test_client, "/api/report", pixel_size_mm=SAMPLE_PIXEL_MM, ga_weeks=24, exam_date="2026-03-30", pregnancy_id="P-1")
+        report = post(
+            test_client,
+            "/api/report",
+            pixel_size_mm=SAMPLE_PIXEL_MM,
+            ga_weeks=24,
+            exam_date="2026-03-30",
+            pregnancy_id="P-1",
+        )
         assert report.status_code == 200 and "P-1" in pdf_text(report.content)
     with VisitStore(url) as store:
         exams = store.exams("P-1")
@@ -313,7 +334,9 @@ def test_a_full_queue_answers_503(shared_predictor, monkeypatch):
     test_client, _ = make_client(shared_predictor, max_pending=1)
     with test_client:
         results = {}
-        first = threading.Thread(target=lambda: results.setdefault("first", post(test_client, pixel_size_mm=SAMPLE_PIXEL_MM)))
+        first = threading.Thread(
+            target=lambda: results.setdefault("first", post(test_client, pixel_size_mm=SAMPLE_PIXEL_MM))
+        )
         first.start()
         assert started.wait(30)
         busy = post(test_client, pixel_size_mm=SAMPLE_PIXEL_MM)

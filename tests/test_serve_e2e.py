@@ -22,7 +22,14 @@ SAMPLE = SAMPLES_DIR / "training_set" / "345_HC.png"
 SAMPLE_PIXEL_MM = "0.130960682505"
 SAMPLE_HC_MM = 165.45  # the HC18 reference for this image
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _rss_mb() -> float:

@@ -48,9 +48,15 @@ def phantom_cine(n_frames: int, *, seed: int = 3) -> tuple[np.ndarray, list[floa
             continue
         scale = 0.65 if i == SHRUNK_FRAME else 1.0
         phantom = make_phantom(
-            height=HEIGHT, width=WIDTH, rng_or_seed=seed, semi_major_px=(52.0 + 0.5 * i) * scale,
-            semi_minor_px=(42.0 + 0.4 * i) * scale, angle_rad=0.3, center=(125.0 + 1.5 * i, 100.0),
-            pixel_size_mm=PIXEL_SIZE_MM, shadow=False,
+            height=HEIGHT,
+            width=WIDTH,
+            rng_or_seed=seed,
+            semi_major_px=(52.0 + 0.5 * i) * scale,
+            semi_minor_px=(42.0 + 0.4 * i) * scale,
+            angle_rad=0.3,
+            center=(125.0 + 1.5 * i, 100.0),
+            pixel_size_mm=PIXEL_SIZE_MM,
+            shadow=False,
         )
         frames.append(phantom.image)
         truth.append(phantom.hc_mm)
@@ -130,7 +136,9 @@ def test_frames_that_fail_the_gate_are_neither_accepted_nor_remembered():
     assert tracker.update(None, None, True).accepted is False  # no ellipse
 
 
-@pytest.mark.parametrize("options", [dict(window=0), dict(window=3, min_history=4), dict(tolerance=0.0), dict(tolerance=1.5)])
+@pytest.mark.parametrize(
+    "options", [dict(window=0), dict(window=3, min_history=4), dict(tolerance=0.0), dict(tolerance=1.5)]
+)
 def test_tracker_rejects_impossible_options(options):
     with pytest.raises(StreamError):
         TemporalTracker(**options)
@@ -162,7 +170,15 @@ def exact_mask_frames(n: int) -> tuple[list[Frame], dict[int, np.ndarray], float
     """n small frames of one still phantom (frame index in pixel (0, 0)), masks, truth HC."""
     frames, masks = [], {}
     for i in range(n):
-        phantom = make_phantom(height=96, width=128, rng_or_seed=1, semi_major_px=30.0, semi_minor_px=24.0, center=(64.0, 50.0), pixel_size_mm=0.5)
+        phantom = make_phantom(
+            height=96,
+            width=128,
+            rng_or_seed=1,
+            semi_major_px=30.0,
+            semi_minor_px=24.0,
+            center=(64.0, 50.0),
+            pixel_size_mm=0.5,
+        )
         masks[i] = phantom.mask
         image = phantom.image.copy()
         image[0, 0] = i / 1000
@@ -178,7 +194,14 @@ def test_gate_refusals_score_zero_and_stay_out_of_the_smoothing():
     assert not refused.quality.passed and refused.quality.rule == "low_confidence"
     assert refused.quality_score == 0.0 and not refused.temporal.accepted
     assert [r.temporal.accepted for r in results] == [True, True, True, False, True, True]
-    assert [r.temporal.consistency is None for r in results] == [True, True, False, True, False, False]  # refused: not scored
+    assert [r.temporal.consistency is None for r in results] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]  # refused: not scored
     assert results[-1].temporal.hc_smoothed_mm == pytest.approx(truth_hc, rel=0.01)  # exact masks: exact HC
     assert predictor.calls == 3  # batches of 2
 
@@ -209,10 +232,15 @@ def test_only_checked_head_plane_frames_can_be_the_best_frame(tmp_path):
     frames, masks, _ = exact_mask_frames(8)
     checker = ScriptedPlaneChecker(thorax={4})
     # 0.9 mm pixels: a 153 mm head, in the range where the classifier's named call counts.
-    processor = StreamProcessor(MaskPredictor(masks, {}), pixel_size_mm=0.9, window=5, min_history=2, plane_checker=checker, plane_every=2)
+    processor = StreamProcessor(
+        MaskPredictor(masks, {}), pixel_size_mm=0.9, window=5, min_history=2, plane_checker=checker, plane_every=2
+    )
     results = list(processor.process(frames))
     assert checker.checked == [0, 2, 4, 6]  # every 2nd frame
-    assert [r.result.status for r in results][4:6] == ["not_a_head_plane", "not_a_head_plane"]  # frame 5 carries 4's verdict
+    assert [r.result.status for r in results][4:6] == [
+        "not_a_head_plane",
+        "not_a_head_plane",
+    ]  # frame 5 carries 4's verdict
     assert all(r.result.measurement is None for r in results[4:6])
     assert [r.plane_checked for r in results] == [True, False] * 4
     rows = [r.to_row() for r in results]
@@ -226,13 +254,17 @@ def test_only_checked_head_plane_frames_can_be_the_best_frame(tmp_path):
 
 def test_ctrl_c_ends_a_stream_and_keeps_the_results(tmp_path):
     frames, masks, _ = exact_mask_frames(8)
-    source = ArraySource(np.stack([f.image for f in frames]), description="live", pixel_size_mm=0.5, pixel_size_source="--pixel-size")
+    source = ArraySource(
+        np.stack([f.image for f in frames]), description="live", pixel_size_mm=0.5, pixel_size_source="--pixel-size"
+    )
 
     def stop_at_frame_3(frame):
         if frame.index == 3:
             raise KeyboardInterrupt
 
-    summary = run_stream(source, MaskPredictor(masks, {}), tmp_path, progress=False, on_frame=stop_at_frame_3, min_history=2)
+    summary = run_stream(
+        source, MaskPredictor(masks, {}), tmp_path, progress=False, on_frame=stop_at_frame_3, min_history=2
+    )
     assert summary["interrupted"] and summary["frames"] == 4
     assert len(read_rows(tmp_path / "frames.csv")) == 4 and (tmp_path / "best_frame.png").is_file()
 
@@ -298,7 +330,11 @@ def test_stream_measures_every_frame_and_rejects_the_blank_and_the_jump(tmp_path
         summary = run_stream(source, predictor, tmp_path, progress=False, write_masks=True)
     rows = read_rows(tmp_path / "frames.csv")
     assert list(rows[0]) == FRAME_COLUMNS and len(rows) == len(truth)
-    assert rows[BLANK_FRAME]["status"] == "no_head" and rows[BLANK_FRAME]["hc_mm"] == "" and rows[BLANK_FRAME]["accepted"] == "False"
+    assert (
+        rows[BLANK_FRAME]["status"] == "no_head"
+        and rows[BLANK_FRAME]["hc_mm"] == ""
+        and rows[BLANK_FRAME]["accepted"] == "False"
+    )
     shrunk = rows[SHRUNK_FRAME]
     assert shrunk["status"] == "ok" and shrunk["accepted"] == "False" and float(shrunk["temporal_consistency"]) == 0.0
     normal = [i for i, t in enumerate(truth) if t is not None and i != SHRUNK_FRAME]
@@ -340,7 +376,9 @@ def test_threaded_and_sequential_processing_agree(cine, predictor):
     frames = [Frame(i, None, image) for i, image in enumerate(cine[0][:7])]
     rows = {}
     for threads in (True, False):
-        processor = StreamProcessor(predictor, pixel_size_mm=PIXEL_SIZE_MM, batch_size=3, threads=threads, min_history=2)
+        processor = StreamProcessor(
+            predictor, pixel_size_mm=PIXEL_SIZE_MM, batch_size=3, threads=threads, min_history=2
+        )
         rows[threads] = [r.to_row() for r in processor.process(frames)]
     assert [r["frame"] for r in rows[True]] == list(range(7))
     assert rows[True] == rows[False]
@@ -362,7 +400,21 @@ def test_stream_verb_writes_its_outputs(tmp_path, video, monkeypatch, capsys):
     if "fetometry.stream.command" not in cli.VERB_MODULES:  # until the CLI registers the verb
         monkeypatch.setattr(cli, "VERB_MODULES", [*cli.VERB_MODULES, "fetometry.stream.command"])
     out = tmp_path / "out"
-    code = cli.main(["-q", "stream", str(video), "--model", "unext", "--pixel-size", str(PIXEL_SIZE_MM), "--out", str(out), "--max-frames", "4"])
+    code = cli.main(
+        [
+            "-q",
+            "stream",
+            str(video),
+            "--model",
+            "unext",
+            "--pixel-size",
+            str(PIXEL_SIZE_MM),
+            "--out",
+            str(out),
+            "--max-frames",
+            "4",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "4 frames at" in printed and "best frame" in printed and "decision support" in printed

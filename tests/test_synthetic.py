@@ -56,7 +56,10 @@ def test_same_seed_same_phantom_and_generator_equals_seed():
         np.testing.assert_array_equal(first.image, other.image)
         np.testing.assert_array_equal(first.mask, other.mask)
         assert (first.center_x_px, first.semi_major_px, first.angle_rad, first.hc_mm) == (
-            other.center_x_px, other.semi_major_px, other.angle_rad, other.hc_mm,
+            other.center_x_px,
+            other.semi_major_px,
+            other.angle_rad,
+            other.hc_mm,
         )
 
 
@@ -86,8 +89,12 @@ def test_mask_matches_ellipse_parameters(seed):
 
 def test_explicit_parameters_are_respected():
     p = make_phantom(
-        rng_or_seed=1, semi_major_px=150.0, semi_minor_px=120.0, angle_rad=1.5 * math.pi + 0.3,
-        center=(420.0, 300.0), pixel_size_mm=0.12,
+        rng_or_seed=1,
+        semi_major_px=150.0,
+        semi_minor_px=120.0,
+        angle_rad=1.5 * math.pi + 0.3,
+        center=(420.0, 300.0),
+        pixel_size_mm=0.12,
     )
     assert (p.semi_major_px, p.semi_minor_px, p.pixel_size_mm) == (150.0, 120.0, 0.12)
     assert p.angle_rad == pytest.approx(0.5 * math.pi + 0.3)  # taken modulo pi, same ellipse

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RECIPE, Killed, killed_after_second_epoch
 from safetensors.torch import load_file
 
-from conftest import TINY_RECIPE, Killed, killed_after_second_epoch
 from fetometry.data.hc18 import load_hc18
 from fetometry.training.config import TrainConfig
 from fetometry.training.trainer import Trainer
@@ -60,7 +60,9 @@ def test_killed_run_resumes_to_the_same_weights(phantom_hc18, tmp_path, one_thre
 
     Trainer(config, tmp_path / "straight", progress=False).fit(samples, augment=Augmenter(strength=0.5))
     with pytest.raises(Killed):
-        killed_after_second_epoch()(config, tmp_path / "resumed", progress=False).fit(samples, augment=Augmenter(strength=0.5))
+        killed_after_second_epoch()(config, tmp_path / "resumed", progress=False).fit(
+            samples, augment=Augmenter(strength=0.5)
+        )
     resumed = Trainer(config, tmp_path / "resumed", progress=False)
     resumed.fit(samples, augment=Augmenter(strength=0.5))
     assert resumed.start_epoch == 2
@@ -101,7 +103,9 @@ def test_exported_weights_have_a_model_card(tiny_run):
     card = (tiny_run / "model" / "MODEL_CARD.md").read_text()
     config = json.loads((tiny_run / "model" / "config.json").read_text())
     assert config["data"]["images"] == len(load_hc18(config["data"]["path"]))
-    assert json.loads((tiny_run / "model" / "split.json").read_text()) == json.loads((tiny_run / "split.json").read_text())
+    assert json.loads((tiny_run / "model" / "split.json").read_text()) == json.loads(
+        (tiny_run / "split.json").read_text()
+    )
     for needed in ("## Data", "## Recipe", "## Hardware", "## Metrics", "CC BY 4.0", "decision support"):
         assert needed in card, needed
 
@@ -110,7 +114,10 @@ def test_training_on_two_data_sets_keeps_their_subjects_apart(tmp_path):
     from fetometry.data.synthetic import write_phantom_dataset
     from fetometry.training.run import train_and_export
 
-    centres = [write_phantom_dataset(tmp_path / name, 8, seed=seed, size=(128, 192)) for name, seed in (("clinic", 21), ("hc18", 22))]
+    centres = [
+        write_phantom_dataset(tmp_path / name, 8, seed=seed, size=(128, 192))
+        for name, seed in (("clinic", 21), ("hc18", 22))
+    ]
     recipe = {**TINY_RECIPE, "epochs": 1, "max_steps": 2}
     folder = train_and_export(TrainConfig.from_dict(recipe), centres, tmp_path / "run", progress=False)
     config = json.loads((folder / "config.json").read_text())
@@ -141,7 +148,9 @@ def test_init_from_starts_from_the_given_weights(tiny_run, phantom_hc18, tmp_pat
     from fetometry.training.run import train_and_export
 
     before = float(_read_log(tiny_run / "log.csv")[-1]["val_dice"])
-    config = TrainConfig.from_dict({**TINY_RECIPE, "epochs": 1, "max_steps": 1, "lr": 1e-6, "init_from": str(tiny_run / "model")})
+    config = TrainConfig.from_dict(
+        {**TINY_RECIPE, "epochs": 1, "max_steps": 1, "lr": 1e-6, "init_from": str(tiny_run / "model")}
+    )
     folder = train_and_export(config, phantom_hc18, tmp_path / "continued", progress=False)
     after = float(_read_log(tmp_path / "continued" / "log.csv")[0]["val_dice"])
     assert after > 0.9 * before and after > 0.6  # a random start scores far lower (test above: the first epoch)
@@ -198,6 +207,7 @@ def test_a_weights_status_heads_its_model_card(tiny_run, tmp_path):
 
 def test_every_shipped_recipe_parses_and_names_a_registered_model():
     from conftest import REPO
+
     from fetometry.models import get_spec
 
     recipes = sorted((REPO / "configs").glob("*.toml"))

@@ -121,14 +121,17 @@ def test_pregnancy_ids_must_be_opaque_codes(store, pregnancy):
         store.add_exam(pregnancy, START, 20.0, {"hc": 175.0})
 
 
-@pytest.mark.parametrize("measurements, match", [
-    ({}, "non-empty"),
-    ({"crl": 45.0}, "unknown measure"),
-    ({"hc": -1.0}, "positive"),
-    ({"hc": True}, "positive"),
-    ({"hc": "big"}, "positive"),
-    ({"hc": 170.0, "hc_mm": 171.0}, "twice"),
-])
+@pytest.mark.parametrize(
+    "measurements, match",
+    [
+        ({}, "non-empty"),
+        ({"crl": 45.0}, "unknown measure"),
+        ({"hc": -1.0}, "positive"),
+        ({"hc": True}, "positive"),
+        ({"hc": "big"}, "positive"),
+        ({"hc": 170.0, "hc_mm": 171.0}, "twice"),
+    ],
+)
 def test_bad_measurements_are_refused(store, measurements, match):
     with pytest.raises(VisitStoreError, match=match):
         store.add_exam("P-001", START, 20.0, measurements)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from fetometry import DISCLAIMER
 from fetometry.data.hc18 import load_hc18
-from fetometry.pipeline import ImageInput, predict_images, write_predictions
 from fetometry.inference.predictor import Predictor
+from fetometry.pipeline import ImageInput, predict_images, write_predictions
 from fetometry.report.figures import save_overlay_grid
 from fetometry.resources import SAMPLES_DIR
 
@@ -28,14 +28,23 @@ def run_demo(out_dir: str | Path, *, model: str | None = None, progress: bool = 
     write_predictions(results, out_dir)
     references = [s.hc_mm for s in samples]
     images = [s.load_image() for s in samples]
-    figure = save_overlay_grid(images, results, references, out_dir / "demo_overlay.png", title=f"fetometry demo: {predictor.name} on HC18 samples (CC BY 4.0)")
+    figure = save_overlay_grid(
+        images,
+        results,
+        references,
+        out_dir / "demo_overlay.png",
+        title=f"fetometry demo: {predictor.name} on HC18 samples (CC BY 4.0)",
+    )
     table = _markdown_table(results, references)
     (out_dir / "demo_table.md").write_text(table + "\n\n" + DISCLAIMER + "\n")
     return {"table": table, "figure": figure, "results": results}
 
 
 def _markdown_table(results, references) -> str:
-    lines = ["| image | HC mm | reference HC mm | error mm | BPD mm | OFD mm | CI | status |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| image | HC mm | reference HC mm | error mm | BPD mm | OFD mm | CI | status |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     errors = []
     for result, reference in zip(results, references):
         m = result.measurement
@@ -46,7 +55,9 @@ def _markdown_table(results, references) -> str:
         if error is not None:
             errors.append(abs(error))
         err = f"{error:+.2f}" if error is not None else ""
-        lines.append(f"| {result.filename} | {m.hc_mm:.1f} | {reference:.1f} | {err} | {m.bpd_mm:.1f} | {m.ofd_mm:.1f} | {m.cephalic_index:.1f} | {result.status} |")
+        lines.append(
+            f"| {result.filename} | {m.hc_mm:.1f} | {reference:.1f} | {err} | {m.bpd_mm:.1f} | {m.ofd_mm:.1f} | {m.cephalic_index:.1f} | {result.status} |"
+        )
     if errors:
         lines.append(f"\nMean absolute HC error on these {len(errors)} images: {sum(errors) / len(errors):.2f} mm")
     return "\n".join(lines)

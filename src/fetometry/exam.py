@@ -150,14 +150,18 @@ def _from_array(pixels: np.ndarray, name: str) -> ExamImage:
     if pixels.ndim != 2:
         raise ExamInputError(f"expected a 2-D grayscale array (H, W), got shape {pixels.shape}")
     if min(pixels.shape) < MIN_SIDE_PX or max(pixels.shape) > MAX_SIDE_PX:
-        raise ExamInputError(f"array is {pixels.shape[1]}x{pixels.shape[0]} px; sides must be {MIN_SIDE_PX}-{MAX_SIDE_PX} px")
+        raise ExamInputError(
+            f"array is {pixels.shape[1]}x{pixels.shape[0]} px; sides must be {MIN_SIDE_PX}-{MAX_SIDE_PX} px"
+        )
     pixels = np.asarray(pixels, dtype=np.float32)
     if not np.isfinite(pixels).all():
         raise ExamInputError("the array holds NaN or infinite values; give intensities scaled to [0, 1]")
     return ExamImage(np.clip(pixels, 0.0, 1.0), name, kind="array")
 
 
-def read_exam_image(source: str | Path | bytes | np.ndarray, *, filename: str | None = None, frame: int = 0) -> ExamImage:
+def read_exam_image(
+    source: str | Path | bytes | np.ndarray, *, filename: str | None = None, frame: int = 0
+) -> ExamImage:
     """A path, uploaded bytes or a 2-D float array -> ExamImage (raises ValueError subclasses).
 
     Files are recognised by their content, not their name: PNG, JPEG, BMP, TIFF or
@@ -177,7 +181,9 @@ def read_exam_image(source: str | Path | bytes | np.ndarray, *, filename: str | 
         if kind == "dicom":
             return _from_dicom(data, name, frame)
         if kind is None:
-            raise UnsupportedFileTypeError(f"{name}: not a supported file; upload a PNG, JPEG, BMP or TIFF image or a DICOM file")
+            raise UnsupportedFileTypeError(
+                f"{name}: not a supported file; upload a PNG, JPEG, BMP or TIFF image or a DICOM file"
+            )
         return ExamImage(decode_image(data, source=name), name)
     path = Path(source)
     if not path.is_file():
@@ -208,7 +214,13 @@ def _as_date(value: date | str | None, what: str) -> date | None:
         raise ExamInputError(f"{what}: {value!r} is not a date; write it as YYYY-MM-DD") from None
 
 
-def resolve_ga(*, ga_weeks: float | None = None, lmp: date | str | None = None, exam_date: date | str | None = None, ga_source: str | None = None) -> tuple[float | None, str | None]:
+def resolve_ga(
+    *,
+    ga_weeks: float | None = None,
+    lmp: date | str | None = None,
+    exam_date: date | str | None = None,
+    ga_source: str | None = None,
+) -> tuple[float | None, str | None]:
     """The exam's gestational age in weeks and its source, or (None, None).
 
     The GA must come from outside the image: the LMP (source 'lmp') or a stated GA
@@ -296,7 +308,9 @@ class ExamResult:
         row.update(self._uncertainty_keys())
         row["explain_method"] = self.explain_method
         row["notes"] = list(self.clinical.get("notes", [])) + self.notes
-        row.update(disclaimer=DISCLAIMER, model=self.result.model, version=__version__, date=self.analysed_on.isoformat())
+        row.update(
+            disclaimer=DISCLAIMER, model=self.result.model, version=__version__, date=self.analysed_on.isoformat()
+        )
         return _json_safe(row)
 
     def _uncertainty_keys(self) -> dict:
@@ -336,7 +350,14 @@ class ExamResult:
             report["visits"] = visits
         return report
 
-    def write_report(self, path: str | Path, *, visits: list[dict] | None = None, label: str | None = None, show_filename: bool = True) -> Path:
+    def write_report(
+        self,
+        path: str | Path,
+        *,
+        visits: list[dict] | None = None,
+        label: str | None = None,
+        show_filename: bool = True,
+    ) -> Path:
         """Write the PDF report (image, ellipse, table, GA/centiles, chart, maps, disclaimer).
 
         ``visits``: earlier exams of this pregnancy, ``[{"ga_weeks", "hc_mm"}]``, drawn on
@@ -347,8 +368,13 @@ class ExamResult:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         pdf.write_pdf_report(
-            path, self.report_dict(visits=visits), image=self.image, overlay_rgb=self.overlay_rgb(),
-            explanation_rgb=self.explanation_rgb(), uncertainty_rgb=self.uncertainty_rgb(), label=label,
+            path,
+            self.report_dict(visits=visits),
+            image=self.image,
+            overlay_rgb=self.overlay_rgb(),
+            explanation_rgb=self.explanation_rgb(),
+            uncertainty_rgb=self.uncertainty_rgb(),
+            label=label,
             show_filename=show_filename,
         )
         return path
@@ -399,14 +425,23 @@ def _pixel_size(explicit: float | None, read: ExamImage) -> tuple[float | None, 
     return None, None, notes
 
 
-def _measure(read: ExamImage, predictor: Predictor, explicit_mm: float | None, plane_checker) -> tuple[ImageResult, str | None, list[str]]:
+def _measure(
+    read: ExamImage, predictor: Predictor, explicit_mm: float | None, plane_checker
+) -> tuple[ImageResult, str | None, list[str]]:
     """Segment, check the plane, fit and measure (pipeline.measure); a DICOM is
     calibrated by the region that holds the head."""
     from fetometry.io.pixel_size import validate_pixel_size
     from fetometry.pipeline import measure, result_from_prediction
 
     mm, source, notes = _pixel_size(explicit_mm, read)
-    result = measure(predictor, read.pixels, filename=read.filename, pixel_size_mm=mm, pixel_size_problem=_no_size_reason(read), plane_checker=plane_checker)
+    result = measure(
+        predictor,
+        read.pixels,
+        filename=read.filename,
+        pixel_size_mm=mm,
+        pixel_size_problem=_no_size_reason(read),
+        plane_checker=plane_checker,
+    )
     if explicit_mm is None and read.dicom is not None and result.ellipse is not None:
         head_mm, head_source = read.calibrated_at(result.ellipse.center_x_px, result.ellipse.center_y_px)
         if head_mm is not None and head_mm != mm:
@@ -431,10 +466,14 @@ def _clinical(result: ImageResult, ga_weeks: float | None, ga_source: str | None
         notes.append("clinical module not installed: no GA estimate")
         return {}
     m = result.measurement
-    return assess.clinical_summary(hc_mm=m.hc_mm, bpd_mm=m.bpd_mm, ofd_mm=m.ofd_mm, ga_weeks=ga_weeks, ga_source=ga_source)
+    return assess.clinical_summary(
+        hc_mm=m.hc_mm, bpd_mm=m.bpd_mm, ofd_mm=m.ofd_mm, ga_weeks=ga_weeks, ga_source=ga_source
+    )
 
 
-def _explain(predictor: Predictor, pixels: np.ndarray, method: str, result: ImageResult, notes: list[str]) -> np.ndarray | None:
+def _explain(
+    predictor: Predictor, pixels: np.ndarray, method: str, result: ImageResult, notes: list[str]
+) -> np.ndarray | None:
     """The explanation map of the predicted head region (None, with a note, when there is none)."""
     if result.prediction is None or not result.prediction.mask.any():
         notes.append(f"no head region was predicted: no {method} map to show")
@@ -486,7 +525,16 @@ def measure_exam(
     result, mm_source, notes = _measure(read, predictor, pixel_size_mm, plane_checker_for(plane_check))
     if read.frames > 1:
         notes.append(f"cine loop of {read.frames} frames: frame {frame} measured")
-    exam = ExamResult(result, read.pixels, exam_day, pixel_size_source=mm_source, ga_weeks=ga, ga_source=ga_source, explain_method=method, notes=notes)
+    exam = ExamResult(
+        result,
+        read.pixels,
+        exam_day,
+        pixel_size_source=mm_source,
+        ga_weeks=ga,
+        ga_source=ga_source,
+        explain_method=method,
+        notes=notes,
+    )
     exam.clinical = _clinical(result, ga, ga_source, notes)
     if method is not None:
         exam.explanation = _explain(predictor, read.pixels, method, result, notes)
@@ -519,13 +567,27 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     dating = parser.add_mutually_exclusive_group()
     dating.add_argument("--ga-weeks", type=float, help="gestational age in weeks from dating (14-40); enables centiles")
     dating.add_argument("--lmp", help="first day of the last menstrual period, YYYY-MM-DD; enables centiles")
-    parser.add_argument("--ga-source", choices=("known", "crl", "ivf", "earlier_scan"), help="where --ga-weeks comes from (default: known)")
+    parser.add_argument(
+        "--ga-source",
+        choices=("known", "crl", "ivf", "earlier_scan"),
+        help="where --ga-weeks comes from (default: known)",
+    )
     parser.add_argument("--exam-date", help="date of the scan, YYYY-MM-DD (default: today)")
     parser.add_argument("--report", type=Path, help="write a PDF report")
     parser.add_argument("--report-label", help="a label for the report header (e.g. an opaque exam id; never a name)")
-    parser.add_argument("--report-hide-filename", action="store_true", help="leave the image's file name out of the report")
-    parser.add_argument("--explain", nargs="?", const="gradcam", choices=EXPLAIN_METHODS, help="add an explanation map (default method: gradcam)")
-    parser.add_argument("--uncertainty", action="store_true", help="add the HC uncertainty (test-time augmentation spread)")
+    parser.add_argument(
+        "--report-hide-filename", action="store_true", help="leave the image's file name out of the report"
+    )
+    parser.add_argument(
+        "--explain",
+        nargs="?",
+        const="gradcam",
+        choices=EXPLAIN_METHODS,
+        help="add an explanation map (default method: gradcam)",
+    )
+    parser.add_argument(
+        "--uncertainty", action="store_true", help="add the HC uncertainty (test-time augmentation spread)"
+    )
     parser.add_argument("--frame", type=int, default=0, help="frame of a DICOM cine loop (default 0)")
 
 
@@ -541,10 +603,16 @@ def run_measure_cli(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor.from_weights(args.model, tta=getattr(args, "tta", False))
         exam = measure_exam(
-            args.image, predictor=predictor, pixel_size_mm=args.pixel_size,
-            ga_weeks=getattr(args, "ga_weeks", None), lmp=getattr(args, "lmp", None), ga_source=getattr(args, "ga_source", None),
-            exam_date=getattr(args, "exam_date", None), explain=getattr(args, "explain", None),
-            uncertainty=getattr(args, "uncertainty", False), frame=getattr(args, "frame", 0),
+            args.image,
+            predictor=predictor,
+            pixel_size_mm=args.pixel_size,
+            ga_weeks=getattr(args, "ga_weeks", None),
+            lmp=getattr(args, "lmp", None),
+            ga_source=getattr(args, "ga_source", None),
+            exam_date=getattr(args, "exam_date", None),
+            explain=getattr(args, "explain", None),
+            uncertainty=getattr(args, "uncertainty", False),
+            frame=getattr(args, "frame", 0),
             plane_check=getattr(args, "plane_check", "on"),
         )
         written = _write_outputs(exam, args)
@@ -573,7 +641,9 @@ def _write_outputs(exam: ExamResult, args: argparse.Namespace) -> list[Path]:
                 raise OSError(f"could not write {path}")
             written.append(path)
     if getattr(args, "report", None):
-        written.append(exam.write_report(args.report, label=args.report_label, show_filename=not args.report_hide_filename))
+        written.append(
+            exam.write_report(args.report, label=args.report_label, show_filename=not args.report_hide_filename)
+        )
     return written
 
 
@@ -583,11 +653,16 @@ def _print_exam(exam: ExamResult, *, as_json: bool) -> None:
         print(json.dumps(row, indent=2))
         return
     print(summary_line(row))
-    for key, label in (("ga_hadlock_weeks", "GA from HC (Hadlock)"), ("ga_intergrowth_weeks", "GA from HC (INTERGROWTH-21st)")):
+    for key, label in (
+        ("ga_hadlock_weeks", "GA from HC (Hadlock)"),
+        ("ga_intergrowth_weeks", "GA from HC (INTERGROWTH-21st)"),
+    ):
         if row.get(key) is not None:
             print(f"  {label}: {row[key]:.1f} weeks")
     if row.get("hc_centile") is not None:
-        print(f"  HC at {row['ga_weeks']:.1f} weeks ({row['ga_source']}): centile {row['hc_centile']:.1f}, z {row['hc_z']:+.2f}")
+        print(
+            f"  HC at {row['ga_weeks']:.1f} weeks ({row['ga_source']}): centile {row['hc_centile']:.1f}, z {row['hc_z']:+.2f}"
+        )
     if row.get("hc_sd_mm") is not None:
         print(f"  HC uncertainty: +/- {row['hc_sd_mm']:.1f} mm (1 SD)")
     for flag in row.get("flags") or []:

@@ -25,26 +25,56 @@ import numpy as np
 from tqdm import tqdm
 
 from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, ellipse_from_probability
-from fetometry.biometry.measures import HeadMeasurement, measure_ellipse
-from fetometry.biometry.measures import ramanujan_perimeter
+from fetometry.biometry.measures import HeadMeasurement, measure_ellipse, ramanujan_perimeter
 from fetometry.biometry.quality import QualityReport, QualityThresholds, assess_quality
-from fetometry.data.hc18 import is_hc18_layout, load_hc18
-from fetometry.inference.plane import HEAD_PLANE, NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION, PlaneChecker, PlaneResult
+from fetometry.data.loaders import detect_layout, load
+from fetometry.inference.plane import NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION, PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_mask
-from fetometry.io.pixel_size import PixelSizeError, read_pixel_size_csv, validate_pixel_size
+from fetometry.io.pixel_size import read_pixel_size_csv, validate_pixel_size
 
 log = logging.getLogger(__name__)
 
 #: measurements.csv columns; the first six are the HC18 submission format.
 CSV_COLUMNS = [
-    "filename", "center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad",
-    "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "pixel_size_mm", "model", "status", "detail",
-    "confidence", "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px",
-    "quality_score", "quality_rule",
-    "plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance",
+    "filename",
+    "center_x_mm",
+    "center_y_mm",
+    "semi_axes_a_mm",
+    "semi_axes_b_mm",
+    "angle_rad",
+    "hc_mm",
+    "bpd_mm",
+    "ofd_mm",
+    "cephalic_index",
+    "pixel_size_mm",
+    "model",
+    "status",
+    "detail",
+    "confidence",
+    "center_x_px",
+    "center_y_px",
+    "semi_axes_a_px",
+    "semi_axes_b_px",
+    "quality_score",
+    "quality_rule",
+    "plane_label",
+    "plane_probability",
+    "head_plane",
+    "head_plane_probability",
+    "ood_distance",
 ]
-MM_KEYS = ["center_x_mm", "center_y_mm", "semi_axes_a_mm", "semi_axes_b_mm", "angle_rad", "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index"]
+MM_KEYS = [
+    "center_x_mm",
+    "center_y_mm",
+    "semi_axes_a_mm",
+    "semi_axes_b_mm",
+    "angle_rad",
+    "hc_mm",
+    "bpd_mm",
+    "ofd_mm",
+    "cephalic_index",
+]
 
 # Status codes (the `status` column); `detail` carries the human-readable reason.
 OK = "ok"
@@ -86,7 +116,13 @@ class ImageResult:
     def to_dict(self) -> dict:
         """One measurements.csv row / the `measure --json` object (None = empty)."""
         row = {key: None for key in CSV_COLUMNS}
-        row.update(filename=self.filename, status=self.status, detail=self.detail, model=self.model, pixel_size_mm=self.pixel_size_mm)
+        row.update(
+            filename=self.filename,
+            status=self.status,
+            detail=self.detail,
+            model=self.model,
+            pixel_size_mm=self.pixel_size_mm,
+        )
         if self.prediction is not None:
             row["confidence"] = round(self.prediction.confidence, 4)
         if self.quality is not None:
@@ -112,7 +148,16 @@ class ImageResult:
         return row
 
 
-def result_from_prediction(predictor: Predictor, filename: str, prediction: Prediction, pixel_size_mm: float | None, *, pixel_size_problem: str = "", plane: PlaneResult | None = None, gate: bool = True) -> ImageResult:
+def result_from_prediction(
+    predictor: Predictor,
+    filename: str,
+    prediction: Prediction,
+    pixel_size_mm: float | None,
+    *,
+    pixel_size_problem: str = "",
+    plane: PlaneResult | None = None,
+    gate: bool = True,
+) -> ImageResult:
     """Probability map -> ellipse -> plane check -> quality gate -> measurement, with
     the model's own HC offset and quality thresholds and a status saying what happened.
 
@@ -121,7 +166,9 @@ def result_from_prediction(predictor: Predictor, filename: str, prediction: Pred
     ellipse (for the overlay) but gets no measurement: ``detail`` names the reason.
     ``gate=False`` switches the quality gate off (research scoring: measure everything).
     """
-    result = ImageResult(filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction, model=predictor.name, plane=plane)
+    result = ImageResult(
+        filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction, model=predictor.name, plane=plane
+    )
     try:
         result.ellipse = ellipse_from_probability(prediction.probability)
     except NoHeadError as error:
@@ -136,13 +183,21 @@ def result_from_prediction(predictor: Predictor, filename: str, prediction: Pred
     if result.ellipse is None:
         return result
     if gate:
-        result.quality = assess_quality(prediction, result.ellipse, pixel_size_mm=pixel_size_mm, image_shape=prediction.probability.shape, thresholds=QualityThresholds.from_config(predictor.config))
+        result.quality = assess_quality(
+            prediction,
+            result.ellipse,
+            pixel_size_mm=pixel_size_mm,
+            image_shape=prediction.probability.shape,
+            thresholds=QualityThresholds.from_config(predictor.config),
+        )
         if not result.quality.passed:
             result.status, result.detail = REFUSED, result.quality.detail
             return result
     if pixel_size_mm is None:
         result.status = NO_PIXEL_SIZE
-        result.detail = pixel_size_problem or "no pixel size: give --pixel-size MM or --pixel-csv CSV; no mm value without it"
+        result.detail = (
+            pixel_size_problem or "no pixel size: give --pixel-size MM or --pixel-csv CSV; no mm value without it"
+        )
         return result
     result.measurement = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px)
     return result
@@ -155,7 +210,16 @@ def _head_size_mm(ellipse: Ellipse | None, pixel_size_mm: float | None) -> float
     return ramanujan_perimeter(ellipse.semi_major_px, ellipse.semi_minor_px) * float(pixel_size_mm)
 
 
-def measure_batch(predictor: Predictor, images: Sequence[np.ndarray], *, filenames: Sequence[str], pixel_sizes_mm: Sequence[float | None], pixel_size_problems: Sequence[str] | None = None, plane_checker: PlaneChecker | None = None, gate: bool = True) -> list[ImageResult]:
+def measure_batch(
+    predictor: Predictor,
+    images: Sequence[np.ndarray],
+    *,
+    filenames: Sequence[str],
+    pixel_sizes_mm: Sequence[float | None],
+    pixel_size_problems: Sequence[str] | None = None,
+    plane_checker: PlaneChecker | None = None,
+    gate: bool = True,
+) -> list[ImageResult]:
     """The one measurement path: images (H_i, W_i) float in [0, 1] -> one result each.
 
     ``plane_checker=None`` measures without the plane check (research scoring: the HC18
@@ -169,10 +233,27 @@ def measure_batch(predictor: Predictor, images: Sequence[np.ndarray], *, filenam
     ]
 
 
-def measure(predictor: Predictor, image: np.ndarray, *, filename: str = "image", pixel_size_mm: float | None = None, pixel_size_problem: str = "", plane_checker: PlaneChecker | None = None, gate: bool = True) -> ImageResult:
+def measure(
+    predictor: Predictor,
+    image: np.ndarray,
+    *,
+    filename: str = "image",
+    pixel_size_mm: float | None = None,
+    pixel_size_problem: str = "",
+    plane_checker: PlaneChecker | None = None,
+    gate: bool = True,
+) -> ImageResult:
     """One image through ``measure_batch``."""
     problems = [pixel_size_problem]
-    return measure_batch(predictor, [image], filenames=[filename], pixel_sizes_mm=[pixel_size_mm], pixel_size_problems=problems, plane_checker=plane_checker, gate=gate)[0]
+    return measure_batch(
+        predictor,
+        [image],
+        filenames=[filename],
+        pixel_sizes_mm=[pixel_size_mm],
+        pixel_size_problems=problems,
+        plane_checker=plane_checker,
+        gate=gate,
+    )[0]
 
 
 def plane_checker_for(plane_check: "str | bool | PlaneChecker | None" = "on") -> PlaneChecker | None:
@@ -192,11 +273,14 @@ def _shipped_plane_checker() -> PlaneChecker:
     return PlaneChecker.from_weights()
 
 
-def collect_inputs(source: str | Path, *, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None) -> list[ImageInput]:
-    """An image, a folder of images, or an HC18-layout folder -> images with pixel sizes.
+def collect_inputs(
+    source: str | Path, *, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None
+) -> list[ImageInput]:
+    """An image, a folder of images, or a data-set folder (any layout ``fetometry.data.load``
+    reads: HC18, images/ + CSV) -> images with pixel sizes.
 
     Precedence: an explicit pixel size for all images, else the given CSV, else the CSV
-    of an HC18-layout folder. Raises FileNotFoundError when there is nothing to read.
+    of the data-set folder. Raises FileNotFoundError when there is nothing to read.
     """
     source = Path(source)
     if pixel_size_mm is not None:
@@ -204,12 +288,15 @@ def collect_inputs(source: str | Path, *, pixel_size_mm: float | None = None, pi
     table: dict[str, float | None] = read_pixel_size_csv(pixel_csv) if pixel_csv else {}
     if source.is_file():
         paths = [source]
-    elif source.is_dir() and is_hc18_layout(source) and not pixel_csv:
-        samples = load_hc18(source)
-        table = {s.name: s.pixel_size_mm for s in samples}
+    elif source.is_dir() and detect_layout(source) is not None and not pixel_csv:
+        samples = load(source)
+        if any(s.pixel_size_mm is not None for s in samples):  # a folder data set may have no CSV
+            table = {s.name: s.pixel_size_mm for s in samples}
         paths = [s.image_path for s in samples]
     elif source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and "_Annotation" not in p.stem)
+        paths = sorted(
+            p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and "_Annotation" not in p.stem
+        )
         if not paths:
             raise FileNotFoundError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)})")
     else:
@@ -221,7 +308,9 @@ def collect_inputs(source: str | Path, *, pixel_size_mm: float | None = None, pi
         elif path.name in table and table[path.name] is not None:
             inputs.append(ImageInput(path, table[path.name]))
         elif path.name in table:
-            inputs.append(ImageInput(path, None, f"the CSV's pixel size for {path.name} is missing or outside 0.01-1.0 mm"))
+            inputs.append(
+                ImageInput(path, None, f"the CSV's pixel size for {path.name} is missing or outside 0.01-1.0 mm")
+            )
         elif table:
             inputs.append(ImageInput(path, None, f"{path.name} is not in the pixel-size CSV"))
         else:
@@ -238,7 +327,14 @@ def _read_all(inputs: Sequence[ImageInput]):
             yield item, None, str(error)
 
 
-def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progress: bool = True, gate: bool = True, plane_checker: PlaneChecker | None = None) -> list[ImageResult]:
+def predict_images(
+    predictor: Predictor,
+    inputs: Sequence[ImageInput],
+    *,
+    progress: bool = True,
+    gate: bool = True,
+    plane_checker: PlaneChecker | None = None,
+) -> list[ImageResult]:
     """Segment and measure every input; unreadable files get a row, not a crash.
 
     ``gate=False`` measures every fitted ellipse without the quality gate: how a
@@ -251,9 +347,13 @@ def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progre
     def flush() -> None:
         results.extend(
             measure_batch(
-                predictor, [image for _, image in batch], filenames=[item.path.name for item, _ in batch],
+                predictor,
+                [image for _, image in batch],
+                filenames=[item.path.name for item, _ in batch],
                 pixel_sizes_mm=[item.pixel_size_mm for item, _ in batch],
-                pixel_size_problems=[item.pixel_size_problem for item, _ in batch], plane_checker=plane_checker, gate=gate,
+                pixel_size_problems=[item.pixel_size_problem for item, _ in batch],
+                plane_checker=plane_checker,
+                gate=gate,
             )
         )
         bar.update(len(batch))
@@ -262,7 +362,9 @@ def predict_images(predictor: Predictor, inputs: Sequence[ImageInput], *, progre
     for item, image, error in _read_all(inputs):
         if image is None:
             log.warning("%s", error)
-            results.append(ImageResult(item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm, model=predictor.name))
+            results.append(
+                ImageResult(item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm, model=predictor.name)
+            )
             bar.update(1)
             continue
         batch.append((item, image))
@@ -294,7 +396,17 @@ def _fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def predict_path(source: str | Path, out_dir: str | Path, *, model: str | Path | None = None, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None, tta: bool = False, progress: bool = True, plane_check: str | bool = "on") -> list[ImageResult]:
+def predict_path(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    pixel_size_mm: float | None = None,
+    pixel_csv: str | Path | None = None,
+    tta: bool = False,
+    progress: bool = True,
+    plane_check: str | bool = "on",
+) -> list[ImageResult]:
     """`fetometry predict`: measure every image under ``source`` into ``out_dir``."""
     inputs = collect_inputs(source, pixel_size_mm=pixel_size_mm, pixel_csv=pixel_csv)
     predictor = Predictor.from_weights(model, tta=tta)

@@ -29,7 +29,9 @@ def shipped_models(kind: str | None = "segmenter") -> list[str]:
     names = []
     for folder in sorted(weights_root().glob("*")):
         config = folder / "config.json"
-        if config.is_file() and (kind is None or json.loads(config.read_text(encoding="utf-8")).get("kind", "segmenter") == kind):
+        if config.is_file() and (
+            kind is None or json.loads(config.read_text(encoding="utf-8")).get("kind", "segmenter") == kind
+        ):
             names.append(folder.name)
     return names
 

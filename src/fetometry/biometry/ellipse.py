@@ -107,7 +107,9 @@ class Ellipse:
             )
 
     @classmethod
-    def from_axes(cls, center_x_px: float, center_y_px: float, axis1_px: float, axis2_px: float, angle1_rad: float) -> Ellipse:
+    def from_axes(
+        cls, center_x_px: float, center_y_px: float, axis1_px: float, axis2_px: float, angle1_rad: float
+    ) -> Ellipse:
         """Build from two semi-axes in any order; ``angle1_rad`` is the direction of ``axis1_px``."""
         a, b, angle = abs(float(axis1_px)), abs(float(axis2_px)), float(angle1_rad)
         if b > a:
@@ -252,8 +254,7 @@ def _as_probability(prob: np.ndarray) -> np.ndarray:
         raise ValueError("prob contains NaN or infinite values; fix the model output before fitting")
     if prob.size and (prob.min() < 0.0 or prob.max() > 1.0):
         raise ValueError(
-            f"prob must lie in [0, 1] (got {prob.min():.3g}..{prob.max():.3g}); "
-            "apply a sigmoid/softmax to logits first"
+            f"prob must lie in [0, 1] (got {prob.min():.3g}..{prob.max():.3g}); apply a sigmoid/softmax to logits first"
         )
     return prob
 
@@ -337,7 +338,11 @@ def _conics_to_ellipses(conics: list[np.ndarray]) -> list[Ellipse]:
     for k in np.nonzero(ok)[0]:
         semi = np.sqrt(squared[k])
         try:
-            ellipses.append(Ellipse.from_axes(center[k, 0], center[k, 1], semi[0], semi[1], math.atan2(eigvecs[k, 1, 0], eigvecs[k, 0, 0])))
+            ellipses.append(
+                Ellipse.from_axes(
+                    center[k, 0], center[k, 1], semi[0], semi[1], math.atan2(eigvecs[k, 1, 0], eigvecs[k, 0, 0])
+                )
+            )
         except ValueError:
             continue
     return ellipses
@@ -371,7 +376,9 @@ def _geometric_distance_batch(params: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _distances(ellipse: Ellipse, xy: np.ndarray) -> np.ndarray:
-    params = np.array([ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad])
+    params = np.array(
+        [ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad]
+    )
     return _geometric_distance(params, xy)
 
 
@@ -468,7 +475,9 @@ def _refit_inliers(xy: np.ndarray, ellipse: Ellipse, floor: float) -> tuple[Elli
 
 def _geometric_refine(xy: np.ndarray, ellipse: Ellipse, sigma: float) -> Ellipse:
     """Robust (Huber) geometric least squares over (cx, cy, a, b, angle)."""
-    start = np.array([ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad])
+    start = np.array(
+        [ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad]
+    )
     result = optimize.least_squares(_geometric_distance, start, args=(xy,), loss="huber", f_scale=sigma, x_scale="jac")
     if not result.success or not np.isfinite(result.x).all():
         return ellipse
@@ -526,7 +535,9 @@ def _check_quality(ellipse: Ellipse, unit: np.ndarray, sigma: float) -> None:
         )
 
 
-def ellipse_from_probability(prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = MIN_HEAD_AREA_PX) -> Ellipse:
+def ellipse_from_probability(
+    prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = MIN_HEAD_AREA_PX
+) -> Ellipse:
     """(H, W) probability map or bool mask -> the head ellipse in pixel coordinates.
 
     Largest 8-connected component of ``prob >= threshold`` (holes filled) -> sub-pixel

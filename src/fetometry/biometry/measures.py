@@ -194,5 +194,10 @@ def calibrate_offset_px(
     if not offsets:
         raise ValueError("offset calibration needs at least one image with a valid pixel size and reference HC")
     offset = float(np.median(offsets))
-    log.info("calibrated offset %.3f px (median of %d images, IQR %.3f-%.3f px)", offset, len(offsets), *np.percentile(offsets, [25, 75]))
+    log.info(
+        "calibrated offset %.3f px (median of %d images, IQR %.3f-%.3f px)",
+        offset,
+        len(offsets),
+        *np.percentile(offsets, [25, 75]),
+    )
     return offset

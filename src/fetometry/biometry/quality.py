@@ -74,7 +74,9 @@ class QualityThresholds:
         block = dict((config or {}).get("quality") or {})
         unknown = set(block) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown quality thresholds {sorted(unknown)} in the config; valid: {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown quality thresholds {sorted(unknown)} in the config; valid: {sorted(cls.__dataclass_fields__)}"
+            )
         for name in ("hc_range_mm", "extent_range"):
             if name in block:
                 block[name] = tuple(block[name])
@@ -116,7 +118,9 @@ def clipped_fraction(ellipse: Ellipse, image_shape: tuple[int, int], *, samples:
     segments = np.roll(points, -1, axis=0) - points
     lengths = np.hypot(segments[:, 0], segments[:, 1])
     middle = points + 0.5 * segments
-    outside = (middle[:, 0] < -0.5) | (middle[:, 0] > width - 0.5) | (middle[:, 1] < -0.5) | (middle[:, 1] > height - 0.5)
+    outside = (
+        (middle[:, 0] < -0.5) | (middle[:, 0] > width - 0.5) | (middle[:, 1] < -0.5) | (middle[:, 1] > height - 0.5)
+    )
     return float(lengths[outside].sum() / lengths.sum())
 
 
@@ -155,7 +159,9 @@ def _ellipse_box(ellipse: Ellipse, height: int, width: int) -> tuple[int, int, i
     return x0, y0, x1, y1
 
 
-def quality_features(prediction, ellipse: Ellipse | None, *, pixel_size_mm: float | None, image_shape: tuple[int, int]) -> dict:
+def quality_features(
+    prediction, ellipse: Ellipse | None, *, pixel_size_mm: float | None, image_shape: tuple[int, int]
+) -> dict:
     """The numbers the rules look at (None where they cannot be computed).
 
     prediction: a ``fetometry.inference.Prediction`` on the image grid (H, W).
@@ -176,7 +182,9 @@ def quality_features(prediction, ellipse: Ellipse | None, *, pixel_size_mm: floa
     if pixel_size_mm is not None:
         # Ramanujan II (1914), as biometry.measures; before the boundary offset, which
         # changes HC by under 10 mm and does not matter for a plausibility range.
-        features["perimeter_mm"] = ramanujan_perimeter(ellipse.semi_major_px, ellipse.semi_minor_px) * float(pixel_size_mm)
+        features["perimeter_mm"] = ramanujan_perimeter(ellipse.semi_major_px, ellipse.semi_minor_px) * float(
+            pixel_size_mm
+        )
     return features
 
 
@@ -204,10 +212,16 @@ def _upper(value: float | None, limit: float) -> dict:
 
 
 def _within(value: float | None, low: float, high: float) -> dict:
-    return {"value": value, "limit": f"{low:g}..{high:g}", "passed": None if value is None else bool(low <= value <= high)}
+    return {
+        "value": value,
+        "limit": f"{low:g}..{high:g}",
+        "passed": None if value is None else bool(low <= value <= high),
+    }
 
 
-def run_checks(features: dict, *, has_head: bool, thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> dict[str, dict]:
+def run_checks(
+    features: dict, *, has_head: bool, thresholds: QualityThresholds = DEFAULT_THRESHOLDS
+) -> dict[str, dict]:
     """Every rule's {"value", "limit", "passed"} (passed None = not checked), from the
     output of ``quality_features``; ``has_head``: an ellipse was fitted."""
     limits = thresholds

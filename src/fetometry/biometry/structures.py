@@ -70,9 +70,13 @@ class AbdomenMeasurement:
 
     def to_dict(self) -> dict[str, float]:
         return {
-            "ac_mm": self.ac_mm, "ac_semi_axes_a_mm": self.semi_axes_a_mm, "ac_semi_axes_b_mm": self.semi_axes_b_mm,
-            "ac_center_x_px": self.ellipse.center_x_px, "ac_center_y_px": self.ellipse.center_y_px,
-            "ac_angle_rad": self.ellipse.angle_rad, "pixel_size_mm": self.pixel_size_mm,
+            "ac_mm": self.ac_mm,
+            "ac_semi_axes_a_mm": self.semi_axes_a_mm,
+            "ac_semi_axes_b_mm": self.semi_axes_b_mm,
+            "ac_center_x_px": self.ellipse.center_x_px,
+            "ac_center_y_px": self.ellipse.center_y_px,
+            "ac_angle_rad": self.ellipse.angle_rad,
+            "pixel_size_mm": self.pixel_size_mm,
         }
 
 
@@ -85,8 +89,12 @@ def abdomen_ellipse(prob: np.ndarray, *, threshold: float = 0.5, min_area_px: in
 
 
 def measure_ac(
-    prob: np.ndarray, pixel_size_mm: float, *, threshold: float = 0.5,
-    min_area_px: int = MIN_ABDOMEN_AREA_PX, offset_px: float = 0.0,
+    prob: np.ndarray,
+    pixel_size_mm: float,
+    *,
+    threshold: float = 0.5,
+    min_area_px: int = MIN_ABDOMEN_AREA_PX,
+    offset_px: float = 0.0,
 ) -> AbdomenMeasurement:
     """Abdominal circumference (mm) from an (H, W) abdomen probability map or mask.
 
@@ -98,7 +106,9 @@ def measure_ac(
     ellipse = abdomen_ellipse(prob, threshold=threshold, min_area_px=min_area_px)
     a_px, b_px = ellipse.semi_major_px - offset_px, ellipse.semi_minor_px - offset_px
     if b_px <= 0:
-        raise ValueError(f"offset_px={offset_px} is not smaller than the semi-minor axis {ellipse.semi_minor_px:.2f} px")
+        raise ValueError(
+            f"offset_px={offset_px} is not smaller than the semi-minor axis {ellipse.semi_minor_px:.2f} px"
+        )
     a_mm, b_mm = a_px * pixel_size_mm, b_px * pixel_size_mm
     return AbdomenMeasurement(ramanujan_perimeter(a_mm, b_mm), a_mm, b_mm, pixel_size_mm, float(offset_px), ellipse)
 
@@ -138,9 +148,13 @@ class FemurMeasurement:
 
     def to_dict(self) -> dict[str, float | bool]:
         return {
-            "fl_mm": self.fl_mm, "fl_width_mm": self.width_mm, "pixel_size_mm": self.pixel_size_mm,
-            "fl_end_a_x_px": self.axis.end_a_px[0], "fl_end_a_y_px": self.axis.end_a_px[1],
-            "fl_end_b_x_px": self.axis.end_b_px[0], "fl_end_b_y_px": self.axis.end_b_px[1],
+            "fl_mm": self.fl_mm,
+            "fl_width_mm": self.width_mm,
+            "pixel_size_mm": self.pixel_size_mm,
+            "fl_end_a_x_px": self.axis.end_a_px[0],
+            "fl_end_a_y_px": self.axis.end_a_px[1],
+            "fl_end_b_x_px": self.axis.end_b_px[0],
+            "fl_end_b_y_px": self.axis.end_b_px[1],
             "fl_touches_border": self.axis.touches_border,
         }
 
@@ -178,15 +192,22 @@ def femur_axis_px(prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int 
     end_a, end_b = centre + along.min() * major, centre + along.max() * major
     angle = float(np.arctan2(major[1], major[0]) % np.pi)
     return FemurAxis(
-        length_px=float(along.max() - along.min()), width_px=float(across.max() - across.min()),
+        length_px=float(along.max() - along.min()),
+        width_px=float(across.max() - across.min()),
         angle_rad=0.0 if angle >= np.pi else angle,
-        end_a_px=(float(end_a[0]), float(end_a[1])), end_b_px=(float(end_b[0]), float(end_b[1])),
-        area_px=area, touches_border=_touches_border(component),
+        end_a_px=(float(end_a[0]), float(end_a[1])),
+        end_b_px=(float(end_b[0]), float(end_b[1])),
+        area_px=area,
+        touches_border=_touches_border(component),
     )
 
 
 def measure_fl(
-    prob: np.ndarray, pixel_size_mm: float, *, threshold: float = 0.5, min_area_px: int = MIN_FEMUR_AREA_PX,
+    prob: np.ndarray,
+    pixel_size_mm: float,
+    *,
+    threshold: float = 0.5,
+    min_area_px: int = MIN_FEMUR_AREA_PX,
 ) -> FemurMeasurement:
     """Femur length (mm) from an (H, W) femur probability map or mask.
 

@@ -30,11 +30,11 @@ from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError, number
 STANDARDS = {
     "growth": "INTERGROWTH-21st Fetal Growth Standards (Papageorghiou et al., Lancet 2014)",
     "efw": "Hadlock 1985 (HC, AC, FL); centiles: INTERGROWTH-21st standard for Hadlock EFW "
-           "(Stirnemann et al., Ultrasound Obstet Gynecol 2020)",
+    "(Stirnemann et al., Ultrasound Obstet Gynecol 2020)",
     "ga_from_hc": "Hadlock et al., Radiology 1984; INTERGROWTH-21st (Papageorghiou et al., "
-                  "Ultrasound Obstet Gynecol 2016)",
+    "Ultrasound Obstet Gynecol 2016)",
     "plausibility": "beyond +/-5 SD of the INTERGROWTH-21st standard for the stated GA (fetometry's limit, "
-                    "after the WHO fixed exclusion range for anthropometric z-scores, TRS 854, 1995)",
+    "after the WHO fixed exclusion range for anthropometric z-scores, TRS 854, 1995)",
 }
 
 
@@ -58,7 +58,10 @@ def _rounded(value: float | None, digits: int) -> float | None:
 def _ga_estimates(hc_mm: float, notes: list[str]) -> dict[str, float | None]:
     """HC-based GA estimates; out-of-range formulas give None and a note."""
     estimates: dict[str, float | None] = {}
-    for key, formula in (("ga_hadlock_weeks", dating.ga_from_hc_hadlock), ("ga_intergrowth_weeks", dating.ga_from_hc_intergrowth)):
+    for key, formula in (
+        ("ga_hadlock_weeks", dating.ga_from_hc_hadlock),
+        ("ga_intergrowth_weeks", dating.ga_from_hc_intergrowth),
+    ):
         try:
             estimates[key] = _rounded(formula(hc_mm), 2)
         except OutOfRangeError as error:
@@ -79,8 +82,9 @@ def _implausible(checked: dict[str, plausibility.Plausibility], measure: str) ->
     return measure in checked and checked[measure].status == plausibility.IMPLAUSIBLE
 
 
-def _place_on_standard(values: dict[str, float | None], ga: float, notes: list[str],
-                       checked: dict[str, plausibility.Plausibility]) -> dict[str, float | None]:
+def _place_on_standard(
+    values: dict[str, float | None], ga: float, notes: list[str], checked: dict[str, plausibility.Plausibility]
+) -> dict[str, float | None]:
     """z-scores and centiles of the given, plausible measures at an independent GA."""
     placed = _nothing_placed()
     if not any(values[m] is not None for m in MEASURES):
@@ -94,16 +98,19 @@ def _place_on_standard(values: dict[str, float | None], ga: float, notes: list[s
         if values[measure] is None:
             continue
         if _implausible(checked, measure):
-            notes.append(f"no {measure.upper()} z-score or centile: the value is implausible for the stated GA "
-                         f"(see plausibility and flags)")
+            notes.append(
+                f"no {measure.upper()} z-score or centile: the value is implausible for the stated GA "
+                f"(see plausibility and flags)"
+            )
             continue
         placed[f"{measure}_z"] = growth.zscore(measure, values[measure], ga)
         placed[f"{measure}_centile"] = growth.centile(measure, values[measure], ga)
     return placed
 
 
-def _efw(values: dict[str, float | None], ga: float | None, notes: list[str],
-         checked: dict[str, plausibility.Plausibility]) -> tuple[float | None, float | None, float | None]:
+def _efw(
+    values: dict[str, float | None], ga: float | None, notes: list[str], checked: dict[str, plausibility.Plausibility]
+) -> tuple[float | None, float | None, float | None]:
     """(efw_g, efw_z, efw_centile); None where not computable, with a note."""
     if any(values[m] is None for m in ("hc", "ac", "fl")):
         return None, None, None
@@ -125,8 +132,12 @@ def _efw(values: dict[str, float | None], ga: float | None, notes: list[str],
         return weight, None, None
 
 
-def _collect_flags(values: dict[str, float | None], placed: dict[str, float | None], efw_values: tuple,
-                   checked: dict[str, plausibility.Plausibility]) -> list[dict[str, str]]:
+def _collect_flags(
+    values: dict[str, float | None],
+    placed: dict[str, float | None],
+    efw_values: tuple,
+    checked: dict[str, plausibility.Plausibility],
+) -> list[dict[str, str]]:
     weight, _, efw_centile = efw_values
     shape_ok = not (_implausible(checked, "bpd") or _implausible(checked, "ofd"))
     found = (
@@ -164,8 +175,10 @@ def clinical_summary(
     unknown GA source; values outside a formula's range give None and a note.
     """
     values = {
-        "hc": _optional_mm("hc_mm", hc_mm), "bpd": _optional_mm("bpd_mm", bpd_mm),
-        "ofd": _optional_mm("ofd_mm", ofd_mm), "ac": _optional_mm("ac_mm", ac_mm),
+        "hc": _optional_mm("hc_mm", hc_mm),
+        "bpd": _optional_mm("bpd_mm", bpd_mm),
+        "ofd": _optional_mm("ofd_mm", ofd_mm),
+        "ac": _optional_mm("ac_mm", ac_mm),
         "fl": _optional_mm("fl_mm", fl_mm),
     }
     source = dating.check_ga_source(ga_source)

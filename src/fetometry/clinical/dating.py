@@ -76,7 +76,9 @@ def as_date(value: date | str, name: str = "date") -> date:
     if not isinstance(value, str):
         # An int such as 20240101 would parse as a date in Python 3.11: refuse it, as a
         # number is never how a date reaches this module on purpose.
-        raise InvalidInputError(f"{name} must be a date or an ISO date string YYYY-MM-DD, got {type(value).__name__} {value!r}")
+        raise InvalidInputError(
+            f"{name} must be a date or an ISO date string YYYY-MM-DD, got {type(value).__name__} {value!r}"
+        )
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
@@ -154,7 +156,9 @@ def _hc_range(formula: Callable[[float], float], ga_range: tuple[float, float]) 
     return _hc_at(formula, ga_range[0]), _hc_at(formula, ga_range[1])
 
 
-def _refuse_outside(formula: Callable[[float], float], hc_mm: float, ga_range: tuple[float, float], unit: str, name: str) -> None:
+def _refuse_outside(
+    formula: Callable[[float], float], hc_mm: float, ga_range: tuple[float, float], unit: str, name: str
+) -> None:
     # The HC is compared with the HC range BEFORE the formula is evaluated: the
     # INTERGROWTH formula overflows a float from about HC 4700 mm (a cm/mm or pixel mix-up).
     hc_low, hc_high = _hc_range(formula, ga_range)
@@ -186,7 +190,9 @@ def ga_from_hc_intergrowth(hc_mm: float, *, extrapolate: bool = False) -> float:
     try:
         days = _intergrowth_days(hc)
     except OverflowError:
-        raise OutOfRangeError(f"HC {hc:g} mm is far beyond the INTERGROWTH-21st dating formula; check the unit (mm)") from None
+        raise OutOfRangeError(
+            f"HC {hc:g} mm is far beyond the INTERGROWTH-21st dating formula; check the unit (mm)"
+        ) from None
     return days / 7.0
 
 

@@ -98,7 +98,9 @@ def efw_zscore(efw_g: float, ga_weeks: float) -> float:
     except (OverflowError, ZeroDivisionError):
         z = math.nan
     if not math.isfinite(z):
-        raise OutOfRangeError(f"EFW {weight:g} g at {ga_weeks} weeks is too far from the standard for a z-score; check the inputs")
+        raise OutOfRangeError(
+            f"EFW {weight:g} g at {ga_weeks} weeks is too far from the standard for a z-score; check the inputs"
+        )
     return z
 
 

@@ -82,17 +82,32 @@ def head_size_flags(hc_z: float | None) -> list[Flag]:
     if hc_z is None:
         return []
     if hc_z <= MICROCEPHALY_Z:
-        return [Flag("microcephaly", "alert",
-                     f"HC z-score {hc_z:.2f} is at or below -3 SD: prenatal microcephaly range. "
-                     "Check the measurement and the dating; specialist assessment is advised.")]
+        return [
+            Flag(
+                "microcephaly",
+                "alert",
+                f"HC z-score {hc_z:.2f} is at or below -3 SD: prenatal microcephaly range. "
+                "Check the measurement and the dating; specialist assessment is advised.",
+            )
+        ]
     if hc_z <= SMALL_HEAD_WORKUP_Z:
-        return [Flag("small_head", "warning",
-                     f"HC z-score {hc_z:.2f} is at or below -2 SD: small head. "
-                     "Check the measurement and the dating; consider a work-up and follow-up scans.")]
+        return [
+            Flag(
+                "small_head",
+                "warning",
+                f"HC z-score {hc_z:.2f} is at or below -2 SD: small head. "
+                "Check the measurement and the dating; consider a work-up and follow-up scans.",
+            )
+        ]
     if hc_z > MACROCEPHALY_Z:
-        return [Flag("macrocephaly", "warning",
-                     f"HC z-score {hc_z:.2f} is above +2 SD: large head (macrocephaly range). "
-                     "Check the measurement and the dating; consider further assessment.")]
+        return [
+            Flag(
+                "macrocephaly",
+                "warning",
+                f"HC z-score {hc_z:.2f} is above +2 SD: large head (macrocephaly range). "
+                "Check the measurement and the dating; consider further assessment.",
+            )
+        ]
     return []
 
 
@@ -107,30 +122,47 @@ def _smallness(label: str, suffix: str, value_centile: float | None) -> list[Fla
     if value_centile is None:
         return []
     if value_centile < SEVERE_SGA_CENTILE:
-        return [Flag(f"severe_sga_{suffix}", "alert",
-                     f"{label} is below the 3rd centile ({value_centile:.1f}): a sign of fetal growth "
-                     "restriction. Check the measurement and the dating; assessment is advised.")]
+        return [
+            Flag(
+                f"severe_sga_{suffix}",
+                "alert",
+                f"{label} is below the 3rd centile ({value_centile:.1f}): a sign of fetal growth "
+                "restriction. Check the measurement and the dating; assessment is advised.",
+            )
+        ]
     if value_centile < SGA_CENTILE:
-        return [Flag(f"sga_{suffix}", "warning",
-                     f"{label} is below the 10th centile ({value_centile:.1f}): small for gestational age. "
-                     "Check the measurement and the dating; consider follow-up of growth.")]
+        return [
+            Flag(
+                f"sga_{suffix}",
+                "warning",
+                f"{label} is below the 10th centile ({value_centile:.1f}): small for gestational age. "
+                "Check the measurement and the dating; consider follow-up of growth.",
+            )
+        ]
     return []
 
 
 def _largeness(label: str, suffix: str, value_centile: float | None) -> list[Flag]:
     if value_centile is None or value_centile <= LGA_CENTILE:
         return []
-    return [Flag(f"lga_{suffix}", "warning",
-                 f"{label} is above the 90th centile ({value_centile:.1f}): large for gestational age. "
-                 "Check the measurement and the dating.")]
+    return [
+        Flag(
+            f"lga_{suffix}",
+            "warning",
+            f"{label} is above the 90th centile ({value_centile:.1f}): large for gestational age. "
+            "Check the measurement and the dating.",
+        )
+    ]
 
 
 def growth_flags(ac_centile: float | None, efw_centile: float | None) -> list[Flag]:
     """SGA / severe SGA / LGA from the AC and EFW centiles (None: not available)."""
     ac_centile, efw_centile = _centile(ac_centile, "AC centile"), _centile(efw_centile, "EFW centile")
     return (
-        _smallness("AC", "ac", ac_centile) + _smallness("EFW", "efw", efw_centile)
-        + _largeness("AC", "ac", ac_centile) + _largeness("EFW", "efw", efw_centile)
+        _smallness("AC", "ac", ac_centile)
+        + _smallness("EFW", "efw", efw_centile)
+        + _largeness("AC", "ac", ac_centile)
+        + _largeness("EFW", "efw", efw_centile)
     )
 
 
@@ -141,9 +173,14 @@ def macrosomia_flags(efw_g: float | None) -> list[Flag]:
         return []
     severe = efw_g > SEVERE_MACROSOMIA_G
     threshold = SEVERE_MACROSOMIA_G if severe else MACROSOMIA_G
-    return [Flag("macrosomia", "alert" if severe else "warning",
-                 f"EFW {efw_g:.0f} g is above {threshold:.0f} g: macrosomia range. "
-                 "EFW errors are about 10-15%; check the measurements.")]
+    return [
+        Flag(
+            "macrosomia",
+            "alert" if severe else "warning",
+            f"EFW {efw_g:.0f} g is above {threshold:.0f} g: macrosomia range. "
+            "EFW errors are about 10-15%; check the measurements.",
+        )
+    ]
 
 
 def head_shape_flags(bpd_mm: float | None, ofd_mm: float | None) -> list[Flag]:
@@ -157,9 +194,14 @@ def head_shape_flags(bpd_mm: float | None, ofd_mm: float | None) -> list[Flag]:
     if low <= index <= high:
         return []
     code, shape = ("dolichocephaly", "long and narrow") if index < low else ("brachycephaly", "short and wide")
-    return [Flag(code, "info",
-                 f"Cephalic index {index:.1f} is outside {low:g}-{high:g}: the head is {shape}. "
-                 "The BPD misjudges size and age for such heads; rely on the HC.")]
+    return [
+        Flag(
+            code,
+            "info",
+            f"Cephalic index {index:.1f} is outside {low:g}-{high:g}: the head is {shape}. "
+            "The BPD misjudges size and age for such heads; rely on the HC.",
+        )
+    ]
 
 
 def implausible_flags(assessments: list[Plausibility]) -> list[Flag]:

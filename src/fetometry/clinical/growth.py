@@ -55,9 +55,19 @@ _MIN_CENTILE, _MAX_CENTILE = 1e-9, 100.0 - 1e-9
 
 
 __all__ = [
-    "GA_RANGE_WEEKS", "MEASURES", "InvalidInputError", "OutOfRangeError", "UnknownMeasureError",
-    "centile", "centile_to_z", "check_ga_weeks", "check_measure", "mean_sd", "value_at_centile",
-    "value_at_zscore", "zscore",
+    "GA_RANGE_WEEKS",
+    "MEASURES",
+    "InvalidInputError",
+    "OutOfRangeError",
+    "UnknownMeasureError",
+    "centile",
+    "centile_to_z",
+    "check_ga_weeks",
+    "check_measure",
+    "mean_sd",
+    "value_at_centile",
+    "value_at_zscore",
+    "zscore",
 ]
 
 
@@ -108,7 +118,11 @@ def _fl(ga: float) -> tuple[float, float]:
 
 
 _EQUATIONS: dict[str, Callable[[float], tuple[float, float]]] = {
-    "hc": _hc, "bpd": _bpd, "ofd": _ofd, "ac": _ac, "fl": _fl,
+    "hc": _hc,
+    "bpd": _bpd,
+    "ofd": _ofd,
+    "ac": _ac,
+    "fl": _fl,
 }
 
 
@@ -120,15 +134,18 @@ _EQUATIONS: dict[str, Callable[[float], tuple[float, float]]] = {
 def check_measure(measure: str) -> str:
     """Normalise a measure name ('HC', 'hc_mm' -> 'hc') or raise UnknownMeasureError."""
     if not isinstance(measure, str):
-        raise UnknownMeasureError(f"a measure is named by text, got {type(measure).__name__} {measure!r}; "
-                                  f"use one of {', '.join(MEASURES)}")
+        raise UnknownMeasureError(
+            f"a measure is named by text, got {type(measure).__name__} {measure!r}; use one of {', '.join(MEASURES)}"
+        )
     name = measure.strip().lower().removesuffix("_mm")
     if name not in _EQUATIONS:
         raise UnknownMeasureError(f"unknown measure {measure!r}; use one of {', '.join(MEASURES)}")
     return name
 
 
-def check_ga_weeks(ga_weeks: float, *, ga_range: tuple[float, float] = GA_RANGE_WEEKS, standard: str = "INTERGROWTH-21st") -> float:
+def check_ga_weeks(
+    ga_weeks: float, *, ga_range: tuple[float, float] = GA_RANGE_WEEKS, standard: str = "INTERGROWTH-21st"
+) -> float:
     """Return ``ga_weeks`` as a float, or raise OutOfRangeError saying which range applies."""
     ga = number(ga_weeks, "gestational age", "weeks")
     if not (isinstance(ga_range, tuple) and len(ga_range) == 2):

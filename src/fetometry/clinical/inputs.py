@@ -50,7 +50,9 @@ def number(value: object, name: str, unit: str, *, positive: bool = False, minim
     scalars included); refuses bools, strings, None and anything else.
     """
     if isinstance(value, bool) or _is_numpy_bool(value):
-        raise InvalidInputError(f"{name} must be a number of {unit}, got the boolean {value!r}; pass the measured value")
+        raise InvalidInputError(
+            f"{name} must be a number of {unit}, got the boolean {value!r}; pass the measured value"
+        )
     if isinstance(value, (str, bytes)):
         raise InvalidInputError(
             f"{name} must be a number of {unit}, got the text {value!r}; convert it to a number first "
@@ -61,7 +63,9 @@ def number(value: object, name: str, unit: str, *, positive: bool = False, minim
     try:
         result = float(value)
     except (OverflowError, TypeError, ValueError):
-        raise InvalidInputError(f"{name} = {value!r} cannot be used as a number of {unit}; pass a finite number") from None
+        raise InvalidInputError(
+            f"{name} = {value!r} cannot be used as a number of {unit}; pass a finite number"
+        ) from None
     if not math.isfinite(result):
         raise InvalidInputError(f"{name} must be a finite number of {unit}, got {value!r}")
     if positive and result <= 0:

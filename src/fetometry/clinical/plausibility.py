@@ -63,8 +63,12 @@ STATUSES = (PLAUSIBLE, IMPLAUSIBLE, NOT_ASSESSED)
 #: Unit mix-ups that are checked: (code, factor that turns the given value into mm, wording).
 UNIT_ERRORS = (
     ("cm_as_mm", 10.0, "it fits the stated GA if it was typed in cm ({fixed:.1f} mm): check the units"),
-    ("mm_times_10", 0.1, "it fits the stated GA if it is 10 times too large ({fixed:.1f} mm), e.g. mm converted "
-                         "as if they were cm: check the units"),
+    (
+        "mm_times_10",
+        0.1,
+        "it fits the stated GA if it is 10 times too large ({fixed:.1f} mm), e.g. mm converted "
+        "as if they were cm: check the units",
+    ),
 )
 _LABELS = {"hc": "HC", "bpd": "BPD", "ofd": "OFD", "ac": "AC", "fl": "FL"}
 #: What a confirmed extreme value means, per measure and side (for the alert's message).
@@ -131,8 +135,10 @@ def _unit_error(measure: str, value_mm: float, ga_weeks: float) -> tuple[str, st
 def _confirmed(measure: str, z: float) -> str:
     side = -1 if z < 0 else 1
     meaning = _IF_CONFIRMED.get((measure, side), "far outside the standard's range")
-    return (f" If the units, the dating and the measurement are all confirmed, the {_LABELS[measure]} is "
-            f"{meaning}: specialist assessment is advised.")
+    return (
+        f" If the units, the dating and the measurement are all confirmed, the {_LABELS[measure]} is "
+        f"{meaning}: specialist assessment is advised."
+    )
 
 
 def _with_ga(name: str, value: float, ga: float) -> Plausibility:
@@ -140,8 +146,10 @@ def _with_ga(name: str, value: float, ga: float) -> Plausibility:
     if abs(z) <= PLAUSIBLE_Z:
         return Plausibility(name, value, ga, PLAUSIBLE, z=z)
     label = _LABELS[name]
-    message = (f"{label} {value:.1f} mm is implausible for the stated GA of {ga:.1f} weeks (z {z:+.1f}, beyond the "
-               f"+/-{PLAUSIBLE_Z:g} SD plausibility limit): check the units, the dating or the measurement.")
+    message = (
+        f"{label} {value:.1f} mm is implausible for the stated GA of {ga:.1f} weeks (z {z:+.1f}, beyond the "
+        f"+/-{PLAUSIBLE_Z:g} SD plausibility limit): check the units, the dating or the measurement."
+    )
     unit_error = _unit_error(name, value, ga)
     fits = None
     if unit_error is not None:
@@ -160,8 +168,16 @@ def _with_ga(name: str, value: float, ga: float) -> Plausibility:
             message += " It fits no GA from 14 to 40 weeks: check the measurement."
         message += _confirmed(name, z)
     log.info("implausible %s %.3g mm at %.2f weeks (z %.1f)", name, value, ga, z)
-    return Plausibility(name, value, ga, IMPLAUSIBLE, z=z, likely_unit_error=None if unit_error is None else unit_error[0],
-                        fits_ga_weeks=fits, message=message)
+    return Plausibility(
+        name,
+        value,
+        ga,
+        IMPLAUSIBLE,
+        z=z,
+        likely_unit_error=None if unit_error is None else unit_error[0],
+        fits_ga_weeks=fits,
+        message=message,
+    )
 
 
 def _without_ga(name: str, value: float, ga: float | None) -> Plausibility:
@@ -170,8 +186,10 @@ def _without_ga(name: str, value: float, ga: float | None) -> Plausibility:
     why = "no GA was given" if ga is None else f"the GA {ga:.1f} weeks is outside the standard's {low:g}-{high:g} weeks"
     z_high = _z(name, value, high)
     if z_high > PLAUSIBLE_Z:
-        message = (f"{label} {value:.1f} mm is implausible: above +{PLAUSIBLE_Z:g} SD even at {high:g} weeks, it fits "
-                   "no GA the standard covers. Check the units and the measurement.")
+        message = (
+            f"{label} {value:.1f} mm is implausible: above +{PLAUSIBLE_Z:g} SD even at {high:g} weeks, it fits "
+            "no GA the standard covers. Check the units and the measurement."
+        )
         fixed = value * 0.1
         if abs(_z(name, fixed, median_ga_weeks(name, fixed))) <= PLAUSIBLE_Z:
             message += f" If it is 10 times too large, {fixed:.1f} mm would fit about {median_ga_weeks(name, fixed):.1f} weeks."
@@ -179,12 +197,16 @@ def _without_ga(name: str, value: float, ga: float | None) -> Plausibility:
         return Plausibility(name, value, ga, IMPLAUSIBLE, message=message)
     z_low = _z(name, value, low)
     if z_low < -PLAUSIBLE_Z:
-        message = (f"{label} {value:.1f} mm is below -{PLAUSIBLE_Z:g} SD even at {low:g} weeks and {why}: "
-                   "not assessed (an earlier fetus, or an error).")
+        message = (
+            f"{label} {value:.1f} mm is below -{PLAUSIBLE_Z:g} SD even at {low:g} weeks and {why}: "
+            "not assessed (an earlier fetus, or an error)."
+        )
         fixed = value * 10.0
         if abs(_z(name, fixed, median_ga_weeks(name, fixed))) <= PLAUSIBLE_Z:
-            message += (f" If it was typed in cm, {fixed:.1f} mm would fit about "
-                        f"{median_ga_weeks(name, fixed):.1f} weeks: check the units.")
+            message += (
+                f" If it was typed in cm, {fixed:.1f} mm would fit about "
+                f"{median_ga_weeks(name, fixed):.1f} weeks: check the units."
+            )
             return Plausibility(name, value, ga, NOT_ASSESSED, likely_unit_error="cm_as_mm", message=message)
         return Plausibility(name, value, ga, NOT_ASSESSED, message=message)
     return Plausibility(name, value, ga, PLAUSIBLE)

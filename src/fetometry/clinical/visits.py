@@ -125,9 +125,7 @@ class _Base(DeclarativeBase):
 
 class _ExamRow(_Base):
     __tablename__ = "exams"
-    __table_args__ = (
-        CheckConstraint("ga_weeks IS NULL OR (ga_weeks > 0 AND ga_weeks <= 45)", name="ga_plausible"),
-    )
+    __table_args__ = (CheckConstraint("ga_weeks IS NULL OR (ga_weeks > 0 AND ga_weeks <= 45)", name="ga_plausible"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     pregnancy_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -174,8 +172,12 @@ class Exam:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "pregnancy_id": self.pregnancy_id, "exam_date": self.exam_date.isoformat(),
-            "ga_weeks": self.ga_weeks, "ga_source": self.ga_source, "model": self.model,
+            "id": self.id,
+            "pregnancy_id": self.pregnancy_id,
+            "exam_date": self.exam_date.isoformat(),
+            "ga_weeks": self.ga_weeks,
+            "ga_source": self.ga_source,
+            "model": self.model,
             "measurements": dict(self.measurements),
         }
 
@@ -259,21 +261,29 @@ def centile_drop_warnings(measure: str, points: list[TrajectoryPoint]) -> list[d
         fgr_criterion = measure.lower() in FGR_MEASURES and later.ga_weeks >= LATE_FGR_WEEKS
         context = (
             "one of the contributory parameters of late fetal growth restriction (Gordijn 2016)"
-            if fgr_criterion else
-            "a review signal (the consensus uses AC and EFW crossing at 32 weeks or later)"
+            if fgr_criterion
+            else "a review signal (the consensus uses AC and EFW crossing at 32 weeks or later)"
         )
-        warnings.append({
-            "code": "centile_drop", "severity": "warning", "measure": measure,
-            "from_exam_id": highest.exam_id, "to_exam_id": later.exam_id,
-            "from_centile": round(highest.centile, 1), "to_centile": round(later.centile, 1),
-            "centile_fall": round(fall, 1), "quartiles_fallen": round(fall / QUARTILE_CENTILES, 2),
-            "lines_crossed": list(crossed), "fgr_criterion": fgr_criterion,
-            "message": (
-                f"{measure.upper()} fell from the {highest.centile:.1f}th centile ({highest.exam_date}) to the "
-                f"{later.centile:.1f}th ({later.exam_date}): {fall:.1f} centile points, more than two quartiles; "
-                f"{context}. Review growth."
-            ),
-        })
+        warnings.append(
+            {
+                "code": "centile_drop",
+                "severity": "warning",
+                "measure": measure,
+                "from_exam_id": highest.exam_id,
+                "to_exam_id": later.exam_id,
+                "from_centile": round(highest.centile, 1),
+                "to_centile": round(later.centile, 1),
+                "centile_fall": round(fall, 1),
+                "quartiles_fallen": round(fall / QUARTILE_CENTILES, 2),
+                "lines_crossed": list(crossed),
+                "fgr_criterion": fgr_criterion,
+                "message": (
+                    f"{measure.upper()} fell from the {highest.centile:.1f}th centile ({highest.exam_date}) to the "
+                    f"{later.centile:.1f}th ({later.exam_date}): {fall:.1f} centile points, more than two quartiles; "
+                    f"{context}. Review growth."
+                ),
+            }
+        )
     return warnings
 
 
@@ -298,17 +308,22 @@ def _late_fgr_warnings(trajectories: dict[str, list[TrajectoryPoint]], drops: li
             )
     found = []
     for exam_id in sorted(set(small) & set(crossing)):
-        found.append({
-            "code": "late_fgr_criteria", "severity": "alert", "exam_id": exam_id,
-            "below_10th": small[exam_id], "crossing": crossing[exam_id],
-            "message": (
-                f"Exam of {exam_dates[exam_id]}: two of the three contributory parameters of the consensus "
-                f"definition of late fetal growth restriction are met (Gordijn 2016): AC/EFW below the 10th "
-                f"centile ({'; '.join(small[exam_id])}) and AC/EFW crossing centiles by more than two quartiles "
-                f"({'; '.join(crossing[exam_id])}). The definition applies in the absence of congenital "
-                "anomalies; Doppler (CPR, UA-PI) is not measured by fetometry. Assessment is advised."
-            ),
-        })
+        found.append(
+            {
+                "code": "late_fgr_criteria",
+                "severity": "alert",
+                "exam_id": exam_id,
+                "below_10th": small[exam_id],
+                "crossing": crossing[exam_id],
+                "message": (
+                    f"Exam of {exam_dates[exam_id]}: two of the three contributory parameters of the consensus "
+                    f"definition of late fetal growth restriction are met (Gordijn 2016): AC/EFW below the 10th "
+                    f"centile ({'; '.join(small[exam_id])}) and AC/EFW crossing centiles by more than two quartiles "
+                    f"({'; '.join(crossing[exam_id])}). The definition applies in the absence of congenital "
+                    "anomalies; Doppler (CPR, UA-PI) is not measured by fetometry. Assessment is advised."
+                ),
+            }
+        )
     return found
 
 
@@ -329,11 +344,14 @@ def _implausible_at(measure: str, values: dict[str, float], ga_weeks: float) -> 
     inputs = ("hc", "ac", "fl") if measure == "efw" else (measure,)
     return any(
         plausibility.assess_measure(name, values[name], ga_weeks).status == plausibility.IMPLAUSIBLE
-        for name in inputs if name in values
+        for name in inputs
+        if name in values
     )
 
 
-def _trajectory_centile(measure: str, value: float, ga_weeks: float | None, values: dict[str, float] | None = None) -> float | None:
+def _trajectory_centile(
+    measure: str, value: float, ga_weeks: float | None, values: dict[str, float] | None = None
+) -> float | None:
     """Centile at an exam; None without a GA, outside the standard's GA range, or for an
     implausible value (a cm/mm mix-up must not look like a centile drop)."""
     if ga_weeks is None:
@@ -485,8 +503,12 @@ class VisitStore:
                 earlier = session.scalars(select(_ExamRow).where(_ExamRow.pregnancy_id == pid)).all()
                 _check_dating_consistency(when, ga, list(earlier))
                 row = _ExamRow(
-                    pregnancy_id=pid, exam_date=when, ga_weeks=ga, ga_source=source,
-                    model=None if model is None else str(model)[:64], created_at=datetime.now(timezone.utc),
+                    pregnancy_id=pid,
+                    exam_date=when,
+                    ga_weeks=ga,
+                    ga_source=source,
+                    model=None if model is None else str(model)[:64],
+                    created_at=datetime.now(timezone.utc),
                 )
                 session.add(row)
                 session.flush()  # the exam id, inside the same transaction
@@ -521,8 +543,15 @@ class VisitStore:
                 select(_ExamRow).where(_ExamRow.pregnancy_id == pid).order_by(_ExamRow.exam_date, _ExamRow.id)
             ).all()
             return [
-                Exam(row.id, row.pregnancy_id, row.exam_date, row.ga_weeks, row.ga_source, row.model,
-                     {m.measure: m.value_mm for m in row.measurements})
+                Exam(
+                    row.id,
+                    row.pregnancy_id,
+                    row.exam_date,
+                    row.ga_weeks,
+                    row.ga_source,
+                    row.model,
+                    {m.measure: m.value_mm for m in row.measurements},
+                )
                 for row in rows
             ]
 

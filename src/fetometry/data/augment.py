@@ -65,7 +65,9 @@ class Augmenter:
             )
         return self._grids[shape]
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Augment one pair; see the class docstring for shapes and ranges."""
         image, mask = _check_pair(image, mask)
         if self.strength == 0.0:
@@ -80,14 +82,21 @@ class Augmenter:
         affine = rng.uniform() < self._p(self.P_AFFINE)
         if affine:
             matrix = _affine_matrix(
-                height, width, hflip=hflip, vflip=vflip,
+                height,
+                width,
+                hflip=hflip,
+                vflip=vflip,
                 angle_rad=math.radians(rng.uniform(-20.0, 20.0) * s),
                 scale=1.0 + rng.uniform(-0.15, 0.15) * s,
                 shift_px=(rng.uniform(-0.08, 0.08) * s * width, rng.uniform(-0.08, 0.08) * s * height),
             )
             flags = cv2.INTER_LINEAR
-            image = cv2.warpAffine(image, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            mask = cv2.warpAffine(mask, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            image = cv2.warpAffine(
+                image, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
+            mask = cv2.warpAffine(
+                mask, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
         elif hflip or vflip:
             axes = tuple(axis for axis, flip in ((0, vflip), (1, hflip)) if flip)
             image = np.ascontiguousarray(np.flip(image, axis=axes))
@@ -151,7 +160,9 @@ class FlipAugmenter:
     def __repr__(self) -> str:
         return "FlipAugmenter()"
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         image, mask = _check_pair(image, mask)
         rng = self._rng if rng is None else rng
         axes = tuple(axis for axis in (0, 1) if rng.uniform() < self.P_FLIP)

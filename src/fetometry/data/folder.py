@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fetometry.data.loaders import register_loader
 from fetometry.data.outline import looks_like_outline
 from fetometry.data.sample import Sample
 from fetometry.data.splits import subject_id
@@ -59,6 +60,16 @@ def _find_mask(masks_dir: Path, stem: str) -> Path | None:
     return None
 
 
+def is_folder_dataset(root: str | Path) -> bool:
+    """True if ROOT holds an ``images/`` folder (the clinic folder layout)."""
+    return (Path(root) / IMAGES_DIR).is_dir()
+
+
+@register_loader(
+    "folder",
+    detect=is_folder_dataset,
+    needs=f"{IMAGES_DIR}/ with the images (optional {MASKS_DIR}/ and one CSV of pixel sizes)",
+)
 def load_folder(root: str | Path, *, csv_path: str | Path | None = None, require_masks: bool = False) -> list[Sample]:
     """List the samples of a clinic's folder, sorted by file name.
 
@@ -85,9 +96,7 @@ def load_folder(root: str | Path, *, csv_path: str | Path | None = None, require
         key=lambda p: p.name,
     )
     if not images:
-        raise FolderDatasetError(
-            f"{images_dir}: no images found; supported types are {', '.join(IMAGE_SUFFIXES)}"
-        )
+        raise FolderDatasetError(f"{images_dir}: no images found; supported types are {', '.join(IMAGE_SUFFIXES)}")
     stems: dict[str, str] = {}
     for image in images:
         if image.stem in stems:
@@ -133,10 +142,18 @@ def load_folder(root: str | Path, *, csv_path: str | Path | None = None, require
             )
         )
     if missing_rows and csv_file is not None:
-        log.warning("%s: %d image(s) have no CSV row (no pixel size), e.g. %s", csv_file.name, len(missing_rows), missing_rows[0])
+        log.warning(
+            "%s: %d image(s) have no CSV row (no pixel size), e.g. %s",
+            csv_file.name,
+            len(missing_rows),
+            missing_rows[0],
+        )
     log.info(
         "folder %s: %d images, %d with masks (%d outlines), CSV %s",
-        root, len(samples), sum(s.mask_path is not None for s in samples), outlines,
+        root,
+        len(samples),
+        sum(s.mask_path is not None for s in samples),
+        outlines,
         csv_file.name if csv_file else "none",
     )
     return samples

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fetometry.data.loaders import register_loader
 from fetometry.data.outline import looks_like_outline
 from fetometry.data.sample import Sample
 from fetometry.data.splits import subject_id
@@ -51,6 +52,11 @@ def is_hc18_layout(root: str | Path) -> bool:
     return csv_path is not None and any(image_dir.glob("*HC.png"))
 
 
+@register_loader(
+    "hc18",
+    detect=is_hc18_layout,
+    needs="*_HC.png images (in training_set/, test_set/ or the folder itself) with their pixel-size CSV",
+)
 def load_hc18(root: str | Path, *, require_masks: bool = False) -> list[Sample]:
     """List the samples of an HC18 folder, sorted by file name.
 

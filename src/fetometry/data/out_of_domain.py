@@ -72,7 +72,13 @@ def shapes(seed: int, hw: tuple[int, int] = DEFAULT_HW) -> np.ndarray:
             cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(120, 256)), -1)
         else:
             half = int(rng.integers(30, 120))
-            cv2.rectangle(canvas, (centre[0] - half, centre[1] - half), (centre[0] + half, centre[1] + half), int(rng.integers(120, 256)), -1)
+            cv2.rectangle(
+                canvas,
+                (centre[0] - half, centre[1] - half),
+                (centre[0] + half, centre[1] + half),
+                int(rng.integers(120, 256)),
+                -1,
+            )
     return canvas.astype(np.float32) / 255.0
 
 
@@ -155,16 +161,29 @@ def screen_capture(image: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     screen[:, : screen_w // 8] = bar
     screen[:, -screen_w // 8 :] = bar
     scale = float(rng.uniform(0.55, 0.8)) * min(screen_h / height, screen_w / width)
-    small = cv2.resize(image.astype(np.float32), (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image.astype(np.float32), (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA
+    )
     top = int(rng.integers(0, screen_h - small.shape[0] + 1))
     left = (screen_w - small.shape[1]) // 2
     screen[top : top + small.shape[0], left : left + small.shape[1]] = small
     text = (screen * 255).astype(np.uint8)
     for row in range(20, screen_h // 3, 22):
-        cv2.putText(text, "GA 24w3d MI 1.1 TIs 0.3 FR 31Hz"[: int(rng.integers(8, 31))], (6, row), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 230, 1, cv2.LINE_AA)
+        cv2.putText(
+            text,
+            "GA 24w3d MI 1.1 TIs 0.3 FR 31Hz"[: int(rng.integers(8, 31))],
+            (6, row),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            230,
+            1,
+            cv2.LINE_AA,
+        )
     ruler_x = left + small.shape[1] + 6
     for y in range(top, top + small.shape[0], 12):
         cv2.line(text, (ruler_x, y), (ruler_x + (10 if (y - top) % 60 == 0 else 5), y), 220, 1)
     grey_bar = np.linspace(1, 0, screen_h // 3)[:, None]
-    text[screen_h // 3 : screen_h // 3 + grey_bar.shape[0], -screen_w // 16 : -screen_w // 16 + 10] = (grey_bar * 255).astype(np.uint8)
+    text[screen_h // 3 : screen_h // 3 + grey_bar.shape[0], -screen_w // 16 : -screen_w // 16 + 10] = (
+        grey_bar * 255
+    ).astype(np.uint8)
     return text.astype(np.float32) / 255.0, small.shape[1] / width

@@ -80,8 +80,12 @@ class Phantom:
         The band of pixels within ``thickness_px / 2`` of the ellipse, on both sides.
         """
         distance = _ellipse_distance_px(
-            self.mask.shape, self.center_x_px, self.center_y_px,
-            self.semi_major_px, self.semi_minor_px, self.angle_rad,
+            self.mask.shape,
+            self.center_x_px,
+            self.center_y_px,
+            self.semi_major_px,
+            self.semi_minor_px,
+            self.angle_rad,
         )
         return np.abs(distance) <= thickness_px / 2.0
 
@@ -99,7 +103,9 @@ def _ramanujan_perimeter_px(semi_major: float, semi_minor: float) -> float:
     return math.pi * (a + b) * (1.0 + 3.0 * h / (10.0 + math.sqrt(4.0 - 3.0 * h)))
 
 
-def _ellipse_frame(shape: tuple[int, int], cx: float, cy: float, angle: float, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+def _ellipse_frame(
+    shape: tuple[int, int], cx: float, cy: float, angle: float, dtype=np.float32
+) -> tuple[np.ndarray, np.ndarray]:
     """(u, v) coordinates of every pixel centre along the major / minor axis, (H, W) each."""
     h, w = shape
     x = np.arange(w, dtype=dtype)[None, :] - dtype(cx)
@@ -242,8 +248,9 @@ def make_phantom(
         pixel_size = validate_pixel_size(pixel_size_mm, source="make_phantom pixel_size_mm")
     with_shadow = draw_shadow if shadow is None else bool(shadow)
 
-    image = _render(rng, (height, width), cx, cy, a, b, angle,
-                    speckle=float(speckle), with_shadow=with_shadow, noise=float(noise))
+    image = _render(
+        rng, (height, width), cx, cy, a, b, angle, speckle=float(speckle), with_shadow=with_shadow, noise=float(noise)
+    )
     u, v = _ellipse_frame((height, width), cx, cy, angle, dtype=np.float64)  # the truth: full precision
     mask = (u / a) ** 2 + (v / b) ** 2 <= 1.0
     return Phantom(
@@ -312,8 +319,10 @@ def _render(
     outline = _ellipse_points(cx, cy, a, b, angle)
     head_beams = np.arctan2(outline[:, 0] - apex_x, outline[:, 1] - apex_y)
     head_radii = np.hypot(outline[:, 0] - apex_x, outline[:, 1] - apex_y)
-    half_angle = min(math.radians(80.0), max(rng.uniform(math.radians(35.0), math.radians(50.0)),
-                                             float(np.abs(head_beams).max()) + math.radians(3.0)))
+    half_angle = min(
+        math.radians(80.0),
+        max(rng.uniform(math.radians(35.0), math.radians(50.0)), float(np.abs(head_beams).max()) + math.radians(3.0)),
+    )
     outer_radius = max(rng.uniform(0.95, 1.15) * (height - apex_y), float(head_radii.max()) + 0.03 * height)
     inner_radius = rng.uniform(0.0, 0.5) * abs(apex_y) + abs(apex_y)
 
@@ -342,7 +351,9 @@ def _render(
     brain = brain + f32(rng.uniform(0.12, 0.25)) * midline
     cavum_u = rng.uniform(-0.45, -0.3) * a
     cavum = (np.abs(u - f32(cavum_u)) < 0.07 * a) & (np.abs(v) < 0.05 * b)
-    thalamus_rho = np.sqrt(((u - f32(0.05 * a)) / f32(0.16 * a)) ** 2 + ((np.abs(v) - f32(0.14 * b)) / f32(0.1 * b)) ** 2)
+    thalamus_rho = np.sqrt(
+        ((u - f32(0.05 * a)) / f32(0.16 * a)) ** 2 + ((np.abs(v) - f32(0.14 * b)) / f32(0.1 * b)) ** 2
+    )
     brain = np.where(cavum | (thalamus_rho < 1.0), brain * 0.45, brain)
     image = image * (1.0 - inside) + brain * inside
 
@@ -466,8 +477,12 @@ def write_phantom_dataset(
         rng = np.random.default_rng(child)
         same_head = first_of_subject.get(subject)
         if same_head is not None:
-            options_i = {**options, "semi_major_px": same_head.semi_major_px,
-                         "semi_minor_px": same_head.semi_minor_px, "pixel_size_mm": same_head.pixel_size_mm}
+            options_i = {
+                **options,
+                "semi_major_px": same_head.semi_major_px,
+                "semi_minor_px": same_head.semi_minor_px,
+                "pixel_size_mm": same_head.pixel_size_mm,
+            }
         else:
             options_i = options
         phantom = make_phantom(height=height, width=width, rng_or_seed=rng, **options_i)

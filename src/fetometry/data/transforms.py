@@ -34,7 +34,9 @@ class Letterbox:
         )
 
 
-def letterbox(array: np.ndarray, canvas_hw: tuple[int, int], *, interpolation: int = cv2.INTER_AREA) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    array: np.ndarray, canvas_hw: tuple[int, int], *, interpolation: int = cv2.INTER_AREA
+) -> tuple[np.ndarray, Letterbox]:
     """(H, W) float array -> (canvas_h, canvas_w) float32 canvas and its Letterbox."""
     box = Letterbox(array.shape[0], array.shape[1], canvas_hw[0], canvas_hw[1])
     h, w = box.content_hw

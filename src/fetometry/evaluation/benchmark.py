@@ -36,37 +36,49 @@ from pathlib import Path
 
 import numpy as np
 
-from fetometry.data.splits import subject_id
+from fetometry.data.loaders import load_datasets
+from fetometry.data.splits import model_split, subject_id
 from fetometry.evaluation.metrics import SegmentationMetrics, dice
 
 log = logging.getLogger(__name__)
 
 #: Columns of benchmark.csv / the Markdown table, in order.
 COLUMNS = [
-    "model", "variant", "tta", "n", "dice", "dice_ellipse", "iou", "recall", "precision", "map", "hausdorff_mm",
-    "hc_mae_mm", "hc_sd_mm", "hc_measured", "repeatability_model_mm", "repeatability_reference_mm",
-    "params_m", "gmacs_256", "cpu_ms_256", "train_minutes", "train_hardware",
+    "model",
+    "variant",
+    "tta",
+    "n",
+    "dice",
+    "dice_ellipse",
+    "iou",
+    "recall",
+    "precision",
+    "map",
+    "hausdorff_mm",
+    "hc_mae_mm",
+    "hc_sd_mm",
+    "hc_measured",
+    "repeatability_model_mm",
+    "repeatability_reference_mm",
+    "params_m",
+    "gmacs_256",
+    "cpu_ms_256",
+    "train_minutes",
+    "train_hardware",
 ]
 
 
-def validation_split(samples, recipe: dict) -> list:
-    """The subject-grouped validation split of a training recipe (fixed split or k-fold)."""
-    from fetometry.training.config import TrainConfig
-    from fetometry.training.trainer import training_splits
-
-    return training_splits(samples, TrainConfig.from_dict(recipe))["val"]
-
-
 def model_validation_split(samples, predictor) -> list:
-    """The validation split a model was kept away from. An ensemble's members must all
-    share it: a member validated on another split has trained on some of these images
-    (fold ensembles are scored on held-out data sets, not here)."""
-    training = predictor.config["training"]
-    splits = [validation_split(samples, member["recipe"]) for member in training.get("members", [training])]
-    names = [sorted(s.name for s in split) for split in splits]
-    if any(other != names[0] for other in names[1:]):
-        raise ValueError(f"{predictor.name}: its members were validated on different splits, so some of them trained on these validation images")
-    return splits[0]
+    """The validation split a model was kept away from: its recorded recipe re-applied
+    to ``samples`` (``model_split(..., source="recipe")``, fixed split or k-fold fold). An
+    ensemble's members must all share it: a member validated on another split has trained
+    on some of these images (fold ensembles are scored on held-out data sets, not here)."""
+    split = model_split(predictor.config, source="recipe")
+    if not split.members_agree:
+        raise ValueError(
+            f"{predictor.name}: its members were validated on different splits, so some of them trained on these validation images"
+        )
+    return split.validation(samples)
 
 
 def model_spec(name: str) -> str:
@@ -75,7 +87,9 @@ def model_spec(name: str) -> str:
     return name.replace("+", ",")
 
 
-def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | None], *, subjects: Sequence[str] | None = None) -> dict:
+def within_subject_repeatability(
+    names: Sequence[str], hcs: Sequence[float | None], *, subjects: Sequence[str] | None = None
+) -> dict:
     """Mean over subjects of the mean |HC_i - HC_j| over pairs of one subject's images.
 
     Subjects come from the HC18 file names unless given. Images without an HC (None) are
@@ -86,8 +100,15 @@ def within_subject_repeatability(names: Sequence[str], hcs: Sequence[float | Non
     for subject, hc in zip(subjects, hcs):
         if hc is not None:
             by_subject[subject].append(float(hc))
-    per_subject = [np.mean([abs(a - b) for a, b in itertools.combinations(values, 2)]) for values in by_subject.values() if len(values) > 1]
-    return {"mean_abs_difference_mm": float(np.mean(per_subject)) if per_subject else None, "subjects": len(per_subject)}
+    per_subject = [
+        np.mean([abs(a - b) for a, b in itertools.combinations(values, 2)])
+        for values in by_subject.values()
+        if len(values) > 1
+    ]
+    return {
+        "mean_abs_difference_mm": float(np.mean(per_subject)) if per_subject else None,
+        "subjects": len(per_subject),
+    }
 
 
 def score_predictor(predictor, samples, *, tta: bool = False, progress: bool = True) -> dict:
@@ -153,7 +174,12 @@ def _per_source(samples, rows: list[dict]) -> dict[str, dict]:
     for source in sources:
         mine = [r for s, r in zip(samples, rows) if s.source == source]
         hc = [r["hc_abs_difference_mm"] for r in mine if r["hc_abs_difference_mm"] is not None]
-        out[source] = {"n": len(mine), "dice": float(np.mean([r["dice"] for r in mine])), "hc_mae_mm": float(np.mean(hc)) if hc else None, "hc_measured": len(hc)}
+        out[source] = {
+            "n": len(mine),
+            "dice": float(np.mean([r["dice"] for r in mine])),
+            "hc_mae_mm": float(np.mean(hc)) if hc else None,
+            "hc_measured": len(hc),
+        }
     return out
 
 
@@ -256,7 +282,12 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [entry["row"] for entry in report["models"]]
-    paths = {"json": out / "benchmark.json", "csv": out / "benchmark.csv", "md": out / "benchmark.md", "png": out / "benchmark.png"}
+    paths = {
+        "json": out / "benchmark.json",
+        "csv": out / "benchmark.csv",
+        "md": out / "benchmark.md",
+        "png": out / "benchmark.png",
+    }
     paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True, default=float))
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -276,10 +307,16 @@ def _per_source_table(report: dict) -> str:
     lines = []
     for entry in report["models"]:
         for source, m in entry["summary"].get("per_source", {}).items():
-            lines.append(f"| {entry['row']['model']} | {entry['row']['tta']} | {source} | {m['n']} | {_fmt(m['dice'])} | {_fmt(m['hc_mae_mm'], 2)} |")
+            lines.append(
+                f"| {entry['row']['model']} | {entry['row']['tta']} | {source} | {m['n']} | {_fmt(m['dice'])} | {_fmt(m['hc_mae_mm'], 2)} |"
+            )
     if not lines:
         return ""
-    return "\nPer data set:\n\n| model | TTA | source | n | Dice | HC MAE mm |\n|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+    return (
+        "\nPer data set:\n\n| model | TTA | source | n | Dice | HC MAE mm |\n|---|---|---|---|---|---|\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def _plot(rows: Sequence[dict], path: Path) -> None:
@@ -293,7 +330,13 @@ def _plot(rows: Sequence[dict], path: Path) -> None:
         if r["hc_mae_mm"] is None:
             continue
         ax.scatter(r["cpu_ms_256"], r["hc_mae_mm"], s=30 + 200 * (r["dice"] or 0) ** 8)
-        ax.annotate(f"{r['model']} ({r['tta']})", (r["cpu_ms_256"], r["hc_mae_mm"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            f"{r['model']} ({r['tta']})",
+            (r["cpu_ms_256"], r["hc_mae_mm"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xlabel("CPU latency per 256x256 image (ms, median)")
     ax.set_ylabel("HC mean absolute error (mm)")
     ax.set_title("fetometry benchmark (marker size ~ Dice)")
@@ -303,25 +346,43 @@ def _plot(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_benchmark(models: Sequence[str], data: str | Path | list, out_dir: str | Path, *, tta_modes: Sequence[bool] = (False,), progress: bool = True, repeats: int = 5, train_reference: bool = False) -> dict:
+def run_benchmark(
+    models: Sequence[str],
+    data: str | Path | list,
+    out_dir: str | Path,
+    *,
+    tta_modes: Sequence[bool] = (False,),
+    progress: bool = True,
+    repeats: int = 5,
+    train_reference: bool = False,
+) -> dict:
     """Load each shipped model (name or weights folder), score it on the shared split.
     ``train_reference``: first train the stock reference row (MONAI AttentionUnet, plain
     recipe) on the same data into OUT/reference-monai-attention-unet and score it too."""
     from fetometry.inference.predictor import Predictor
-    from fetometry.training.run import load_datasets
-    from fetometry.training.trainer import hardware_description
+    from fetometry.machine import hardware_description
 
     samples = load_datasets(data)
     if train_reference:
-        models = [str(train_reference_row(data, Path(out_dir) / "reference-monai-attention-unet", progress=progress)), *models]
-    report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data), "models": []}
+        models = [
+            str(train_reference_row(data, Path(out_dir) / "reference-monai-attention-unet", progress=progress)),
+            *models,
+        ]
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "hardware": hardware_description(),
+        "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data),
+        "models": [],
+    }
     split_names: list[str] | None = None
     for name in models:
         predictor = Predictor.from_weights(name)
         val = model_validation_split(samples, predictor)
         names = sorted(s.name for s in val)
         if split_names is not None and names != split_names:
-            raise ValueError(f"{name}: its recipe's validation split differs from the first model's; the table needs one protocol")
+            raise ValueError(
+                f"{name}: its recipe's validation split differs from the first model's; the table needs one protocol"
+            )
         split_names = names
         for tta in tta_modes:
             log.info("benchmark: %s (tta=%s) on %d validation images", name, tta, len(val))
@@ -353,10 +414,23 @@ def train_reference_row(data, run_dir: Path, *, progress: bool = True) -> Path:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="score the trained models on one protocol: Markdown, CSV and a plot")
-    p.add_argument("--data", required=True, action="append", help="HC18-layout or folder data set with reference masks and HCs (repeat to combine several: metrics per source)")
-    p.add_argument("--models", default=None, help="comma-separated shipped model names or weights folders; join names with + to score their ensemble (averaged probabilities) as one row (default: all shipped)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="HC18-layout or folder data set with reference masks and HCs (repeat to combine several: metrics per source)",
+    )
+    p.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated shipped model names or weights folders; join names with + to score their ensemble (averaged probabilities) as one row (default: all shipped)",
+    )
     p.add_argument("--tta", action="store_true", help="also score every model with flip TTA")
-    p.add_argument("--train-reference", action="store_true", help="also train the stock reference row (MONAI AttentionUnet 16..256, plain recipe: about 20 min on one CPU core) and score it in the same run")
+    p.add_argument(
+        "--train-reference",
+        action="store_true",
+        help="also train the stock reference row (MONAI AttentionUnet 16..256, plain recipe: about 20 min on one CPU core) and score it in the same run",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency column (median)")
     p.add_argument("--out", default="benchmark_output", help="output folder")
     p.set_defaults(func=_cmd_benchmark)
@@ -370,7 +444,15 @@ def _cmd_benchmark(args) -> int:
         models = [m for m in models if m != "reference-monai-attention-unet"]
     if not models and not args.train_reference:
         raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
-    report = run_benchmark(models, args.data[0] if len(args.data) == 1 else args.data, args.out, tta_modes=(False, True) if args.tta else (False,), progress=not args.quiet, repeats=args.repeats, train_reference=args.train_reference)
+    report = run_benchmark(
+        models,
+        args.data[0] if len(args.data) == 1 else args.data,
+        args.out,
+        tta_modes=(False, True) if args.tta else (False,),
+        progress=not args.quiet,
+        repeats=args.repeats,
+        train_reference=args.train_reference,
+    )
     print(Path(report["paths"]["md"]).read_text())
     print(f"wrote {', '.join(report['paths'].values())}")
     return 0

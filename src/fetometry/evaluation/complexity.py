@@ -56,7 +56,9 @@ def count_gmacs(inference: Inference, input_hw: tuple[int, int] = (256, 256)) ->
 
 
 @torch.no_grad()
-def cpu_latency_ms(inference: Inference, input_hw: tuple[int, int] = (256, 256), *, repeats: int = 5, bf16: bool = True) -> float:
+def cpu_latency_ms(
+    inference: Inference, input_hw: tuple[int, int] = (256, 256), *, repeats: int = 5, bf16: bool = True
+) -> float:
     """Median wall time (ms) of one inference on one image, as the predictor runs it
     (eval mode, channels_last, bf16 autocast on the CPU), after one warm-up run."""
     inference.model.to(memory_format=torch.channels_last)
@@ -104,5 +106,7 @@ def profile_models(
 def markdown_table(rows: Sequence[dict]) -> str:
     lines = ["| name | variant | parameters | GMACs @256x256 | CPU ms (median) | timed |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['variant']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.2f} | {r['cpu_ms']:.1f} | {r['inference']} |")
+        lines.append(
+            f"| {r['name']} | {r['variant']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.2f} | {r['cpu_ms']:.1f} | {r['inference']} |"
+        )
     return "\n".join(lines)

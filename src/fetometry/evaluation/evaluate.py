@@ -5,8 +5,8 @@ Inputs
 - ``pred_dir/measurements.csv`` (columns start ``filename,center_x_mm,...,hc_mm,...,
   pixel_size_mm,model,status``, optional ``confidence``) and
   ``pred_dir/masks/<image stem>_mask.png`` (uint8 0/255, original image size).
-- ``truth_dir``: an HC18-layout folder (``fetometry.data.hc18.load_hc18``), or a plain
-  folder readable by ``fetometry.data.folder.load_folder`` when that module exists.
+- ``truth_dir``: a data-set folder of any registered layout (``fetometry.data.load``:
+  HC18, or a folder data set with images/ and masks/).
 
 Outputs (``out_dir``, default ``pred_dir``)
 -------------------------------------------
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import fetometry
+from fetometry.data.loaders import load
 from fetometry.data.sample import Sample
 from fetometry.evaluation.metrics import MAP_DEFINITION, METRIC_NAMES, SegmentationMetrics
 from fetometry.io.images import read_mask
@@ -93,20 +94,8 @@ def read_measurements(pred_dir: Path) -> dict[str, dict[str, str]]:
 
 
 def load_truth(truth_dir: Path) -> list[Sample]:
-    """Annotated samples of an HC18-layout folder, else of a plain folder (if supported)."""
-    from fetometry.data.hc18 import is_hc18_layout, load_hc18
-
-    if is_hc18_layout(truth_dir):
-        samples = load_hc18(truth_dir)
-    else:
-        try:
-            from fetometry.data.folder import load_folder
-        except ImportError:
-            raise EvaluationInputError(
-                f"{truth_dir}: not an HC18-layout folder (no *_HC.png images) and this "
-                "installation cannot read plain folders"
-            ) from None
-        samples = load_folder(truth_dir)
+    """Annotated samples of a data-set folder of any registered layout (``fetometry.data.load``)."""
+    samples = load(truth_dir)
     annotated = [s for s in samples if s.mask_path is not None]
     if len(annotated) < len(samples):
         log.warning("%d truth images have no annotation and are not evaluated", len(samples) - len(annotated))

@@ -59,8 +59,7 @@ def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
         raise ValueError(
-            f"prediction {pred.shape} and truth {truth.shape} differ in shape; "
-            "compare masks in the original image grid"
+            f"prediction {pred.shape} and truth {truth.shape} differ in shape; compare masks in the original image grid"
         )
     if pred.ndim != 2:
         raise ValueError(f"masks must be 2D (H, W), got shape {pred.shape}")
@@ -206,7 +205,9 @@ def mask_average_precision(
     score_arr = np.array([np.nan if s is None else float(s) for s in scores], dtype=float)
     truth_arr = np.ones(len(iou_arr), dtype=bool) if has_truth is None else np.asarray(has_truth, dtype=bool)
     if not (len(iou_arr) == len(score_arr) == len(truth_arr)):
-        raise ValueError(f"need one IoU, score and has_truth per image, got {len(iou_arr)}, {len(score_arr)}, {len(truth_arr)}")
+        raise ValueError(
+            f"need one IoU, score and has_truth per image, got {len(iou_arr)}, {len(score_arr)}, {len(truth_arr)}"
+        )
     if np.isnan(iou_arr).any() or (iou_arr < 0).any() or (iou_arr > 1).any():
         raise ValueError("IoUs must lie in [0, 1]; give 0 for a missing prediction")
     if not truth_arr.any():
@@ -311,7 +312,9 @@ class SegmentationMetrics:
         """``mask_average_precision`` over the cases added (NaN if none has a head)."""
         if not self._rows:
             return math.nan
-        scores = [None if not row["predicted"] else (1.0 if row["score"] is None else row["score"]) for row in self._rows]
+        scores = [
+            None if not row["predicted"] else (1.0 if row["score"] is None else row["score"]) for row in self._rows
+        ]
         return mask_average_precision(
             [row["iou"] if row["predicted"] else 0.0 for row in self._rows],
             scores,

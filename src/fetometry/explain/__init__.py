@@ -10,6 +10,6 @@
 - ``command``: the ``fetometry explain`` verb.
 """
 
-from fetometry.explain.cam import CAM_METHODS, METHODS, ExplainError, Explainer, explain_image
+from fetometry.explain.cam import CAM_METHODS, METHODS, Explainer, ExplainError, explain_image
 
 __all__ = ["CAM_METHODS", "METHODS", "ExplainError", "Explainer", "explain_image"]

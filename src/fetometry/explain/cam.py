@@ -143,7 +143,9 @@ class ActivationHook:
 
     def _keep(self, module, inputs, output) -> None:
         if not isinstance(output, torch.Tensor):
-            raise ExplainError(f"the target layer {type(module).__name__} returns {type(output).__name__}, not a tensor")
+            raise ExplainError(
+                f"the target layer {type(module).__name__} returns {type(output).__name__}, not a tensor"
+            )
         self.output = output
 
     def __exit__(self, *exc) -> None:
@@ -210,7 +212,9 @@ def cam_from_gradients(activation: torch.Tensor, gradient: torch.Tensor, method:
     if method == "gradcampp":
         g2, g3 = g**2, g**3
         denominator = 2 * g2 + a.sum(dim=(1, 2), keepdim=True) * g3
-        alpha = torch.where(g != 0, g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), torch.zeros_like(g))
+        alpha = torch.where(
+            g != 0, g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), torch.zeros_like(g)
+        )
         weights = (alpha * F.relu(g)).sum(dim=(1, 2))
         return F.relu((weights[:, None, None] * a).sum(0))
     if method == "hirescam":
@@ -343,7 +347,9 @@ class Explainer:
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
     # ---- maps ---------------------------------------------------------------------
-    def cam_maps(self, canvas: Canvas, methods: Sequence[str] = CAM_METHODS, *, model: nn.Module | None = None) -> dict[str, np.ndarray]:
+    def cam_maps(
+        self, canvas: Canvas, methods: Sequence[str] = CAM_METHODS, *, model: nn.Module | None = None
+    ) -> dict[str, np.ndarray]:
         """One forward + backward -> {method: (h, w) canvas map 0..1} for CAM methods."""
         model = model if model is not None else self.model
         layer = resolve_layer(model, self.layer or cam_target_layer(model, self.network))
@@ -379,7 +385,9 @@ class Explainer:
         mean_drop = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         return normalise(np.clip(mean_drop, 0.0, None) * canvas.content)
 
-    def canvas_maps(self, canvas: Canvas, methods: Sequence[str], *, model: nn.Module | None = None) -> dict[str, tuple[np.ndarray, float, float]]:
+    def canvas_maps(
+        self, canvas: Canvas, methods: Sequence[str], *, model: nn.Module | None = None
+    ) -> dict[str, tuple[np.ndarray, float, float]]:
         """{method: (canvas map, wall seconds, CPU seconds to make it alone)}.
 
         The CAM methods share one forward + backward pass: each is charged all of it
@@ -402,11 +410,22 @@ class Explainer:
             out["occlusion"] = (occlusion, time.perf_counter() - wall, time.process_time() - cpu)
         return {m: out[m] for m in methods}
 
-    def explain(self, image: np.ndarray, methods: Sequence[str] = METHODS, *, prediction=None) -> dict[str, Explanation]:
+    def explain(
+        self, image: np.ndarray, methods: Sequence[str] = METHODS, *, prediction=None
+    ) -> dict[str, Explanation]:
         """{method: Explanation} for one image (original grid maps and canvas maps)."""
         canvas = self.canvas(image, prediction)
         return {
-            method: Explanation(method, to_original(canvas_map, canvas.box), canvas_map, wall, cpu, self.layer if method in CAM_METHODS else None, self.target, self.network)
+            method: Explanation(
+                method,
+                to_original(canvas_map, canvas.box),
+                canvas_map,
+                wall,
+                cpu,
+                self.layer if method in CAM_METHODS else None,
+                self.target,
+                self.network,
+            )
             for method, (canvas_map, wall, cpu) in self.canvas_maps(canvas, methods).items()
         }
 
@@ -428,7 +447,16 @@ def occlusion_patches(content_hw: tuple[int, int]) -> list[tuple[int, int, int, 
     return [(r, min(r + patch, h), c, min(c + patch, w)) for r in starts(h) for c in starts(w)]
 
 
-def explain_image(predictor, image: np.ndarray, method: str, *, target: str = "region", layer: str | None = None, network: str | None = None, prediction=None) -> np.ndarray:
+def explain_image(
+    predictor,
+    image: np.ndarray,
+    method: str,
+    *,
+    target: str = "region",
+    layer: str | None = None,
+    network: str | None = None,
+    prediction=None,
+) -> np.ndarray:
     """(H, W) image -> (H, W) float32 map 0..1 on the ORIGINAL grid.
 
     ``method``: gradcam, gradcampp, hirescam or occlusion (``METHODS``). Raises
@@ -438,4 +466,3 @@ def explain_image(predictor, image: np.ndarray, method: str, *, target: str = "r
         raise ExplainError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     explainer = Explainer(predictor, layer=layer, target=target, network=network)
     return explainer.explain(image, [method], prediction=prediction)[method].saliency
-

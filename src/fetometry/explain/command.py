@@ -8,8 +8,9 @@ the map, blended, with a colour bar) and ``DIR/<stem>_<method>.npy`` (float32, t
 on the ORIGINAL image grid, 0..1; for ``uncertainty`` the per-pixel SD of the members'
 probabilities times 2, so 1 is the largest possible disagreement).
 
-``--evaluate``: every check of ``fetometry.explain.quality`` over the validation split of
-the model's own recipe (its ``split.json``), ``--limit`` images spread evenly over it;
+``--evaluate``: every check of ``fetometry.explain.quality`` over the images the model
+never trained on (``fetometry.data.model_split``: its ``split.json``), ``--limit``
+images spread evenly over them;
 writes ``DIR/explain_<model>.json`` (per-image rows and the summary), ``.csv`` and
 ``.md`` (the table).
 
@@ -67,15 +68,27 @@ def write_explanations(
         for method, explanation in explainer.explain(image, cams, prediction=prediction).items():
             where = f", layer {explanation.layer}" if explanation.layer else ""
             title = f"{method} ({predictor.name}, target {target}{where})"
-            maps[method] = (explanation.saliency, title, f"{method} (0..1)", {"seconds": round(explanation.seconds, 3), "cpu_seconds": round(explanation.cpu_seconds, 3)})
+            maps[method] = (
+                explanation.saliency,
+                title,
+                f"{method} (0..1)",
+                {"seconds": round(explanation.seconds, 3), "cpu_seconds": round(explanation.cpu_seconds, 3)},
+            )
     if "uncertainty" in methods:
         u = hc_uncertainty(predictor, image, pixel_size_mm, prediction=prediction)
         spread = np.clip(2.0 * u["spread_map"], 0.0, 1.0).astype(np.float32)
-        maps["uncertainty"] = (spread, f"uncertainty ({predictor.name}): {describe_hc(u)}", "2 x SD of member probabilities", _uncertainty_summary(u))
+        maps["uncertainty"] = (
+            spread,
+            f"uncertainty ({predictor.name}): {describe_hc(u)}",
+            "2 x SD of member probabilities",
+            _uncertainty_summary(u),
+        )
     written = []
     for method in methods:
         saliency, title, label, extra = maps[method]
-        png = save_explanation_png(out_dir / f"{stem}_{method}.png", image, saliency, ellipse=result.ellipse, title=title, label=label)
+        png = save_explanation_png(
+            out_dir / f"{stem}_{method}.png", image, saliency, ellipse=result.ellipse, title=title, label=label
+        )
         npy = out_dir / f"{stem}_{method}.npy"
         np.save(npy, saliency.astype(np.float32))
         written.append({"method": method, "png": str(png), "npy": str(npy), **extra})
@@ -86,7 +99,11 @@ def describe_hc(u: dict) -> str:
     """'HC 175.2 +/- 1.3 mm (95%: 172.6-177.8), confidence 0.97' (px without a pixel size)."""
     if u["hc_px"] is None:
         return "no head or no ellipse in the prediction, confidence 0"
-    unit, value, sd, interval = ("mm", u["hc_mm"], u["hc_sd_mm"], u["interval_mm"]) if u["hc_mm"] is not None else ("px", u["hc_px"], u["hc_sd_px"], u["interval_px"])
+    unit, value, sd, interval = (
+        ("mm", u["hc_mm"], u["hc_sd_mm"], u["interval_mm"])
+        if u["hc_mm"] is not None
+        else ("px", u["hc_px"], u["hc_sd_px"], u["interval_px"])
+    )
     if sd is None:
         return f"HC {value:.1f} {unit}, too few members with a head for a spread, confidence {u['confidence']:.2f}"
     share = round(100 * u["coverage"])
@@ -94,7 +111,19 @@ def describe_hc(u: dict) -> str:
 
 
 def _uncertainty_summary(u: dict) -> dict:
-    keys = ("hc_mm", "hc_sd_mm", "interval_mm", "hc_px", "hc_sd_px", "interval_px", "confidence", "coverage", "members", "valid_members", "sources")
+    keys = (
+        "hc_mm",
+        "hc_sd_mm",
+        "interval_mm",
+        "hc_px",
+        "hc_sd_px",
+        "interval_px",
+        "confidence",
+        "coverage",
+        "members",
+        "valid_members",
+        "sources",
+    )
     return {k: u[k] for k in keys}
 
 
@@ -117,26 +146,17 @@ def parse_methods(methods: Sequence[str] | str) -> list[str]:
 
 
 def validation_samples(data_dir: str | Path, predictor, *, split: str = "val", limit: int | None = 50) -> list:
-    """Annotated samples of the model's validation split (its ``split.json``, else its
-    recipe's subject split), ``limit`` of them spread evenly over the sorted list."""
-    from fetometry.data.folder import load_folder
-    from fetometry.data.hc18 import is_hc18_layout, load_hc18
-    from fetometry.data.splits import split_samples
+    """Annotated samples of the images the model never trained on (``fetometry.data.
+    model_split``: its split.json, else its recipe's split, folds included; an ensemble:
+    the images in every member's validation split), ``limit`` of them spread evenly."""
+    from fetometry.data.loaders import load_annotated
+    from fetometry.data.splits import model_split
 
-    samples = load_hc18(data_dir) if is_hc18_layout(data_dir) else load_folder(data_dir)
-    samples = [s for s in samples if s.mask_path is not None]
+    samples = load_annotated(data_dir)
     if not samples:
         raise FileNotFoundError(f"{data_dir}: no annotated images; the evaluation needs reference masks")
     if split == "val":
-        split_file = Path(predictor.config.get("weights_dir", "")) / "split.json"
-        if split_file.is_file():
-            names = set(json.loads(split_file.read_text())["val"])
-            samples = [s for s in samples if s.name in names]
-        else:
-            recipe = predictor.config.get("training", {}).get("recipe", {})
-            fraction = recipe.get("val_fraction", 0.2)
-            log.warning("%s has no split.json: using a subject split (val %.2f, seed %s)", split_file.parent, fraction, recipe.get("split_seed", 0))
-            samples = split_samples(samples, {"train": 1 - fraction, "val": fraction}, seed=recipe.get("split_seed", 0))["val"]
+        samples = model_split(predictor.config).validation(samples)
     elif split != "all":
         raise ValueError(f"unknown split {split!r}; use val or all")
     if not samples:
@@ -170,14 +190,23 @@ def evaluate_dataset(
     samples = validation_samples(data_dir, predictor, split=split, limit=limit)
     methods = [m for m in parse_methods(methods or list(METHODS)) if m != "uncertainty"]
     report = evaluate_explanations(
-        predictor, samples, methods=methods, network=network, layer=layer, steps=steps, stages=stages,
-        occlusion_images=occlusion_images, progress=progress,
+        predictor,
+        samples,
+        methods=methods,
+        network=network,
+        layer=layer,
+        steps=steps,
+        stages=stages,
+        occlusion_images=occlusion_images,
+        progress=progress,
     )
     from fetometry.explain.cam import is_diffusion
 
     report["model"] = predictor.name
     report["diffusion"] = is_diffusion(predictor.model)
-    report["uncertainty_sources"] = next((r["uncertainty"]["sources"] for r in report["rows"] if "uncertainty" in r), [])
+    report["uncertainty_sources"] = next(
+        (r["uncertainty"]["sources"] for r in report["rows"] if "uncertainty" in r), []
+    )
     report["weights"] = predictor.config.get("weights_dir")
     report["split"] = split
     tag = model_tag(predictor, network)
@@ -211,9 +240,22 @@ def _jsonable(value):
 def write_rows_csv(rows: Sequence[dict], path: Path) -> Path:
     """One line per image and method (plus the image's uncertainty columns)."""
     columns = [
-        "filename", "method", "localisation", "chance_localisation", "deletion_auc", "insertion_auc",
-        "random_deletion_auc", "random_insertion_auc", "randomisation_rho_final", "seconds", "cpu_seconds",
-        "hc_mm", "hc_sd_mm", "reference_hc_mm", "confidence", "error",
+        "filename",
+        "method",
+        "localisation",
+        "chance_localisation",
+        "deletion_auc",
+        "insertion_auc",
+        "random_deletion_auc",
+        "random_insertion_auc",
+        "randomisation_rho_final",
+        "seconds",
+        "cpu_seconds",
+        "hc_mm",
+        "hc_sd_mm",
+        "reference_hc_mm",
+        "confidence",
+        "error",
     ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -221,15 +263,29 @@ def write_rows_csv(rows: Sequence[dict], path: Path) -> Path:
         for row in rows:
             u = row.get("uncertainty", {})
             base = {
-                "filename": row["filename"], "reference_hc_mm": row.get("reference_hc_mm"), "hc_mm": u.get("hc_mm"),
-                "hc_sd_mm": u.get("hc_sd_mm"), "confidence": u.get("confidence"), "error": row.get("error", ""),
+                "filename": row["filename"],
+                "reference_hc_mm": row.get("reference_hc_mm"),
+                "hc_mm": u.get("hc_mm"),
+                "hc_sd_mm": u.get("hc_sd_mm"),
+                "confidence": u.get("confidence"),
+                "error": row.get("error", ""),
                 "chance_localisation": row.get("chance_localisation"),
                 "random_deletion_auc": row.get("random_curves", {}).get("deletion_auc"),
                 "random_insertion_auc": row.get("random_curves", {}).get("insertion_auc"),
             }
             for method, values in (row.get("methods") or {"": {}}).items():
                 rho = values.get("randomisation_rho") or [None]
-                writer.writerow({**base, "method": method, "randomisation_rho_final": rho[-1], **{k: values.get(k) for k in ("localisation", "deletion_auc", "insertion_auc", "seconds", "cpu_seconds")}})
+                writer.writerow(
+                    {
+                        **base,
+                        "method": method,
+                        "randomisation_rho_final": rho[-1],
+                        **{
+                            k: values.get(k)
+                            for k in ("localisation", "deletion_auc", "insertion_auc", "seconds", "cpu_seconds")
+                        },
+                    }
+                )
     return path
 
 
@@ -282,7 +338,8 @@ def calibration_table(reports: Sequence[dict]) -> str:
                 continue
             if not lines:
                 lines += [
-                    "| model | members | interval | n | " + " | ".join(f"{round(100 * c['nominal'])}%" for c in coverage)
+                    "| model | members | interval | n | "
+                    + " | ".join(f"{round(100 * c['nominal'])}%" for c in coverage)
                     + " | mean spread SD mm | mean abs error mm | rho(spread, abs error) |",
                     "|---|---|---|---|" + "---|" * len(coverage) + "---|---|---|",
                 ]
@@ -305,20 +362,51 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", help="an image file; with --evaluate an HC18-layout (or images/masks) folder with annotations")
+    p.add_argument(
+        "input", help="an image file; with --evaluate an HC18-layout (or images/masks) folder with annotations"
+    )
     p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
-    p.add_argument("--method", default=None, help=f"one or more of {', '.join(VERB_METHODS)} (comma-separated), or all (default: gradcam; with --evaluate: all map methods)")
+    p.add_argument(
+        "--method",
+        default=None,
+        help=f"one or more of {', '.join(VERB_METHODS)} (comma-separated), or all (default: gradcam; with --evaluate: all map methods)",
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--target", choices=("region", "boundary"), default="region", help="explain the head region or only its boundary band")
+    p.add_argument(
+        "--target",
+        choices=("region", "boundary"),
+        default="region",
+        help="explain the head region or only its boundary band",
+    )
     p.add_argument("--layer", help="target layer (dotted module path; default: the architecture's cam_target_layer)")
-    p.add_argument("--network", choices=("condition", "denoiser"), help="MedSegDiff-V2: explain the condition U-Net (default) or the denoiser at the last sampling step")
+    p.add_argument(
+        "--network",
+        choices=("condition", "denoiser"),
+        help="MedSegDiff-V2: explain the condition U-Net (default) or the denoiser at the last sampling step",
+    )
     p.add_argument("--pixel-size", type=float, help="pixel size in mm (uncertainty in mm; without it: px)")
-    p.add_argument("--evaluate", action="store_true", help="run the faithfulness and sanity checks over a data set and write a table")
-    p.add_argument("--split", choices=("val", "all"), default="val", help="--evaluate: the model's validation split (default) or all images")
-    p.add_argument("--limit", type=int, default=50, help="--evaluate: images, spread evenly over the split (default 50)")
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="run the faithfulness and sanity checks over a data set and write a table",
+    )
+    p.add_argument(
+        "--split",
+        choices=("val", "all"),
+        default="val",
+        help="--evaluate: the model's validation split (default) or all images",
+    )
+    p.add_argument(
+        "--limit", type=int, default=50, help="--evaluate: images, spread evenly over the split (default 50)"
+    )
     p.add_argument("--steps", type=int, default=10, help="--evaluate: deletion / insertion steps (default 10)")
     p.add_argument("--stages", type=int, default=4, help="--evaluate: cascading randomisation stages (default 4)")
-    p.add_argument("--occlusion-images", type=int, default=10, help="--evaluate: occlusion on the first N images only (default 10; it costs ~80 passes per map)")
+    p.add_argument(
+        "--occlusion-images",
+        type=int,
+        default=10,
+        help="--evaluate: occlusion on the first N images only (default 10; it costs ~80 passes per map)",
+    )
     p.set_defaults(func=_cmd_explain)
 
 
@@ -336,7 +424,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     pixel_size = validate_pixel_size(args.pixel_size, source="--pixel-size") if args.pixel_size is not None else None
     predictor = Predictor.from_weights(args.model)
     image = read_image(path)
-    for entry in write_explanations(predictor, image, path.stem, args.out, methods, pixel_size_mm=pixel_size, target=args.target, layer=args.layer, network=args.network):
+    for entry in write_explanations(
+        predictor,
+        image,
+        path.stem,
+        args.out,
+        methods,
+        pixel_size_mm=pixel_size,
+        target=args.target,
+        layer=args.layer,
+        network=args.network,
+    ):
         extra = f"  {describe_hc(entry)}" if entry["method"] == "uncertainty" else ""
         print(f"{entry['method']}: {entry['png']} and {Path(entry['npy']).name}{extra}")
     from fetometry import DISCLAIMER
@@ -348,9 +446,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     methods = [args.method] if args.method else None  # default: every map method
     report, paths = evaluate_dataset(
-        args.input, args.out, model=args.model, split=args.split, limit=args.limit, methods=methods,
-        network=args.network, layer=args.layer, steps=args.steps, stages=args.stages,
-        occlusion_images=args.occlusion_images, progress=not getattr(args, "quiet", False),
+        args.input,
+        args.out,
+        model=args.model,
+        split=args.split,
+        limit=args.limit,
+        methods=methods,
+        network=args.network,
+        layer=args.layer,
+        steps=args.steps,
+        stages=args.stages,
+        occlusion_images=args.occlusion_images,
+        progress=not getattr(args, "quiet", False),
     )
     print(markdown_table([report]))
     print()

@@ -29,15 +29,28 @@ def _pyplot():
     return plt
 
 
-def draw_panel(ax, image: np.ndarray, saliency: np.ndarray, *, ellipse=None, title: str = "", label: str = "map (0..1)", vmax: float = 1.0):
+def draw_panel(
+    ax,
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    ellipse=None,
+    title: str = "",
+    label: str = "map (0..1)",
+    vmax: float = 1.0,
+):
     """Draw one panel on a matplotlib axis; returns the map's image (for a colour bar)."""
     if image.shape != saliency.shape:
-        raise ValueError(f"image {image.shape} and map {saliency.shape} differ in shape; maps must be on the image's grid")
+        raise ValueError(
+            f"image {image.shape} and map {saliency.shape} differ in shape; maps must be on the image's grid"
+        )
     ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
     shown = ax.imshow(saliency, cmap=CMAP, vmin=0, vmax=vmax, alpha=ALPHA, interpolation="bilinear")
     if ellipse is not None:
         points = ellipse.points(720)
-        ax.plot(np.append(points[:, 0], points[0, 0]), np.append(points[:, 1], points[0, 1]), color="lime", linewidth=1.2)
+        ax.plot(
+            np.append(points[:, 0], points[0, 0]), np.append(points[:, 1], points[0, 1]), color="lime", linewidth=1.2
+        )
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(image.shape[0] - 0.5, -0.5)
     ax.axis("off")
@@ -46,7 +59,16 @@ def draw_panel(ax, image: np.ndarray, saliency: np.ndarray, *, ellipse=None, tit
     return shown
 
 
-def _figure(image: np.ndarray, saliency: np.ndarray, *, ellipse=None, title: str = "", label: str = "map (0..1)", vmax: float = 1.0, footer: bool = True):
+def _figure(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    ellipse=None,
+    title: str = "",
+    label: str = "map (0..1)",
+    vmax: float = 1.0,
+    footer: bool = True,
+):
     plt = _pyplot()
     height, width = image.shape
     fig_w = 6.4
@@ -61,7 +83,16 @@ def _figure(image: np.ndarray, saliency: np.ndarray, *, ellipse=None, title: str
     return fig
 
 
-def explanation_rgb(image: np.ndarray, saliency: np.ndarray, *, ellipse=None, title: str = "", label: str = "map (0..1)", vmax: float = 1.0, dpi: int = 110) -> np.ndarray:
+def explanation_rgb(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    ellipse=None,
+    title: str = "",
+    label: str = "map (0..1)",
+    vmax: float = 1.0,
+    dpi: int = 110,
+) -> np.ndarray:
     """One panel as an (H', W', 3) uint8 RGB array (image, ellipse, blended map, colour bar)."""
     plt = _pyplot()
     fig = _figure(image, saliency, ellipse=ellipse, title=title, label=label, vmax=vmax)
@@ -72,7 +103,17 @@ def explanation_rgb(image: np.ndarray, saliency: np.ndarray, *, ellipse=None, ti
     return rgb
 
 
-def save_explanation_png(path: str | Path, image: np.ndarray, saliency: np.ndarray, *, ellipse=None, title: str = "", label: str = "map (0..1)", vmax: float = 1.0, dpi: int = 110) -> Path:
+def save_explanation_png(
+    path: str | Path,
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    ellipse=None,
+    title: str = "",
+    label: str = "map (0..1)",
+    vmax: float = 1.0,
+    dpi: int = 110,
+) -> Path:
     """Write the panel of ``explanation_rgb`` as a PNG; returns the path."""
     fig = _figure(image, saliency, ellipse=ellipse, title=title, label=label, vmax=vmax, footer=False)
     # The project's one footer (save_with_disclaimer), as on every other saved figure; 5.5 pt
@@ -80,7 +121,9 @@ def save_explanation_png(path: str | Path, image: np.ndarray, saliency: np.ndarr
     return save_with_disclaimer(fig, path, fontsize=5.5, dpi=dpi)
 
 
-def save_panel_grid(path: str | Path, panels: Sequence[dict], *, columns: int = 5, title: str = "", dpi: int = 100) -> Path:
+def save_panel_grid(
+    path: str | Path, panels: Sequence[dict], *, columns: int = 5, title: str = "", dpi: int = 100
+) -> Path:
     """Several panels ({image, saliency, ellipse, title, label, vmax}) in a grid, one
     colour bar each, the disclaimer as footer."""
     plt = _pyplot()
@@ -91,8 +134,13 @@ def save_panel_grid(path: str | Path, panels: Sequence[dict], *, columns: int = 
         ax.axis("off")
     for ax, panel in zip(axes.ravel(), panels):
         shown = draw_panel(
-            ax, panel["image"], panel["saliency"], ellipse=panel.get("ellipse"), title=panel.get("title", ""),
-            label=panel.get("label", "map (0..1)"), vmax=panel.get("vmax", 1.0),
+            ax,
+            panel["image"],
+            panel["saliency"],
+            ellipse=panel.get("ellipse"),
+            title=panel.get("title", ""),
+            label=panel.get("label", "map (0..1)"),
+            vmax=panel.get("vmax", 1.0),
         )
         bar = fig.colorbar(shown, ax=ax, fraction=0.035, pad=0.02)
         bar.ax.tick_params(labelsize=6)

@@ -41,7 +41,15 @@ import torch.nn as nn
 from scipy import ndimage, stats
 from tqdm import tqdm
 
-from fetometry.explain.cam import CAM_METHODS, METHODS, Canvas, Explainer, ExplainError, equivalent_radius_px, to_original
+from fetometry.explain.cam import (
+    CAM_METHODS,
+    METHODS,
+    Canvas,
+    Explainer,
+    ExplainError,
+    equivalent_radius_px,
+    to_original,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,9 @@ def localisation_score(saliency: np.ndarray, head_mask: np.ndarray, *, fraction:
     return float(saliency[dilate_head(head_mask, fraction)].sum() / total)
 
 
-def chance_localisation(head_mask: np.ndarray, content: np.ndarray | None = None, *, fraction: float = DILATION_FRACTION) -> float:
+def chance_localisation(
+    head_mask: np.ndarray, content: np.ndarray | None = None, *, fraction: float = DILATION_FRACTION
+) -> float:
     """What a uniform map over ``content`` (default: the whole image) scores."""
     region = dilate_head(head_mask, fraction)
     content = np.ones_like(region) if content is None else np.asarray(content, bool)
@@ -277,15 +287,23 @@ def evaluate_explanations(
             row["uncertainty"] = _uncertainty_row(result, sample.hc_mm)
         rows.append(row)
     summary = summarise(rows, methods)
-    summary.update(layer=explainer.layer, network=explainer.network, target=explainer.target, steps=steps, stages=stages)
+    summary.update(
+        layer=explainer.layer, network=explainer.network, target=explainer.target, steps=steps, stages=stages
+    )
     return {"rows": rows, "summary": summary}
 
 
-def _evaluate_one(explainer: Explainer, image: np.ndarray, prediction, reference: np.ndarray, methods, steps: int, stages: int) -> dict:
+def _evaluate_one(
+    explainer: Explainer, image: np.ndarray, prediction, reference: np.ndarray, methods, steps: int, stages: int
+) -> dict:
     canvas = explainer.canvas(image, prediction)
     maps = explainer.canvas_maps(canvas, methods)
     curves = PerturbationCurves(explainer, canvas, steps=steps)
-    out = {"chance_localisation": chance_localisation(reference), "random_curves": _short(curves.random_baseline()), "methods": {}}
+    out = {
+        "chance_localisation": chance_localisation(reference),
+        "random_curves": _short(curves.random_baseline()),
+        "methods": {},
+    }
     for method, (canvas_map, seconds, cpu_seconds) in maps.items():
         saliency = to_original(canvas_map, canvas.box)
         out["methods"][method] = {
@@ -306,7 +324,10 @@ def _short(curves: dict) -> dict:
 
 
 def _uncertainty_row(result: dict, reference_hc_mm: float | None) -> dict:
-    row = {k: result[k] for k in ("hc_mm", "hc_sd_mm", "hc_px", "hc_sd_px", "confidence", "members", "valid_members", "sources")}
+    row = {
+        k: result[k]
+        for k in ("hc_mm", "hc_sd_mm", "hc_px", "hc_sd_px", "confidence", "members", "valid_members", "sources")
+    }
     if result["hc_mm"] is not None and reference_hc_mm is not None:
         row["error_mm"] = result["hc_mm"] - reference_hc_mm
     return row
@@ -355,13 +376,18 @@ def summarise(rows: Sequence[dict], methods: Sequence[str]) -> dict:
             "cpu_seconds": _stats([e["cpu_seconds"] for e in entries]),
             # rho of the fully randomised model (last stage), and per stage.
             "randomisation_rho_final": _stats(final),
-            "randomisation_rho_by_stage": [_stats([r[i] for r in rho if len(r) > i and r[i] is not None]) for i in range(max((len(r) for r in rho), default=0))],
+            "randomisation_rho_by_stage": [
+                _stats([r[i] for r in rho if len(r) > i and r[i] is not None])
+                for i in range(max((len(r) for r in rho), default=0))
+            ],
         }
     summary["uncertainty"] = calibration([r["uncertainty"] for r in rows if "uncertainty" in r])
     return summary
 
 
-def calibration(rows: Sequence[dict], nominal: Sequence[float] = NOMINAL_COVERAGES, *, residual_fraction: float = 0.0) -> dict:
+def calibration(
+    rows: Sequence[dict], nominal: Sequence[float] = NOMINAL_COVERAGES, *, residual_fraction: float = 0.0
+) -> dict:
     """Nominal vs observed coverage of hc_mm +/- z * sqrt(hc_sd_mm^2 + (r hc_mm)^2)
     against the reference HC (r = ``residual_fraction``; 0: the member spread alone).
 
@@ -379,7 +405,9 @@ def calibration(rows: Sequence[dict], nominal: Sequence[float] = NOMINAL_COVERAG
     confidence = np.array([r["confidence"] for r in usable])
     for level in nominal:
         z = float(stats.norm.ppf(0.5 + level / 2))
-        out["coverage"].append({"nominal": level, "z": round(z, 4), "observed": float(np.mean(errors <= z * interval_sds))})
+        out["coverage"].append(
+            {"nominal": level, "z": round(z, 4), "observed": float(np.mean(errors <= z * interval_sds))}
+        )
     out["hc_abs_error_mm"] = _stats(list(errors))
     out["hc_sd_mm"] = _stats(list(sds))
     out["confidence"] = _stats(list(confidence))
@@ -393,4 +421,3 @@ def calibration(rows: Sequence[dict], nominal: Sequence[float] = NOMINAL_COVERAG
     out["abs_error_confident_mm"] = _stats(list(errors[high]))
     out["abs_error_unconfident_mm"] = _stats(list(errors[~high]))
     return out
-

@@ -129,7 +129,13 @@ def apply_warp(image: np.ndarray, warp: Warp) -> tuple[np.ndarray, np.ndarray]:
 
 def unwarp(prob: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A map on the warped grid -> the original (H, W) grid."""
-    back = cv2.warpAffine(prob.astype(np.float32), matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0.0)
+    back = cv2.warpAffine(
+        prob.astype(np.float32),
+        matrix,
+        (shape[1], shape[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderValue=0.0,
+    )
     return np.clip(back, 0.0, 1.0)
 
 
@@ -258,7 +264,9 @@ def hc_uncertainty(
     return {
         "hc_mm": to_mm(value),
         "hc_sd_mm": to_mm(spread),
-        "interval_mm": None if interval_px is None or pixel_size_mm is None else tuple(v * pixel_size_mm for v in interval_px),
+        "interval_mm": None
+        if interval_px is None or pixel_size_mm is None
+        else tuple(v * pixel_size_mm for v in interval_px),
         "hc_px": value,
         "hc_sd_px": spread,
         "interval_px": interval_px,

@@ -142,7 +142,9 @@ def phantom_batch(hw: tuple[int, int], batch: int = 1, *, seed: int = 0) -> torc
     return torch.from_numpy(np.stack(images).astype(np.float32))[:, None]
 
 
-def _torch_export(module: nn.Module, args: tuple, path: Path, names_in: list[str], names_out: list[str], dynamic: dict) -> None:
+def _torch_export(
+    module: nn.Module, args: tuple, path: Path, names_in: list[str], names_out: list[str], dynamic: dict
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter is the one that needs no extra package (onnxscript);
@@ -150,8 +152,14 @@ def _torch_export(module: nn.Module, args: tuple, path: Path, names_in: list[str
         # expected: the Predictor guarantees valid sizes.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, str(path), dynamo=False, opset_version=OPSET,
-            input_names=names_in, output_names=names_out, dynamic_axes=dynamic,
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_axes=dynamic,
         )
 
 
@@ -198,7 +206,9 @@ def _export_segmenter(model: nn.Module, path: Path, config: dict, verify: bool) 
     if path.suffix != ".onnx":
         raise ExportError(f"{path}: give an output file name ending in .onnx")
     axes = {0: "batch", 2: "height", 3: "width"}
-    _torch_export(model, (phantom_batch(_trace_hw(config)),), path, ["images"], ["logits"], {"images": axes, "logits": axes})
+    _torch_export(
+        model, (phantom_batch(_trace_hw(config)),), path, ["images"], ["logits"], {"images": axes, "logits": axes}
+    )
     _write_metadata(path, SEGMENTER, config)
     if verify:
         session = _session(path)
@@ -206,7 +216,9 @@ def _export_segmenter(model: nn.Module, path: Path, config: dict, verify: bool) 
             images = phantom_batch(hw, batch=1 + index, seed=index)
             with torch.no_grad():
                 reference = model(images).float()
-            _require_agreement(f"{config['model']} at {hw[0]}x{hw[1]}", reference, session.run(None, {"images": images.numpy()})[0])
+            _require_agreement(
+                f"{config['model']} at {hw[0]}x{hw[1]}", reference, session.run(None, {"images": images.numpy()})[0]
+            )
     log.info("exported %s to %s", config["model"], path)
     return path
 
@@ -235,7 +247,9 @@ class DenoiserGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, *condition: torch.Tensor
+    ) -> torch.Tensor:
         from fetometry.models.medsegdiff_v2 import PreparedCondition
 
         return self.model.diffusion(x_t, images, t, PreparedCondition(list(condition[:-1]), condition[-1]))
@@ -249,22 +263,34 @@ def _export_medsegdiff(model: nn.Module, out_path: str | Path, config: dict, ver
         condition = condition_graph(images)
     anchor_names = [f"anchor_{i}" for i in range(len(condition) - 2)]
     image_axes = {0: "batch", 2: "height", 3: "width"}
-    condition_axes = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in [*anchor_names, "embedding"]}
+    condition_axes = {
+        name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in [*anchor_names, "embedding"]
+    }
     _torch_export(
-        condition_graph, (images,), condition_path, ["images"], ["logits", *anchor_names, "embedding"],
+        condition_graph,
+        (images,),
+        condition_path,
+        ["images"],
+        ["logits", *anchor_names, "embedding"],
         {"images": image_axes, "logits": image_axes, **condition_axes},
     )
     x_t = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
     t = torch.full((images.shape[0],), model.timesteps // 2, dtype=torch.long)
     with spectral_stand_ins():
         _torch_export(
-            denoiser_graph, (x_t, images, t, *condition[1:]), denoiser_path,
-            ["x_t", "images", "t", *anchor_names, "embedding"], ["output"],
+            denoiser_graph,
+            (x_t, images, t, *condition[1:]),
+            denoiser_path,
+            ["x_t", "images", "t", *anchor_names, "embedding"],
+            ["output"],
             {"x_t": image_axes, "images": image_axes, "t": {0: "batch"}, "output": image_axes, **condition_axes},
         )
     model_info = {
-        "timesteps": model.timesteps, "default_steps": model.default_steps,
-        "default_ensemble": model.default_ensemble, "eta": model.eta, "noise_skip": model.noise_skip,
+        "timesteps": model.timesteps,
+        "default_steps": model.default_steps,
+        "default_ensemble": model.default_ensemble,
+        "eta": model.eta,
+        "noise_skip": model.noise_skip,
         "anchors": len(anchor_names),
     }
     _write_metadata(condition_path, CONDITION, config, model_info)
@@ -275,7 +301,9 @@ def _export_medsegdiff(model: nn.Module, out_path: str | Path, config: dict, ver
     return [condition_path, denoiser_path]
 
 
-def _verify_medsegdiff(condition_graph, denoiser_graph, condition_path: Path, denoiser_path: Path, config: dict, timesteps: int) -> None:
+def _verify_medsegdiff(
+    condition_graph, denoiser_graph, condition_path: Path, denoiser_path: Path, config: dict, timesteps: int
+) -> None:
     condition_session, denoiser_session = _session(condition_path), _session(denoiser_path)
     generator = torch.Generator().manual_seed(1)
     for index, hw in enumerate(_check_hw(config)):
@@ -290,14 +318,18 @@ def _verify_medsegdiff(condition_graph, denoiser_graph, condition_path: Path, de
         with torch.no_grad():
             expected = denoiser_graph(x_t, images, t, *reference[1:])
         feeds = {"x_t": x_t.numpy(), "images": images.numpy(), "t": t.numpy()}
-        feeds.update({node.name: value.numpy() for node, value in zip(denoiser_session.get_inputs()[3:], reference[1:])})
+        feeds.update(
+            {node.name: value.numpy() for node, value in zip(denoiser_session.get_inputs()[3:], reference[1:])}
+        )
         _require_agreement(f"denoiser at {hw[0]}x{hw[1]}", expected, denoiser_session.run(None, feeds)[0])
 
 
 # --------------------------------------------------------------------------- real-valued FFTs
 
 
-def _dft_tables(n: torch.Tensor | int, bins: torch.Tensor | int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _dft_tables(
+    n: torch.Tensor | int, bins: torch.Tensor | int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, bins) cos and sin of 2 pi k m / n; the phase index k m is reduced mod n in
     integers first, so large sizes keep float32 precision."""
     m = torch.arange(n, device=device)[:, None]
@@ -399,7 +431,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a model to ONNX for onnxruntime")
     p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="export format")
-    p.add_argument("--out", required=True, type=Path, help="output .onnx file (MedSegDiff-V2: <stem>_condition/_denoiser.onnx, or a folder)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output .onnx file (MedSegDiff-V2: <stem>_condition/_denoiser.onnx, or a folder)",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch agreement check")
     p.set_defaults(func=run_command)
 

@@ -26,7 +26,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fetometry.inference.export import CONDITION, CONFIG_KEY, DENOISER, MODEL_INFO_KEY, ROLE_KEY, SEGMENTER, medsegdiff_paths
+from fetometry.inference.export import (
+    CONDITION,
+    CONFIG_KEY,
+    DENOISER,
+    MODEL_INFO_KEY,
+    ROLE_KEY,
+    SEGMENTER,
+    medsegdiff_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,9 @@ def create_session(path: str | Path, *, threads: int | None = None):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file; create one with `fetometry export --format onnx --out {path}`")
+        raise FileNotFoundError(
+            f"{path}: no such ONNX file; create one with `fetometry export --format onnx --out {path}`"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.inter_op_num_threads = 1
@@ -116,7 +126,9 @@ class OnnxCondition(nn.Module):
     def forward(self, images: torch.Tensor) -> OnnxConditionOutput:
         from fetometry.models.medsegdiff_v2 import PreparedCondition
 
-        logits, *anchors, embedding = (torch.from_numpy(a) for a in self.session.run(None, {"images": _numpy(images.float())}))
+        logits, *anchors, embedding = (
+            torch.from_numpy(a) for a in self.session.run(None, {"images": _numpy(images.float())})
+        )
         return OnnxConditionOutput(logits, PreparedCondition(anchors, embedding))
 
 
@@ -151,7 +163,9 @@ def _resolve(path: Path) -> tuple[Path, Path | None]:
             return condition, denoiser
         if path.is_dir():
             raise OnnxModelError(f"{path}: no condition.onnx in this folder; give an exported .onnx file")
-        raise FileNotFoundError(f"{path}: no such ONNX file; create one with `fetometry export --format onnx --out {path}`")
+        raise FileNotFoundError(
+            f"{path}: no such ONNX file; create one with `fetometry export --format onnx --out {path}`"
+        )
     name = path.name
     for suffix in ("_condition.onnx", "_denoiser.onnx"):
         if name.endswith(suffix):
@@ -196,7 +210,9 @@ def _medsegdiff_over_sessions(condition, denoiser, config: dict, info: dict) -> 
 
     model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
     if model.timesteps != info["timesteps"]:
-        raise OnnxModelError(f"the export used {info['timesteps']} diffusion steps but the config builds {model.timesteps}")
+        raise OnnxModelError(
+            f"the export used {info['timesteps']} diffusion steps but the config builds {model.timesteps}"
+        )
     model.condition = OnnxCondition(condition)
     model.diffusion = OnnxDenoiser(denoiser)
     for key in ("default_steps", "default_ensemble", "eta", "noise_skip"):
@@ -214,4 +230,6 @@ def load_onnx_predictor(path: str | Path, *, threads: int | None = None, **predi
         raise OnnxModelError(f"{path}: its metadata has no canvas_hw; export it with `fetometry export`")
     predictor_kwargs.setdefault("threshold", config.get("threshold", 0.5))
     config = {**config, "backend": "onnxruntime", "onnx_path": str(path)}
-    return Predictor(load_onnx_model(path, threads=threads), canvas_hw=tuple(config["canvas_hw"]), config=config, **predictor_kwargs)
+    return Predictor(
+        load_onnx_model(path, threads=threads), canvas_hw=tuple(config["canvas_hw"]), config=config, **predictor_kwargs
+    )

@@ -6,17 +6,22 @@ the resizing and the intensity convention of the released weights and returns, p
 image, the most probable plane, its probability, the probability of a head plane and a
 distance to the training heads' embeddings (out-of-distribution score).
 
-The decision (``PlaneRule``, thresholds in the weights' config.json, chosen by
-``benchmarks/plane_check.py`` on the HC18 TRAINING split of the default model only):
+The decision (``PlaneResult.decide``; limits in ``PlaneRule``, read from the weights'
+config.json; the OOD limit chosen by ``benchmarks/plane_check.py --calibrate`` on the
+HC18 TRAINING split of the default model only), in this order:
 
-1. ``not_a_head_plane``: a NAMED non-head standard plane (not SonoNet's "Background")
-   holds at least ``min_other_plane_probability`` and the head planes less than
-   ``max_head_probability_for_other``. SonoNet calls many first-trimester heads
-   "Background" (its training scans are 18-22 weeks), so "Background" alone never refuses
-   a head: the segmentation's own quality gate and the out-of-distribution score decide.
-2. ``out_of_distribution``: the Mahalanobis distance of the image's embedding to the
+1. ``out_of_distribution``: the Mahalanobis distance of the image's embedding to the
    HC18 training heads' embeddings (mean and shrunk covariance stored in the weights
    folder) exceeds ``max_ood_distance``: a photograph, noise, a screen full of text.
+2. ``not_a_head_plane``: a NAMED non-head standard plane (not SonoNet's "Background")
+   holds at least ``min_other_plane_probability`` while the head planes hold less than
+   ``max_head_probability_for_other``, and the candidate head measures at least
+   ``min_trusted_head_mm`` (or there is no pixel size to tell). SonoNet was trained on
+   18-22-week scans: it calls many first-trimester heads "Lips", "Abdominal" or
+   "Background", and many large third-trimester heads "Background". So "Background"
+   never refuses a head, and a named call on a head under 100 mm is not trusted; the
+   segmentation's own quality gate decides those.
+3. Otherwise a head plane.
 
 Intensity convention of the released SonoNet weights (the authors' example script,
 confirmed on their 13 example frames): grayscale, resized to 224x288 (H x W),
@@ -117,7 +122,10 @@ class PlaneResult:
                 f"{self.ood_distance:.1f}, at most {rule.max_ood_distance:.1f}): nothing is measured"
             )
             return replace(self, status=OUT_OF_DISTRIBUTION, detail=detail)
-        named_other = self.other_probability >= rule.min_other_plane_probability and self.head_probability < rule.max_head_probability_for_other
+        named_other = (
+            self.other_probability >= rule.min_other_plane_probability
+            and self.head_probability < rule.max_head_probability_for_other
+        )
         if named_other and (head_size_mm is None or head_size_mm >= rule.min_trusted_head_mm):
             detail = (
                 f"this looks like a {self.other_label} plane (probability {self.other_probability:.2f}; head planes "
@@ -155,7 +163,16 @@ def preprocess(image: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
 class PlaneChecker:
     """Plane label, head-plane probability and OOD distance for 2D grayscale images."""
 
-    def __init__(self, model: PlaneClassifierNetwork, *, rule: PlaneRule, head_mean: np.ndarray | None = None, head_precision: np.ndarray | None = None, name: str = DEFAULT_PLANE_MODEL, batch_size: int = 8):
+    def __init__(
+        self,
+        model: PlaneClassifierNetwork,
+        *,
+        rule: PlaneRule,
+        head_mean: np.ndarray | None = None,
+        head_precision: np.ndarray | None = None,
+        name: str = DEFAULT_PLANE_MODEL,
+        batch_size: int = 8,
+    ):
         if model.kind != "plane-classifier":
             raise ValueError(f"{type(model).__name__} is a {model.kind}, not a plane classifier")
         self.model = model.eval().to(memory_format=torch.channels_last)
@@ -166,7 +183,9 @@ class PlaneChecker:
         self.batch_size = batch_size
         labels = model.labels
         self._head_index = [labels.index(label) for label in model.head_labels]
-        self._other_index = [i for i, label in enumerate(labels) if label not in model.head_labels and label != model.background_label]
+        self._other_index = [
+            i for i, label in enumerate(labels) if label not in model.head_labels and label != model.background_label
+        ]
 
     @classmethod
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "PlaneChecker":
@@ -182,7 +201,14 @@ class PlaneChecker:
         if stats_path.is_file():
             stats = load_numpy_file(str(stats_path))
             mean, precision = stats["mean"].astype(np.float64), stats["precision"].astype(np.float64)
-        return cls(model, rule=PlaneRule.from_config(config), head_mean=mean, head_precision=precision, name=config.get("display_name", folder.name), **kwargs)
+        return cls(
+            model,
+            rule=PlaneRule.from_config(config),
+            head_mean=mean,
+            head_precision=precision,
+            name=config.get("display_name", folder.name),
+            **kwargs,
+        )
 
     @torch.no_grad()
     def scores(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,9 +243,14 @@ class PlaneChecker:
                 best = int(np.argmax(probs))
                 other = max(self._other_index, key=lambda i: probs[i])
                 result = PlaneResult(
-                    label=labels[best], probability=float(probs[best]), head_probability=float(probs[self._head_index].sum()),
-                    other_label=labels[other], other_probability=float(probs[other]), ood_distance=float(distance),
-                    model=self.name, rule=self.rule,
+                    label=labels[best],
+                    probability=float(probs[best]),
+                    head_probability=float(probs[self._head_index].sum()),
+                    other_label=labels[other],
+                    other_probability=float(probs[other]),
+                    ood_distance=float(distance),
+                    model=self.name,
+                    rule=self.rule,
                 )
                 results.append(result.decide())
         return results
@@ -244,7 +275,9 @@ def convert_sononet_npz(npz_path: str | Path, model: PlaneClassifierNetwork) -> 
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if len(ordered) != 5 * len(convs):
-        raise ValueError(f"{npz_path}: {len(ordered)} arrays, expected {5 * len(convs)} for {len(convs)} conv+BN blocks")
+        raise ValueError(
+            f"{npz_path}: {len(ordered)} arrays, expected {5 * len(convs)} for {len(convs)} conv+BN blocks"
+        )
     names = {module: name for name, module in model.named_modules()}
     state: dict[str, torch.Tensor] = {}
     for index, (conv, norm) in enumerate(zip(convs, norms)):

@@ -39,7 +39,16 @@ def _is_onnx(path: Path) -> bool:
 class Predictor:
     """Wraps a network that maps (B, 1, h, w) images to (B, 1, h, w) logits."""
 
-    def __init__(self, model: nn.Module, *, canvas_hw: tuple[int, int], threshold: float = 0.5, tta: bool = False, config: dict | None = None, batch_size: int = 4):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        canvas_hw: tuple[int, int],
+        threshold: float = 0.5,
+        tta: bool = False,
+        config: dict | None = None,
+        batch_size: int = 4,
+    ):
         self.model = model.eval()
         self.canvas_hw = tuple(canvas_hw)
         self.threshold = threshold
@@ -102,12 +111,24 @@ class Predictor:
 
         root = weights_root().resolve()
         folders = [Path(m.config["weights_dir"]).resolve() if m.config.get("weights_dir") else None for m in members]
-        key = ",".join(sorted(f.name for f in folders)) if all(f is not None and f.parent == root for f in folders) else None
-        listed = json.loads((root / "ensembles.json").read_text()).get("ensembles", {}) if (root / "ensembles.json").is_file() else {}
+        key = (
+            ",".join(sorted(f.name for f in folders))
+            if all(f is not None and f.parent == root for f in folders)
+            else None
+        )
+        listed = (
+            json.loads((root / "ensembles.json").read_text()).get("ensembles", {})
+            if (root / "ensembles.json").is_file()
+            else {}
+        )
         if key in listed:
             QualityThresholds.from_config(listed[key])  # a bad stored block fails here, by name
             config["quality"] = dict(listed[key]["quality"])
-            config["quality_calibration"] = {**listed[key].get("quality_calibration", {}), "ensemble": key, "calibrated": True}
+            config["quality_calibration"] = {
+                **listed[key].get("quality_calibration", {}),
+                "ensemble": key,
+                "calibrated": True,
+            }
         else:
             limits = [QualityThresholds.from_config(m.config) for m in members]
             config["quality"] = {
@@ -132,7 +153,9 @@ class Predictor:
                 f" (members without a calibrated block, on the defaults: {uncalibrated})" if uncalibrated else "",
             )
         kwargs.setdefault("threshold", first.get("threshold", 0.5))
-        return cls(ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs)
+        return cls(
+            ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs
+        )
 
     @property
     def name(self) -> str:

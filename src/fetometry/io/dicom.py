@@ -110,11 +110,15 @@ def _float_or_none(value) -> float | None:
 
 def _parse_region(index: int, item) -> UltrasoundRegion | None:
     """A sequence item -> region, or None when its corners are missing or malformed."""
-    corners = [_int_or_none(item.get(k)) for k in ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")]
+    corners = [
+        _int_or_none(item.get(k))
+        for k in ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
+    ]
     if any(c is None for c in corners):
         return None
     return UltrasoundRegion(
-        index, *corners,
+        index,
+        *corners,
         spatial_format=_int_or_none(item.get("RegionSpatialFormat")),
         units_x=_int_or_none(item.get("PhysicalUnitsXDirection")),
         units_y=_int_or_none(item.get("PhysicalUnitsYDirection")),
@@ -138,7 +142,12 @@ def _isotropic_mm(dx_mm: float | None, dy_mm: float | None, source: str) -> tupl
         return None, str(error)
 
 
-def calibrate(regions: Sequence[UltrasoundRegion], pixel_spacing_mm: tuple[float, float] | None = None, *, point: tuple[float, float] | None = None) -> tuple[float | None, str]:
+def calibrate(
+    regions: Sequence[UltrasoundRegion],
+    pixel_spacing_mm: tuple[float, float] | None = None,
+    *,
+    point: tuple[float, float] | None = None,
+) -> tuple[float | None, str]:
     """Choose the pixel size: ``(pixel_size_mm or None, human-readable calibration)``.
 
     ``pixel_spacing_mm`` is PixelSpacing as (row spacing = Y, column spacing = X).
@@ -146,8 +155,11 @@ def calibrate(regions: Sequence[UltrasoundRegion], pixel_spacing_mm: tuple[float
     usable = [r for r in regions if r.is_2d_tissue_cm]
     if usable:
         return _calibrate_from_regions(usable, len(regions), point)
-    why = (f"none of the {len(regions)} ultrasound regions is a 2D tissue region in cm"
-           if regions else "no ultrasound regions (0018,6011)")
+    why = (
+        f"none of the {len(regions)} ultrasound regions is a 2D tissue region in cm"
+        if regions
+        else "no ultrasound regions (0018,6011)"
+    )
     if pixel_spacing_mm is not None:
         size, problem = _isotropic_mm(pixel_spacing_mm[1], pixel_spacing_mm[0], "PixelSpacing (0028,0030)")
         if size is not None:
@@ -156,7 +168,9 @@ def calibrate(regions: Sequence[UltrasoundRegion], pixel_spacing_mm: tuple[float
     return None, f"uncalibrated: {why} and no PixelSpacing; give the pixel size explicitly"
 
 
-def _calibrate_from_regions(usable: list[UltrasoundRegion], total: int, point: tuple[float, float] | None) -> tuple[float | None, str]:
+def _calibrate_from_regions(
+    usable: list[UltrasoundRegion], total: int, point: tuple[float, float] | None
+) -> tuple[float | None, str]:
     if point is not None:
         x, y = point
         holding = [r for r in usable if r.contains(x, y)]
@@ -235,7 +249,9 @@ def is_dicom(path_or_bytes: str | Path | bytes | bytearray | memoryview) -> bool
     return head[PREAMBLE_BYTES:] == DICM_MARKER
 
 
-def read_dicom(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, point: tuple[float, float] | None = None) -> DicomImage:
+def read_dicom(
+    path_or_bytes: str | Path | bytes | bytearray | memoryview, *, point: tuple[float, float] | None = None
+) -> DicomImage:
     """Read a DICOM image or cine loop; ``point=(x, y)`` picks the region that holds it.
 
     Raises DicomError for anything that is not a readable DICOM image (no pixel data,
@@ -250,7 +266,9 @@ def read_dicom(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, po
         except DicomError:
             raise
         except Exception as error:  # a malformed header value, parsed lazily by pydicom
-            raise DicomError(f"{name}: a header value is malformed ({type(error).__name__}); the file may be corrupt") from None
+            raise DicomError(
+                f"{name}: a header value is malformed ({type(error).__name__}); the file may be corrupt"
+            ) from None
     log.debug("%s: %s", name, image.safe_summary())
     return image
 
@@ -287,7 +305,11 @@ def _pydicom_silenced(name: str):
             for logger in loggers:
                 logger.removeFilter(dropper)
             if caught or dropper.dropped:
-                log.debug("%s: %d pydicom warning(s) not shown (they may quote patient data)", name, len(caught) + dropper.dropped)
+                log.debug(
+                    "%s: %d pydicom warning(s) not shown (they may quote patient data)",
+                    name,
+                    len(caught) + dropper.dropped,
+                )
 
 
 def _parse(source, name: str):
@@ -304,7 +326,9 @@ def _parse(source, name: str):
     if not data:
         raise DicomError(f"{name}: the file is empty (0 bytes)")
     if not is_dicom(data):
-        raise DicomError(f"{name}: not a DICOM file (no 'DICM' marker at byte 128); export the image as DICOM Part 10 or as PNG")
+        raise DicomError(
+            f"{name}: not a DICOM file (no 'DICM' marker at byte 128); export the image as DICOM Part 10 or as PNG"
+        )
     try:
         return pydicom.dcmread(io.BytesIO(data))
     except Exception as error:  # pydicom raises many types on corrupt input
@@ -325,7 +349,9 @@ def _header_int(dataset, keyword: str, name: str, *, default: int | None = None)
 def _check_geometry(dataset, name: str) -> tuple[int, int, int, int]:
     """(frames, rows, columns, samples) after checking they are sane, before decoding."""
     if "PixelData" not in dataset:
-        raise DicomError(f"{name}: the DICOM file has no pixel data (7FE0,0010): it may be truncated, or a report or presentation state rather than an image")
+        raise DicomError(
+            f"{name}: the DICOM file has no pixel data (7FE0,0010): it may be truncated, or a report or presentation state rather than an image"
+        )
     rows = _header_int(dataset, "Rows", name)
     columns = _header_int(dataset, "Columns", name)
     samples = _header_int(dataset, "SamplesPerPixel", name, default=1)
@@ -335,7 +361,9 @@ def _check_geometry(dataset, name: str) -> tuple[int, int, int, int]:
     if samples not in (1, 3):
         raise DicomError(f"{name}: {samples} samples per pixel; only gray (1) or colour (3) images are supported")
     if frames < 1 or frames * rows * columns * samples > MAX_TOTAL_PIXELS:
-        raise DicomError(f"{name}: {frames} frames of {columns}x{rows} px is too large to read at once (limit {MAX_TOTAL_PIXELS} pixels); split the loop")
+        raise DicomError(
+            f"{name}: {frames} frames of {columns}x{rows} px is too large to read at once (limit {MAX_TOTAL_PIXELS} pixels); split the loop"
+        )
     return frames, rows, columns, samples
 
 
@@ -360,10 +388,14 @@ def _decoder(uid, name: str):
     try:
         decoder = get_decoder(uid)
     except Exception:
-        raise DicomError(f"{name}: transfer syntax {label} is unsupported (no decoder); export the images uncompressed or as JPEG baseline") from None
+        raise DicomError(
+            f"{name}: transfer syntax {label} is unsupported (no decoder); export the images uncompressed or as JPEG baseline"
+        ) from None
     if not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies) or "an extra decoder"
-        raise DicomError(f"{name}: transfer syntax {label} is unsupported here: decoding it needs {needs}; export the images uncompressed or as JPEG baseline")
+        raise DicomError(
+            f"{name}: transfer syntax {label} is unsupported here: decoding it needs {needs}; export the images uncompressed or as JPEG baseline"
+        )
     return decoder
 
 
@@ -382,10 +414,14 @@ def _decode_gray(dataset, name: str) -> np.ndarray:
             pixels, photometric = apply_color_lut(pixels, dataset), "RGB"
             bits = 8 * pixels.dtype.itemsize  # the palette's depth, not the indices'
     except Exception as error:
-        raise DicomError(f"{name}: the pixel data could not be decoded ({type(error).__name__}); the file may be truncated or corrupt") from None
+        raise DicomError(
+            f"{name}: the pixel data could not be decoded ({type(error).__name__}); the file may be truncated or corrupt"
+        ) from None
     channels = 3 if photometric == "RGB" else samples  # a palette turns 1 sample into RGB
     if pixels.size != n_frames * rows * columns * channels:
-        raise DicomError(f"{name}: decoded {pixels.shape} pixels, expected {n_frames} frames of {columns}x{rows}x{channels}; the header does not match the pixel data")
+        raise DicomError(
+            f"{name}: decoded {pixels.shape} pixels, expected {n_frames} frames of {columns}x{rows}x{channels}; the header does not match the pixel data"
+        )
     gray = _to_gray(pixels.reshape(n_frames, rows, columns, channels))
     scaled = _scale(gray, bits, signed=_signed(pixels.dtype))
     if photometric == "MONOCHROME1":  # 0 = white in MONOCHROME1
@@ -498,14 +534,32 @@ def _declared_frame_time_ms(dataset) -> float | None:
 # --------------------------------------------------------------------------- writing (synthetic test files)
 
 
-def ultrasound_region(x0: int, y0: int, x1: int, y1: int, *, pixel_size_mm: float | None = None, delta_x_cm: float | None = None, delta_y_cm: float | None = None, spatial_format: int = SPATIAL_FORMAT_2D, units: int = UNITS_CM, data_type: int = 1) -> dict:
+def ultrasound_region(
+    x0: int,
+    y0: int,
+    x1: int,
+    y1: int,
+    *,
+    pixel_size_mm: float | None = None,
+    delta_x_cm: float | None = None,
+    delta_y_cm: float | None = None,
+    spatial_format: int = SPATIAL_FORMAT_2D,
+    units: int = UNITS_CM,
+    data_type: int = 1,
+) -> dict:
     """One SequenceOfUltrasoundRegions item as ``{DICOM keyword: value}``."""
     if pixel_size_mm is not None:
         delta_x_cm = delta_y_cm = pixel_size_mm / MM_PER_CM
     item = {
-        "RegionSpatialFormat": spatial_format, "RegionDataType": data_type, "RegionFlags": 0,
-        "RegionLocationMinX0": x0, "RegionLocationMinY0": y0, "RegionLocationMaxX1": x1, "RegionLocationMaxY1": y1,
-        "PhysicalUnitsXDirection": units, "PhysicalUnitsYDirection": units,
+        "RegionSpatialFormat": spatial_format,
+        "RegionDataType": data_type,
+        "RegionFlags": 0,
+        "RegionLocationMinX0": x0,
+        "RegionLocationMinY0": y0,
+        "RegionLocationMaxX1": x1,
+        "RegionLocationMaxY1": y1,
+        "PhysicalUnitsXDirection": units,
+        "PhysicalUnitsYDirection": units,
     }
     if delta_x_cm is not None:
         item["PhysicalDeltaX"] = float(delta_x_cm)
@@ -638,8 +692,10 @@ def _encode(dataset, pixels: np.ndarray, transfer_syntax: str) -> None:
     from pydicom import uid
 
     syntaxes = {
-        "explicit": uid.ExplicitVRLittleEndian, "implicit": uid.ImplicitVRLittleEndian,
-        "deflated": uid.DeflatedExplicitVRLittleEndian, "rle": uid.RLELossless,
+        "explicit": uid.ExplicitVRLittleEndian,
+        "implicit": uid.ImplicitVRLittleEndian,
+        "deflated": uid.DeflatedExplicitVRLittleEndian,
+        "rle": uid.RLELossless,
         "jpeg-baseline": uid.JPEGBaseline8Bit,
     }
     if transfer_syntax not in syntaxes:

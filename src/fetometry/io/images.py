@@ -157,9 +157,7 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
     if 256 not in tags or 257 not in tags:
         raise ImageReadError("TIFF without image width and length in its first directory")
     if tags.get(277, 1) > MAX_TIFF_SAMPLES:
-        raise ImageReadError(
-            f"TIFF with {tags[277]} samples per pixel; save as gray, RGB or RGBA"
-        )
+        raise ImageReadError(f"TIFF with {tags[277]} samples per pixel; save as gray, RGB or RGBA")
     return tags[256], tags[257]
 
 
@@ -195,9 +193,7 @@ def read_header(data: bytes, *, source: str = "image") -> ImageHeader:
 
 def _check_size(width: int, height: int, source: str) -> None:
     if min(width, height) < MIN_SIDE_PX:
-        raise ImageReadError(
-            f"{source}: image is {width}x{height} px, too small (min side {MIN_SIDE_PX} px)"
-        )
+        raise ImageReadError(f"{source}: image is {width}x{height} px, too small (min side {MIN_SIDE_PX} px)")
     if max(width, height) > MAX_SIDE_PX or width * height > MAX_PIXELS:
         raise ImageReadError(
             f"{source}: image is {width}x{height} px, too large (max side {MAX_SIDE_PX} px and "
@@ -290,9 +286,7 @@ def _to_unit_float(pixels: np.ndarray, source: str) -> np.ndarray:
         return pixels.astype(np.float32) / 65535.0
     if np.issubdtype(pixels.dtype, np.floating):
         return np.clip(np.nan_to_num(pixels.astype(np.float32)), 0.0, 1.0)
-    raise ImageReadError(
-        f"{source}: unsupported pixel type {pixels.dtype}; export 8- or 16-bit unsigned images"
-    )
+    raise ImageReadError(f"{source}: unsupported pixel type {pixels.dtype}; export 8- or 16-bit unsigned images")
 
 
 def decode_image(data: bytes | bytearray | memoryview, *, source: str = "uploaded image") -> np.ndarray:

@@ -61,8 +61,6 @@ def validate_pixel_size(value: float | str | None, *, source: str = "pixel size"
     return mm
 
 
-
-
 def validate_file_name(name: str, *, source: str = "file name") -> str:
     """Return ``name`` if it is a bare file name (no folder part), else raise UnsafeFileNameError.
 
@@ -103,9 +101,7 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
         raise PixelSizeError(f"{path}: not a regular file; give the pixel-size CSV file")
     size = info.st_size
     if size > MAX_CSV_BYTES:
-        raise PixelSizeError(
-            f"{path}: the CSV is {size} bytes, more than {MAX_CSV_BYTES}; is this the pixel-size CSV?"
-        )
+        raise PixelSizeError(f"{path}: the CSV is {size} bytes, more than {MAX_CSV_BYTES}; is this the pixel-size CSV?")
     rows: list[tuple[int, list[str]]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:

@@ -96,11 +96,21 @@ def _check_frame_size(shape: tuple[int, ...], what: str) -> None:
 class CaptureSource(FrameSource):
     """Frames from ``cv2.VideoCapture``: a video file or a live device index."""
 
-    def __init__(self, capture: cv2.VideoCapture, *, description: str, pixel_size_mm: float | None, pixel_size_source: str, live: bool):
+    def __init__(
+        self,
+        capture: cv2.VideoCapture,
+        *,
+        description: str,
+        pixel_size_mm: float | None,
+        pixel_size_source: str,
+        live: bool,
+    ):
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         super().__init__(
-            description, pixel_size_mm, pixel_size_source,
+            description,
+            pixel_size_mm,
+            pixel_size_source,
             frame_count=None if live or count <= 0 else count,
             fps=fps if fps > 0 else None,
         )
@@ -134,7 +144,15 @@ class CaptureSource(FrameSource):
 class ArraySource(FrameSource):
     """Frames held in memory: a DICOM cine loop or a (N, H, W) array in [0, 1]."""
 
-    def __init__(self, frames: np.ndarray, *, description: str, pixel_size_mm: float | None, pixel_size_source: str, frame_time_ms: float | None = None):
+    def __init__(
+        self,
+        frames: np.ndarray,
+        *,
+        description: str,
+        pixel_size_mm: float | None,
+        pixel_size_source: str,
+        frame_time_ms: float | None = None,
+    ):
         frames = np.asarray(frames)
         if frames.ndim == 2:
             frames = frames[None]
@@ -143,8 +161,11 @@ class ArraySource(FrameSource):
         _check_frame_size(frames.shape[1:], description)
         valid_time = frame_time_ms is not None and frame_time_ms > 0
         super().__init__(
-            description, pixel_size_mm, pixel_size_source,
-            frame_count=frames.shape[0], fps=1000.0 / frame_time_ms if valid_time else None,
+            description,
+            pixel_size_mm,
+            pixel_size_source,
+            frame_count=frames.shape[0],
+            fps=1000.0 / frame_time_ms if valid_time else None,
         )
         self._frames = frames
         self._frame_time_ms = frame_time_ms if valid_time else None
@@ -201,11 +222,19 @@ def open_dicom_cine(path: str | Path, *, pixel_size_mm: float | None = None) -> 
         found = f"{dicom.pixel_size_mm:g} mm" if dicom.pixel_size_mm is not None else "none"
         source = f"--pixel-size (overrides the DICOM calibration: {found})"
         if dicom.pixel_size_mm is not None and abs(dicom.pixel_size_mm - mm) > 1e-6:
-            log.warning("%s: --pixel-size %g mm overrides the DICOM calibration %g mm", path.name, mm, dicom.pixel_size_mm)
+            log.warning(
+                "%s: --pixel-size %g mm overrides the DICOM calibration %g mm", path.name, mm, dicom.pixel_size_mm
+            )
     else:
         mm = dicom.pixel_size_mm
         source = f"DICOM: {dicom.calibration}"
-    return ArraySource(dicom.frames, description=path.name, pixel_size_mm=mm, pixel_size_source=source, frame_time_ms=dicom.frame_time_ms)
+    return ArraySource(
+        dicom.frames,
+        description=path.name,
+        pixel_size_mm=mm,
+        pixel_size_source=source,
+        frame_time_ms=dicom.frame_time_ms,
+    )
 
 
 def _is_dicom(path: Path) -> bool:
@@ -225,7 +254,13 @@ def open_source(spec: str | Path, *, pixel_size_mm: float | None = None) -> Fram
     """
     path = Path(spec)
     if path.is_file():
-        return open_dicom_cine(path, pixel_size_mm=pixel_size_mm) if _is_dicom(path) else open_video(path, pixel_size_mm=pixel_size_mm)
+        return (
+            open_dicom_cine(path, pixel_size_mm=pixel_size_mm)
+            if _is_dicom(path)
+            else open_video(path, pixel_size_mm=pixel_size_mm)
+        )
     if str(spec).strip().isdigit():
         return open_device(int(str(spec)), pixel_size_mm=pixel_size_mm)
-    raise VideoReadError(f"{spec}: no such file; give a video file, a DICOM cine loop or a capture device index (0, 1, ...)")
+    raise VideoReadError(
+        f"{spec}: no such file; give a video file, a DICOM cine loop or a capture device index (0, 1, ...)"
+    )

@@ -77,7 +77,9 @@ class AttentionUNet(SegmentationNetwork):
     #: For five widths; an instance holds 2 ** (number of max-pools) of its own widths.
     size_divisor = 16
 
-    def __init__(self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (64, 128, 256, 512, 1024)):
+    def __init__(
+        self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (64, 128, 256, 512, 1024)
+    ):
         super().__init__()
         channels = list(channels)
         self.in_channels = in_channels

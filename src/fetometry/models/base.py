@@ -60,7 +60,9 @@ class Network(nn.Module):
         name = type(self).__name__
         if images.ndim != 4:
             hint = ": add the channel axis with images[:, None]" if images.ndim == 3 else ""
-            raise ValueError(f"{name} expects (B, {self.in_channels}, H, W) images, got shape {tuple(images.shape)}{hint}")
+            raise ValueError(
+                f"{name} expects (B, {self.in_channels}, H, W) images, got shape {tuple(images.shape)}{hint}"
+            )
         channels, height, width = images.shape[1:]
         if channels != self.in_channels:
             hint = ": convert to grayscale" if self.in_channels == 1 else ""

@@ -157,9 +157,7 @@ class ResidualBlock(nn.Module):
 
 def residual_stack(in_channels: int, out_channels: int, depth: int) -> nn.Sequential:
     """``depth`` chained residual blocks (the first one changes the channel count)."""
-    return nn.Sequential(
-        *(ResidualBlock(in_channels if i == 0 else out_channels, out_channels) for i in range(depth))
-    )
+    return nn.Sequential(*(ResidualBlock(in_channels if i == 0 else out_channels, out_channels) for i in range(depth)))
 
 
 def dilated_stack(in_channels: int, out_channels: int, dilations: tuple[int, ...]) -> nn.Sequential:
@@ -236,7 +234,8 @@ class DUCKNet(SegmentationNetwork):
         )
         self.downsample = nn.ModuleList(downsample_conv(widths[i], widths[i + 1]) for i in range(5))
         self.bottleneck = nn.Sequential(
-            residual_stack(widths[5], widths[5], 2), residual_stack(widths[5], widths[4], 2)  # 32f, then 16f
+            residual_stack(widths[5], widths[5], 2),
+            residual_stack(widths[5], widths[4], 2),  # 32f, then 16f
         )
         # Decoder: 16f -> 8f -> 4f -> 2f -> f -> f (each input is upsampled + skip).
         self.decoder = nn.ModuleList(DUCKBlock(widths[i], widths[max(i - 1, 0)]) for i in (4, 3, 2, 1, 0))

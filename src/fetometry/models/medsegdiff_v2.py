@@ -199,9 +199,13 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, time_dim: int | None = None):
         super().__init__()
-        self.block1 = nn.Sequential(group_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.block1 = nn.Sequential(
+            group_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        )
         self.time = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, out_channels)) if time_dim else None
-        self.block2 = nn.Sequential(group_norm(out_channels), nn.SiLU(), zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.block2 = nn.Sequential(
+            group_norm(out_channels), nn.SiLU(), zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        )
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,7 +226,9 @@ class Upsample(nn.Sequential):
     """3x3 conv on the coarse grid, then nearest x2: (B, in, H, W) -> (B, out, 2H, 2W)."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.Upsample(scale_factor=2, mode="nearest"))
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.Upsample(scale_factor=2, mode="nearest")
+        )
 
 
 class SelfAttention(nn.Module):
@@ -240,7 +246,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        q, k, v = (
+            self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        )
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
         return x + self.to_out(out.transpose(-1, -2).reshape(b, c, h, w))
 
@@ -441,7 +449,9 @@ class ConditionUNet(nn.Module):
         self.downs = nn.ModuleList()
         previous = channels[0]
         for i, width in enumerate(channels):
-            self.encoder.append(nn.ModuleList(ResBlock(previous if j == 0 else width, width) for j in range(num_res_blocks)))
+            self.encoder.append(
+                nn.ModuleList(ResBlock(previous if j == 0 else width, width) for j in range(num_res_blocks))
+            )
             previous = width
             if i < len(channels) - 1:
                 self.downs.append(Downsample(width, width))
@@ -450,7 +460,9 @@ class ConditionUNet(nn.Module):
         for i in reversed(range(len(channels) - 1)):
             self.ups.append(Upsample(channels[i + 1], channels[i]))
             self.decoder.append(
-                nn.ModuleList(ResBlock(2 * channels[i] if j == 0 else channels[i], channels[i]) for j in range(num_res_blocks))
+                nn.ModuleList(
+                    ResBlock(2 * channels[i] if j == 0 else channels[i], channels[i]) for j in range(num_res_blocks)
+                )
             )
         self.head = nn.Sequential(group_norm(channels[0]), nn.SiLU(), nn.Conv2d(channels[0], out_channels, 1))
 
@@ -540,7 +552,9 @@ class DiffusionUNet(nn.Module):
         self.downs = nn.ModuleList()
         previous = channels[0]
         for i, width in enumerate(channels):
-            self.encoder.append(nn.ModuleList(ResBlock(previous if j == 0 else width, width, time_dim) for j in range(num_res_blocks)))
+            self.encoder.append(
+                nn.ModuleList(ResBlock(previous if j == 0 else width, width, time_dim) for j in range(num_res_blocks))
+            )
             self.encoder_attention.append(attention(i, width))
             previous = width
             if i < len(channels) - 1:
@@ -556,13 +570,19 @@ class DiffusionUNet(nn.Module):
         for i in reversed(range(len(channels) - 1)):
             self.ups.append(Upsample(channels[i + 1], channels[i]))
             self.decoder.append(
-                nn.ModuleList(ResBlock(2 * channels[i] if j == 0 else channels[i], channels[i], time_dim) for j in range(num_res_blocks))
+                nn.ModuleList(
+                    ResBlock(2 * channels[i] if j == 0 else channels[i], channels[i], time_dim)
+                    for j in range(num_res_blocks)
+                )
             )
             self.decoder_attention.append(attention(i, channels[i]))
         # Per-pixel head: decoder features pixel-shuffled to ``head_channels`` per pixel,
         # plus a 1x1 conv of (x_t, image), FiLM by the timestep, SiLU, 1x1 conv -> eps.
         self.to_pixels = nn.Sequential(
-            group_norm(channels[0]), nn.SiLU(), nn.Conv2d(channels[0], p2 * head_channels, 1), nn.PixelShuffle(patch_size)
+            group_norm(channels[0]),
+            nn.SiLU(),
+            nn.Conv2d(channels[0], p2 * head_channels, 1),
+            nn.PixelShuffle(patch_size),
         )
         self.pixel_skip = nn.Conv2d(mask_channels + image_channels, head_channels, 1)
         self.pixel_film = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * head_channels))
@@ -580,7 +600,9 @@ class DiffusionUNet(nn.Module):
         anchors = [usa.relax(features[first_anchor_level + i]) for i, usa in enumerate(self.anchor_attention)]
         return PreparedCondition(anchors, features[-1])
 
-    def forward(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, condition: PreparedCondition) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, condition: PreparedCondition
+    ) -> torch.Tensor:
         time = self.time_mlp(timestep_embedding(t, self.base).to(x_t.device))
         h = self.stem(F.pixel_unshuffle(torch.cat([x_t, images.to(x_t.dtype)], dim=1), self.patch_size))
         skips = []
@@ -677,7 +699,10 @@ class MedSegDiffV2(SegmentationNetwork):
         self.noise_skip = noise_skip
         self.size_divisor = max(2 ** (len(condition_channels) - 1), patch_size * 2 ** (len(diffusion_channels) - 1))
         self.condition = ConditionUNet(
-            in_channels=in_channels, out_channels=out_channels, channels=condition_channels, num_res_blocks=num_res_blocks
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=condition_channels,
+            num_res_blocks=num_res_blocks,
         )
         self.diffusion = DiffusionUNet(
             mask_channels=out_channels,
@@ -719,9 +744,13 @@ class MedSegDiffV2(SegmentationNetwork):
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, (B, C, H, W)."""
-        return _per_sample(self.sqrt_alphas_cumprod, t) * x0 + _per_sample(self.sqrt_one_minus_alphas_cumprod, t) * noise
+        return (
+            _per_sample(self.sqrt_alphas_cumprod, t) * x0 + _per_sample(self.sqrt_one_minus_alphas_cumprod, t) * noise
+        )
 
-    def predict_noise(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, condition: PreparedCondition) -> torch.Tensor:
+    def predict_noise(
+        self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, condition: PreparedCondition
+    ) -> torch.Tensor:
         """eps_theta(x_t, I, t) (B, C, H, W) float32, from the diffusion U-Net's output F.
 
         ``noise_skip`` (default): eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) F, a fixed skip
@@ -731,11 +760,16 @@ class MedSegDiffV2(SegmentationNetwork):
         """
         out = self.diffusion(x_t, images, t, condition).float()
         if self.noise_skip:
-            out = _per_sample(self.sqrt_one_minus_alphas_cumprod, t) * x_t + _per_sample(self.sqrt_alphas_cumprod, t) * out
+            out = (
+                _per_sample(self.sqrt_one_minus_alphas_cumprod, t) * x_t
+                + _per_sample(self.sqrt_alphas_cumprod, t) * out
+            )
         return out
 
     # ---- training ------------------------------------------------------------------
-    def loss_terms(self, images: torch.Tensor, masks: torch.Tensor, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(
+        self, images: torch.Tensor, masks: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """{"diffusion": noise MSE, "anchor": Dice + CE of the condition logits, "loss": total}.
 
         t ~ U{0..T-1} and the noise are drawn from ``generator`` (or the global RNG).
@@ -755,7 +789,9 @@ class MedSegDiffV2(SegmentationNetwork):
         anchor = anchor_loss(condition.logits, masks)
         return {"diffusion": diffusion, "anchor": anchor, "loss": diffusion + self.anchor_weight * anchor}
 
-    def training_loss(self, images: torch.Tensor, masks: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(
+        self, images: torch.Tensor, masks: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Scalar: diffusion MSE on the noise + ``anchor_weight`` x anchor loss."""
         return self.loss_terms(images, masks, generator=generator)["loss"]
 
@@ -792,7 +828,9 @@ class MedSegDiffV2(SegmentationNetwork):
             raise ValueError(f"eta={eta}: use eta >= 0 (0 = deterministic DDIM)")
         b, _, h, w = images.shape
         device = images.device
-        condition = self.diffusion.prepare(self.condition(images), first_anchor_level=self.first_anchor_level).repeat(ensemble)
+        condition = self.diffusion.prepare(self.condition(images), first_anchor_level=self.first_anchor_level).repeat(
+            ensemble
+        )
         images = images.repeat_interleave(ensemble, 0)
         shape = (b * ensemble, self.out_channels, h, w)
         if initial_noise is not None and tuple(initial_noise.shape) != shape:
@@ -803,7 +841,9 @@ class MedSegDiffV2(SegmentationNetwork):
         for i, t in enumerate(schedule):
             a = self.alphas_cumprod[t]
             a_prev = self.alphas_cumprod[schedule[i + 1]] if i + 1 < len(schedule) else torch.ones_like(a)
-            eps = self.predict_noise(x, images, torch.full((x.shape[0],), t, device=device, dtype=torch.long), condition)
+            eps = self.predict_noise(
+                x, images, torch.full((x.shape[0],), t, device=device, dtype=torch.long), condition
+            )
             x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
             sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
@@ -826,12 +866,19 @@ class MedSegDiffV2(SegmentationNetwork):
         DDIM with eta = 0, the default, draws no further noise; with eta > 0 the later
         draws come from a generator seeded with ``noise_seed``."""
         _, _, h, w = images.shape
-        noise = torch.cat([
-            torch.randn((self.default_ensemble, self.out_channels, h, w), generator=torch.Generator().manual_seed(self.image_seed(image)))
-            for image in images
-        ])  # image-major: image i takes rows i*ensemble .. +ensemble
+        noise = torch.cat(
+            [
+                torch.randn(
+                    (self.default_ensemble, self.out_channels, h, w),
+                    generator=torch.Generator().manual_seed(self.image_seed(image)),
+                )
+                for image in images
+            ]
+        )  # image-major: image i takes rows i*ensemble .. +ensemble
         generator = torch.Generator().manual_seed(self.noise_seed)
-        return self.sample(images, steps=self.default_steps, ensemble=self.default_ensemble, generator=generator, initial_noise=noise)[0]
+        return self.sample(
+            images, steps=self.default_steps, ensemble=self.default_ensemble, generator=generator, initial_noise=noise
+        )[0]
 
     def image_seed(self, image: torch.Tensor) -> int:
         """A seed from ``noise_seed`` and the image's float32 pixels (CRC-32)."""

@@ -65,8 +65,13 @@ class MonaiAttentionUNet(SegmentationNetwork):
             raise ImportError("the reference model needs MONAI: pip install monai") from error
         self.in_channels = in_channels
         self.size_divisor = 2 ** (len(channels) - 1)
-        self.net = AttentionUnet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
-                                 channels=tuple(channels), strides=(2,) * (len(channels) - 1))
+        self.net = AttentionUnet(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=tuple(channels),
+            strides=(2,) * (len(channels) - 1),
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""

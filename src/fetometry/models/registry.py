@@ -57,7 +57,15 @@ class ModelSpec:
 _REGISTRY: dict[tuple[str, str], ModelSpec] = {}
 
 
-def register_model(name: str, variant: str, *, size_divisor: int = 16, description: str = "", reference: bool = False, kind: str = SEGMENTER):
+def register_model(
+    name: str,
+    variant: str,
+    *,
+    size_divisor: int = 16,
+    description: str = "",
+    reference: bool = False,
+    kind: str = SEGMENTER,
+):
     """Decorator registering ``builder(**kw) -> nn.Module`` as ``name``/``variant``."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(MODEL_KINDS)}")
@@ -79,7 +87,7 @@ _LOADED = False
 def _ensure_loaded() -> None:
     """Import every module of fetometry.models once: that runs their decorators. Once per
     process, so that a long run never picks up a module added to the source tree after it
-    started (a run that trained for hours once failed at export that way)."""
+    started (a half-written module would fail its export)."""
     global _LOADED
     if _LOADED:
         return

@@ -28,8 +28,20 @@ from fetometry.models.registry import register_model
 
 #: The 14 outputs in the released order (the authors' example script).
 SONONET_LABELS = (
-    "3VV", "4CH", "Abdominal", "Background", "Brain (Cb.)", "Brain (Tv.)", "Femur",
-    "Kidneys", "Lips", "LVOT", "Profile", "RVOT", "Spine (cor.)", "Spine (sag.)",
+    "3VV",
+    "4CH",
+    "Abdominal",
+    "Background",
+    "Brain (Cb.)",
+    "Brain (Tv.)",
+    "Femur",
+    "Kidneys",
+    "Lips",
+    "LVOT",
+    "Profile",
+    "RVOT",
+    "Spine (cor.)",
+    "Spine (sag.)",
 )
 #: The two transventricular / transcerebellar brain planes: the head-biometry planes.
 SONONET_HEAD_LABELS = ("Brain (Cb.)", "Brain (Tv.)")

@@ -88,9 +88,16 @@ class TransUNetConfig:
 
 PAPER = TransUNetConfig()
 COMPACT = TransUNetConfig(
-    resnet_width=32, resnet_units=(2, 2, 4), gn_groups=16,
-    hidden_size=256, num_layers=4, num_heads=4, mlp_dim=1024,
-    head_channels=128, decoder_channels=(64, 32, 16, 16), img_size=(256, 384),
+    resnet_width=32,
+    resnet_units=(2, 2, 4),
+    gn_groups=16,
+    hidden_size=256,
+    num_layers=4,
+    num_heads=4,
+    mlp_dim=1024,
+    head_channels=128,
+    decoder_channels=(64, 32, 16, 16),
+    img_size=(256, 384),
 )
 
 #: Total downsampling of the hybrid encoder (root stride 2, pool, two strided blocks).

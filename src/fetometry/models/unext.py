@@ -221,7 +221,9 @@ class UNeXt(SegmentationNetwork):
     #: Three max-pools and two stride-2 patch embeddings.
     size_divisor: ClassVar[int] = 32
 
-    def __init__(self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (16, 32, 128, 160, 256)):
+    def __init__(
+        self, *, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (16, 32, 128, 160, 256)
+    ):
         super().__init__()
         if len(channels) != 5:
             raise ValueError(f"UNeXt needs 5 widths (3 conv + 2 token stages), got {list(channels)}")

@@ -31,7 +31,9 @@ def centile_curves(measure: str, ga_weeks: np.ndarray) -> dict[float, np.ndarray
     return {c: np.array([growth.value_at_centile(measure, float(ga), c) for ga in ga_weeks]) for c in CHART_CENTILES}
 
 
-def _split_points(points: Sequence[tuple[float, float]], ga_range: tuple[float, float]) -> tuple[list[tuple[float, float]], int]:
+def _split_points(
+    points: Sequence[tuple[float, float]], ga_range: tuple[float, float]
+) -> tuple[list[tuple[float, float]], int]:
     """(drawable points sorted by GA, number left out: outside the range or not finite)."""
     low, high = ga_range
     inside = []
@@ -42,7 +44,9 @@ def _split_points(points: Sequence[tuple[float, float]], ga_range: tuple[float, 
     return sorted(inside), len(points) - len(inside)
 
 
-def growth_chart_png(measure: str, points: Sequence[tuple[float, float]], path: str | Path | BinaryIO, *, dpi: int = 110) -> str | Path | BinaryIO:
+def growth_chart_png(
+    measure: str, points: Sequence[tuple[float, float]], path: str | Path | BinaryIO, *, dpi: int = 110
+) -> str | Path | BinaryIO:
     """Draw the centile chart of ``measure`` ('hc', 'bpd', ...) with ``points`` =
     [(ga_weeks, value_mm), ...]; write a PNG to ``path`` (a path or a binary file) and return it.
 
@@ -68,7 +72,14 @@ def growth_chart_png(measure: str, points: Sequence[tuple[float, float]], path: 
     axes.set_title(f"{name.upper()}: INTERGROWTH-21st fetal growth standard", fontsize=10)
     axes.grid(alpha=0.3)
     if left_out:
-        axes.text(0.02, 0.97, f"{left_out} point(s) outside {grid[0]:g}-{grid[-1]:g} weeks not shown", transform=axes.transAxes, va="top", fontsize=8)
+        axes.text(
+            0.02,
+            0.97,
+            f"{left_out} point(s) outside {grid[0]:g}-{grid[-1]:g} weeks not shown",
+            transform=axes.transAxes,
+            va="top",
+            fontsize=8,
+        )
     figure.tight_layout()
     if isinstance(path, (str, Path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +90,14 @@ def growth_chart_png(measure: str, points: Sequence[tuple[float, float]], path: 
 def _draw_curves(axes, grid: np.ndarray, curves: dict[float, np.ndarray]) -> None:
     for centile, values in curves.items():
         axes.plot(grid, values, color="0.25", linestyle=_LINE_STYLES.get(centile, "-"), linewidth=1.0)
-        axes.annotate(_ordinal(centile), (grid[-1], values[-1]), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+        axes.annotate(
+            _ordinal(centile),
+            (grid[-1], values[-1]),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
 
 
 def _ordinal(centile: float) -> str:

@@ -27,7 +27,16 @@ def draw_overlay(image: np.ndarray, result, *, reference_hc_mm: float | None = N
         lines.append(f"reference HC {reference_hc_mm:.1f} mm")
     for i, text in enumerate(lines):
         y = int(24 + 26 * i * image.shape[0] / 540)
-        cv2.putText(rgb, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * image.shape[0] / 540, (255, 255, 0), thickness, cv2.LINE_AA)
+        cv2.putText(
+            rgb,
+            text,
+            (10, y),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.7 * image.shape[0] / 540,
+            (255, 255, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
     return rgb
 
 
@@ -38,7 +47,15 @@ def _headline(result) -> str:
     return result.status.replace("_", " ")
 
 
-def save_overlay_grid(images: Sequence[np.ndarray], results: Sequence, references: Sequence[float | None], path: str | Path, *, columns: int = 5, title: str = "") -> Path:
+def save_overlay_grid(
+    images: Sequence[np.ndarray],
+    results: Sequence,
+    references: Sequence[float | None],
+    path: str | Path,
+    *,
+    columns: int = 5,
+    title: str = "",
+) -> Path:
     """A grid of overlays (matplotlib) with the decision-support disclaimer as footer."""
     import matplotlib
 

@@ -24,7 +24,11 @@ from fetometry import DISCLAIMER
 
 MISSING = "-"
 #: Measures with a row in the table: (key prefix, label, unit).
-TABLE_MEASURES = (("hc", "Head circumference (HC)", "mm"), ("bpd", "Biparietal diameter (BPD)", "mm"), ("ofd", "Occipitofrontal diameter (OFD)", "mm"))
+TABLE_MEASURES = (
+    ("hc", "Head circumference (HC)", "mm"),
+    ("bpd", "Biparietal diameter (BPD)", "mm"),
+    ("ofd", "Occipitofrontal diameter (OFD)", "mm"),
+)
 
 
 class ReportError(ValueError):
@@ -119,7 +123,11 @@ def uncertainty_lines(report: dict) -> list[str]:
     if _number(report.get("uncertainty_confidence")) is not None:
         lines.append(f"Agreement of the uncertainty samples: {_fmt(report['uncertainty_confidence'], 3)}")
     method = report.get("explain_method")
-    lines.append(f"Explanation: {method} map (red = pixels that drove the segmentation)" if method else "Explanation: not requested")
+    lines.append(
+        f"Explanation: {method} map (red = pixels that drove the segmentation)"
+        if method
+        else "Explanation: not requested"
+    )
     return lines
 
 
@@ -134,8 +142,15 @@ def _rgb_image(pixels: np.ndarray, width_pt: float, what: str):
     array = np.asarray(pixels)
     if array.ndim == 2:
         array = np.round(np.clip(np.nan_to_num(array), 0, 1) * 255).astype(np.uint8)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3) or array.dtype != np.uint8 or min(array.shape[:2]) < 1:
-        raise ReportError(f"{what} must be an (H, W) float image or an (H, W, 3) uint8 RGB image; got {array.shape} {array.dtype}")
+    if (
+        array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[2] != 3)
+        or array.dtype != np.uint8
+        or min(array.shape[:2]) < 1
+    ):
+        raise ReportError(
+            f"{what} must be an (H, W) float image or an (H, W, 3) uint8 RGB image; got {array.shape} {array.dtype}"
+        )
     buffer = io.BytesIO()
     PILImage.fromarray(array).save(buffer, format="PNG")
     buffer.seek(0)
@@ -171,13 +186,21 @@ def _header(report: dict, styles, *, show_filename: bool, label: str | None) -> 
     ]
     if report.get("exam_date"):
         facts.append(f"exam date {report['exam_date']}")
-    parts = [Paragraph("Fetal head biometry report", styles["Title"]), Paragraph(_escape(" | ".join(facts)), styles["Normal"])]
+    parts = [
+        Paragraph("Fetal head biometry report", styles["Title"]),
+        Paragraph(_escape(" | ".join(facts)), styles["Normal"]),
+    ]
     if label:
         parts.append(Paragraph(_escape(f"Label: {label}"), styles["Normal"]))
     if show_filename and report.get("filename"):
         parts.append(Paragraph(_escape(f"Image: {report['filename']}"), styles["Normal"]))
     if report.get("status") != "ok":
-        parts.append(Paragraph(_escape(f"No measurement ({report.get('status') or 'unknown status'}): {report.get('detail') or ''}"), styles["Alert"]))
+        parts.append(
+            Paragraph(
+                _escape(f"No measurement ({report.get('status') or 'unknown status'}): {report.get('detail') or ''}"),
+                styles["Alert"],
+            )
+        )
     return parts
 
 
@@ -186,12 +209,16 @@ def _measurement_table(report: dict):
     from reportlab.platypus import Table, TableStyle
 
     table = Table(measurement_rows(report), colWidths=[190, 150, 60, 60], hAlign="LEFT")
-    table.setStyle(TableStyle([
-        ("FONT", (0, 0), (-1, 0), "Helvetica-Bold"),
-        ("FONTSIZE", (0, 0), (-1, -1), 9),
-        ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
-        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f1f3f5")]),
-    ]))
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold"),
+                ("FONTSIZE", (0, 0), (-1, -1), 9),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
+                ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f1f3f5")]),
+            ]
+        )
+    )
     return table
 
 
@@ -206,9 +233,13 @@ def _chart(report: dict, styles, width_pt: float) -> list:
     buffer.seek(0)
     parts = [Image(buffer, width=width_pt, height=width_pt * 4.2 / 6.4)]
     if not points:
-        parts.append(Paragraph(
-            "No independent gestational age was given, so this fetus is not placed on the chart "
-            "(a GA estimated from the same HC would always sit on the 50th centile).", styles["Small"]))
+        parts.append(
+            Paragraph(
+                "No independent gestational age was given, so this fetus is not placed on the chart "
+                "(a GA estimated from the same HC would always sit on the 50th centile).",
+                styles["Small"],
+            )
+        )
     return parts
 
 
@@ -219,7 +250,8 @@ def _flags(report: dict, styles) -> list:
     if not flags:
         return [Paragraph("Flags: none raised.", styles["Normal"])]
     return [Paragraph("Flags", styles["Heading3"])] + [
-        Paragraph(_escape(f"[{f.get('severity', '?')}] {f.get('code', '')}: {f.get('message', '')}"), styles["Normal"]) for f in flags
+        Paragraph(_escape(f"[{f.get('severity', '?')}] {f.get('code', '')}: {f.get('message', '')}"), styles["Normal"])
+        for f in flags
     ]
 
 
@@ -230,9 +262,19 @@ def _explanation_panel(report: dict, styles, explanation_rgb, uncertainty_rgb, w
     parts += [Paragraph(_escape(line), styles["Normal"]) for line in uncertainty_lines(report)]
     maps = []
     if explanation_rgb is not None:
-        maps.append(_captioned(_rgb_image(explanation_rgb, width_pt, "explanation_rgb"), f"Explanation ({report.get('explain_method') or 'map'})", styles))
+        maps.append(
+            _captioned(
+                _rgb_image(explanation_rgb, width_pt, "explanation_rgb"),
+                f"Explanation ({report.get('explain_method') or 'map'})",
+                styles,
+            )
+        )
     if uncertainty_rgb is not None:
-        maps.append(_captioned(_rgb_image(uncertainty_rgb, width_pt, "uncertainty_rgb"), "Uncertainty (spread of the samples)", styles))
+        maps.append(
+            _captioned(
+                _rgb_image(uncertainty_rgb, width_pt, "uncertainty_rgb"), "Uncertainty (spread of the samples)", styles
+            )
+        )
     if maps:
         parts.append(Table([maps], hAlign="LEFT"))
     return parts
@@ -244,7 +286,9 @@ def _notes(report: dict, styles) -> list:
     notes = [str(n) for n in report.get("notes") or []]
     if not notes:
         return []
-    return [Paragraph("Notes", styles["Heading3"])] + [Paragraph(_escape(f"- {note}"), styles["Small"]) for note in notes]
+    return [Paragraph("Notes", styles["Heading3"])] + [
+        Paragraph(_escape(f"- {note}"), styles["Small"]) for note in notes
+    ]
 
 
 def _footer(disclaimer: str, styles):
@@ -286,19 +330,35 @@ def write_pdf_report(
     styles = _styles()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=40, rightMargin=40, topMargin=36, bottomMargin=64,
-                                 title="fetometry fetal head biometry report", author="fetometry", invariant=True)
+    document = SimpleDocTemplate(
+        str(path),
+        pagesize=A4,
+        leftMargin=40,
+        rightMargin=40,
+        topMargin=36,
+        bottomMargin=64,
+        title="fetometry fetal head biometry report",
+        author="fetometry",
+        invariant=True,
+    )
     half = (document.width - 20) / 2
-    pictures = Table([[
-        _captioned(_rgb_image(image, half, "image"), "Image", styles),
-        _captioned(_rgb_image(overlay_rgb, half, "overlay_rgb"), "Fitted ellipse (outer skull)", styles),
-    ]])
+    pictures = Table(
+        [
+            [
+                _captioned(_rgb_image(image, half, "image"), "Image", styles),
+                _captioned(_rgb_image(overlay_rgb, half, "overlay_rgb"), "Fitted ellipse (outer skull)", styles),
+            ]
+        ]
+    )
     story = _header(report, styles, show_filename=show_filename, label=label)
     story += [Spacer(1, 6), pictures, Spacer(1, 6), _measurement_table(report), Spacer(1, 6)]
     # KeepTogether: a heading never ends a page without its items.
     story += [KeepTogether(_flags(report, styles)), Spacer(1, 6)]
     story += _chart(report, styles, document.width * 0.8)
-    story += [KeepTogether(_explanation_panel(report, styles, explanation_rgb, uncertainty_rgb, half * 0.9)), Spacer(1, 6)]
+    story += [
+        KeepTogether(_explanation_panel(report, styles, explanation_rgb, uncertainty_rgb, half * 0.9)),
+        Spacer(1, 6),
+    ]
     story += [KeepTogether(_notes(report, styles))]
     footer = _footer(str(report.get("disclaimer") or DISCLAIMER), styles)
     document.build(story, onFirstPage=footer, onLaterPages=footer)

@@ -95,7 +95,11 @@ class ApiError(Exception):
 
 def _too_large(size_bytes: int | None, limit_bytes: int) -> ApiError:
     size = f"{size_bytes / MIB:.1f} MB" if size_bytes else "more than the limit"
-    return ApiError(413, "too_large", f"the upload is {size}; the limit is {limit_bytes / MIB:g} MB (the operator can change it with --max-upload-mb)")
+    return ApiError(
+        413,
+        "too_large",
+        f"the upload is {size}; the limit is {limit_bytes / MIB:g} MB (the operator can change it with --max-upload-mb)",
+    )
 
 
 # ------------------------------------------------------------------- body size limit
@@ -189,7 +193,11 @@ async def _send_json(send, error: ApiError) -> None:
 
 
 def _error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse({"detail": error.message, "error": error.code}, status_code=error.status, headers={"Connection": "close"} if error.status == 413 else None)
+    return JSONResponse(
+        {"detail": error.message, "error": error.code},
+        status_code=error.status,
+        headers={"Connection": "close"} if error.status == 413 else None,
+    )
 
 
 # -------------------------------------------------------------------------- predictors
@@ -218,7 +226,9 @@ class PredictorCache:
         if requested is None or requested == "" or requested == (self.default_model or DEFAULT_MODEL):
             return self.default_model
         if requested not in self.shipped_names():
-            raise ApiError(422, "unknown_model", f"unknown model {requested!r}; choose one of {', '.join(self.choices())}")
+            raise ApiError(
+                422, "unknown_model", f"unknown model {requested!r}; choose one of {', '.join(self.choices())}"
+            )
         return requested
 
     def get(self, key: str | None) -> Predictor:
@@ -251,20 +261,37 @@ class ExamForm:
 
 def exam_form(
     file: Annotated[UploadFile, File(description="PNG, JPEG, BMP, TIFF or DICOM (recognised by content)")],
-    pixel_size_mm: Annotated[float | None, Form(description="mm per pixel; read from DICOM when absent; without it no mm values")] = None,
-    ga_weeks: Annotated[float | None, Form(description="gestational age from dating, 14-40 weeks; enables centiles")] = None,
+    pixel_size_mm: Annotated[
+        float | None, Form(description="mm per pixel; read from DICOM when absent; without it no mm values")
+    ] = None,
+    ga_weeks: Annotated[
+        float | None, Form(description="gestational age from dating, 14-40 weeks; enables centiles")
+    ] = None,
     lmp: Annotated[str | None, Form(description="last menstrual period YYYY-MM-DD (instead of ga_weeks)")] = None,
     exam_date: Annotated[str | None, Form(description="scan date YYYY-MM-DD (default today)")] = None,
-    ga_source: Annotated[str | None, Form(description="where ga_weeks comes from: known (default), crl, ivf, earlier_scan")] = None,
+    ga_source: Annotated[
+        str | None, Form(description="where ga_weeks comes from: known (default), crl, ivf, earlier_scan")
+    ] = None,
     explain: Annotated[str | None, Form(description=f"explanation map: {', '.join(EXPLAIN_METHODS)}")] = None,
     uncertainty: Annotated[bool, Form(description="add the HC uncertainty (TTA spread)")] = False,
     model: Annotated[str | None, Form(description="a shipped model name (default: the server's)")] = None,
     frame: Annotated[int, Form(description="frame of a DICOM cine loop", ge=0)] = 0,
-    pregnancy_id: Annotated[str | None, Form(description="opaque pregnancy id: store this visit (server needs --db)")] = None,
+    pregnancy_id: Annotated[
+        str | None, Form(description="opaque pregnancy id: store this visit (server needs --db)")
+    ] = None,
 ) -> ExamForm:
     return ExamForm(
-        file, pixel_size_mm, ga_weeks, lmp or None, exam_date or None, ga_source or None,
-        explain or None, uncertainty, model or None, frame, pregnancy_id or None,
+        file,
+        pixel_size_mm,
+        ga_weeks,
+        lmp or None,
+        exam_date or None,
+        ga_source or None,
+        explain or None,
+        uncertainty,
+        model or None,
+        frame,
+        pregnancy_id or None,
     )
 
 
@@ -287,9 +314,15 @@ class VisitBook:
         if pregnancy_id is None:
             return
         if not self.enabled:
-            raise ApiError(400, "no_database", "this server stores no visits (start it with --db URL); send no pregnancy_id")
+            raise ApiError(
+                400, "no_database", "this server stores no visits (start it with --db URL); send no pregnancy_id"
+            )
         if not PREGNANCY_ID_PATTERN.match(pregnancy_id):
-            raise ApiError(422, "bad_pregnancy_id", "pregnancy_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; never a name")
+            raise ApiError(
+                422,
+                "bad_pregnancy_id",
+                "pregnancy_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; never a name",
+            )
 
     def store(self):
         with self._lock:
@@ -343,8 +376,17 @@ class ExamService:
 
     def _measure(self, data: bytes, predictor: Predictor, form: ExamForm) -> ExamResult:
         return measure_exam(
-            data, predictor=predictor, pixel_size_mm=form.pixel_size_mm, ga_weeks=form.ga_weeks, lmp=form.lmp,
-            exam_date=form.exam_date, ga_source=form.ga_source, explain=form.explain, uncertainty=form.uncertainty, filename=form.file.filename, frame=form.frame,
+            data,
+            predictor=predictor,
+            pixel_size_mm=form.pixel_size_mm,
+            ga_weeks=form.ga_weeks,
+            lmp=form.lmp,
+            exam_date=form.exam_date,
+            ga_source=form.ga_source,
+            explain=form.explain,
+            uncertainty=form.uncertainty,
+            filename=form.file.filename,
+            frame=form.frame,
         )
 
 
@@ -358,7 +400,11 @@ def _png_data_url(rgb: np.ndarray | None) -> str | None:
 
 
 def _images(exam: ExamResult) -> dict:
-    return {"overlay": _png_data_url(exam.overlay_rgb()), "explanation": _png_data_url(exam.explanation_rgb()), "uncertainty": _png_data_url(exam.uncertainty_rgb())}
+    return {
+        "overlay": _png_data_url(exam.overlay_rgb()),
+        "explanation": _png_data_url(exam.explanation_rgb()),
+        "uncertainty": _png_data_url(exam.uncertainty_rgb()),
+    }
 
 
 def _store_visit(book: VisitBook, pregnancy_id: str, exam: ExamResult) -> dict:
@@ -368,8 +414,12 @@ def _store_visit(book: VisitBook, pregnancy_id: str, exam: ExamResult) -> dict:
     m = exam.result.measurement
     store = book.store()
     visit_id = store.add_exam(
-        pregnancy_id, exam.exam_date, exam.ga_weeks, {"hc_mm": m.hc_mm, "bpd_mm": m.bpd_mm, "ofd_mm": m.ofd_mm},
-        ga_source=exam.ga_source, model=exam.result.model,
+        pregnancy_id,
+        exam.exam_date,
+        exam.ga_weeks,
+        {"hc_mm": m.hc_mm, "bpd_mm": m.bpd_mm, "ofd_mm": m.ofd_mm},
+        ga_source=exam.ga_source,
+        model=exam.result.model,
     )
     return {"visit_stored": True, "visit_id": visit_id, "visit_warnings": store.warnings(pregnancy_id)}
 
@@ -405,7 +455,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_field(request: Request, error: RequestValidationError):
-        reasons = [f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'form'}: {e.get('msg', 'invalid')}" for e in error.errors()]
+        reasons = [
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'form'}: {e.get('msg', 'invalid')}"
+            for e in error.errors()
+        ]
         return _error_response(ApiError(422, "invalid_field", "; ".join(reasons)))
 
 
@@ -432,13 +485,18 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                message = {**message, "headers": list(message.get("headers", [])) + [h for h in extra if h[0] not in present]}
+                message = {
+                    **message,
+                    "headers": list(message.get("headers", [])) + [h for h in extra if h[0] not in present],
+                }
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(settings: ServeSettings | None = None, *, predictor_factory: Callable[[str | None], Predictor] | None = None) -> FastAPI:
+def create_app(
+    settings: ServeSettings | None = None, *, predictor_factory: Callable[[str | None], Predictor] | None = None
+) -> FastAPI:
     """The fetometry web app; ``predictor_factory`` (name -> Predictor) lets tests inject models."""
     settings = settings or ServeSettings()
     cache = PredictorCache(settings.model, predictor_factory or Predictor.from_weights)
@@ -456,7 +514,11 @@ def create_app(settings: ServeSettings | None = None, *, predictor_factory: Call
     _add_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, limit_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES, message_limit_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        message_limit_bytes=settings.max_upload_bytes,
+    )
     return app
 
 
@@ -469,9 +531,13 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
     async def info():
         low, high = ga_range_weeks()
         return {
-            "version": __version__, "disclaimer": DISCLAIMER, "models": service.cache.choices(),
-            "max_upload_mb": service.settings.max_upload_mb, "explain_methods": list(EXPLAIN_METHODS),
-            "ga_range_weeks": [low, high], "visits_enabled": service.visits.enabled,
+            "version": __version__,
+            "disclaimer": DISCLAIMER,
+            "models": service.cache.choices(),
+            "max_upload_mb": service.settings.max_upload_mb,
+            "explain_methods": list(EXPLAIN_METHODS),
+            "ga_range_weeks": [low, high],
+            "visits_enabled": service.visits.enabled,
         }
 
     @app.get("/api/health", summary="Liveness check")
@@ -479,7 +545,10 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
         return {"status": "ok"}
 
     @app.post("/api/measure", summary="Measure one image: the JSON of `fetometry measure --json`")
-    async def measure(form: Annotated[ExamForm, Depends(exam_form)], images: Annotated[bool, Form(description="add the overlay and maps as PNG data URLs")] = False):
+    async def measure(
+        form: Annotated[ExamForm, Depends(exam_form)],
+        images: Annotated[bool, Form(description="add the overlay and maps as PNG data URLs")] = False,
+    ):
         def finish(exam: ExamResult) -> dict:
             row = exam.to_json()
             if form.pregnancy_id is not None:
@@ -490,7 +559,12 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
 
         return await service.run(form, finish)
 
-    @app.post("/api/report", summary="Measure one image and return the PDF report", response_class=Response, responses={200: {"content": {"application/pdf": {}}}})
+    @app.post(
+        "/api/report",
+        summary="Measure one image and return the PDF report",
+        response_class=Response,
+        responses={200: {"content": {"application/pdf": {}}}},
+    )
     async def report(form: Annotated[ExamForm, Depends(exam_form)]):
         def finish(exam: ExamResult) -> tuple[str, bytes]:
             visits = _visits_for_report(service.visits, form.pregnancy_id)
@@ -498,7 +572,9 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
 
         filename, pdf = await service.run(form, finish)
         name = f"{Path(safe_filename(filename)).stem}_report.pdf"
-        return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(
+            pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
 
 
 def _render_pdf(exam: ExamResult, visits: list[dict] | None, label: str | None) -> bytes:

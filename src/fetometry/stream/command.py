@@ -26,15 +26,29 @@ def register(subparsers) -> None:
     p.add_argument("input", help="video file, DICOM cine loop, or capture device index (0, 1, ...)")
     p.add_argument("--out", required=True, help="output folder (frames.csv, best_frame.png, summary.json)")
     p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
-    p.add_argument("--pixel-size", type=float, help="pixel size in mm (videos carry none; overrides a DICOM's calibration)")
+    p.add_argument(
+        "--pixel-size", type=float, help="pixel size in mm (videos carry none; overrides a DICOM's calibration)"
+    )
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="run the network with PyTorch or onnxruntime")
     p.add_argument("--masks", action="store_true", help="also write DIR/masks/frame_NNNNNN_mask.png")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (a live device also stops on Ctrl-C)")
     p.add_argument("--batch-size", type=int, help="frames segmented together (default: the predictor's)")
     p.add_argument("--window", type=int, default=9, help="frames in the temporal median (consistency and smoothing)")
-    p.add_argument("--tolerance", type=float, default=0.10, help="relative perimeter change that scores 0 temporal consistency")
-    p.add_argument("--plane-check", choices=("on", "off"), default="on", help="refuse frames that are not a fetal head plane (default on)")
-    p.add_argument("--plane-every", type=int, default=1, help="run the plane classifier on every k-th frame; the frames between carry its verdict (default 1)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.10, help="relative perimeter change that scores 0 temporal consistency"
+    )
+    p.add_argument(
+        "--plane-check",
+        choices=("on", "off"),
+        default="on",
+        help="refuse frames that are not a fetal head plane (default on)",
+    )
+    p.add_argument(
+        "--plane-every",
+        type=int,
+        default=1,
+        help="run the plane classifier on every k-th frame; the frames between carry its verdict (default 1)",
+    )
     p.set_defaults(func=run_command)
 
 
@@ -54,7 +68,9 @@ def build_predictor(model: str | Path | None, backend: str, work_dir: Path):
     # threshold, boundary offset) describes the ONNX graph too.
     files = export_onnx(predictor.config["weights_dir"], work_dir / "model.onnx")
     config = {**predictor.config, "backend": "onnxruntime"}
-    return Predictor(load_onnx_model(files[0]), canvas_hw=predictor.canvas_hw, threshold=predictor.threshold, config=config)
+    return Predictor(
+        load_onnx_model(files[0]), canvas_hw=predictor.canvas_hw, threshold=predictor.threshold, config=config
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -66,25 +82,41 @@ def run_command(args: argparse.Namespace) -> int:
         predictor = build_predictor(args.model, args.backend, Path(work_dir))
         with open_source(args.input, pixel_size_mm=args.pixel_size) as source:
             summary = run_stream(
-                source, predictor, args.out, backend=args.backend, write_masks=args.masks,
-                max_frames=args.max_frames, progress=not args.quiet, batch_size=args.batch_size,
-                window=args.window, tolerance=args.tolerance, min_history=min(3, max(1, args.window)),
-                plane_checker=plane_checker_for(args.plane_check), plane_every=args.plane_every,
+                source,
+                predictor,
+                args.out,
+                backend=args.backend,
+                write_masks=args.masks,
+                max_frames=args.max_frames,
+                progress=not args.quiet,
+                batch_size=args.batch_size,
+                window=args.window,
+                tolerance=args.tolerance,
+                min_history=min(3, max(1, args.window)),
+                plane_checker=plane_checker_for(args.plane_check),
+                plane_every=args.plane_every,
             )
     _print_summary(summary, Path(args.out))
     return 0
 
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
-    print(f"{summary['frames']} frames at {summary['fps']} fps: {summary['frames_with_head']} with a head, {summary['frames_accepted']} accepted")
+    print(
+        f"{summary['frames']} frames at {summary['fps']} fps: {summary['frames_with_head']} with a head, {summary['frames_accepted']} accepted"
+    )
     print(f"pixel size: {summary['pixel_size_source']}")
     best = summary["best_frame"]
     if best is None:
         print("no frame was accepted: no best frame, no measurement")
     elif best["hc_mm"] is not None:
-        print(f"best frame {best['frame']}: HC {best['hc_mm']:.1f} mm, BPD {best['bpd_mm']:.1f} mm, OFD {best['ofd_mm']:.1f} mm (quality {best['quality_score']:.2f})")
+        print(
+            f"best frame {best['frame']}: HC {best['hc_mm']:.1f} mm, BPD {best['bpd_mm']:.1f} mm, OFD {best['ofd_mm']:.1f} mm (quality {best['quality_score']:.2f})"
+        )
         print(f"median HC of accepted frames: {summary['hc_mm_median_accepted']:.1f} mm")
     else:
         print(f"best frame {best['frame']} (quality {best['quality_score']:.2f}): no mm values without a pixel size")
-    print(f"wrote {out_dir / 'frames.csv'}, {out_dir / 'summary.json'}" + (f", {out_dir / 'best_frame.png'}" if best else ""))
+    print(
+        f"wrote {out_dir / 'frames.csv'}, {out_dir / 'summary.json'}"
+        + (f", {out_dir / 'best_frame.png'}" if best else "")
+    )
     print(DISCLAIMER)

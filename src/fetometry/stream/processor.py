@@ -52,21 +52,44 @@ from tqdm import tqdm
 from fetometry import DISCLAIMER, __version__
 from fetometry.biometry.ellipse import Ellipse
 from fetometry.biometry.measures import ramanujan_perimeter
+from fetometry.inference.plane import PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import write_mask
 from fetometry.io.video import Frame, FrameSource
-from fetometry.inference.plane import PlaneChecker, PlaneResult
 from fetometry.pipeline import ImageResult, result_from_prediction
 
 log = logging.getLogger(__name__)
 
 #: frames.csv columns, in order.
 FRAME_COLUMNS = [
-    "frame", "time_ms", "status", "detail", "hc_mm", "bpd_mm", "ofd_mm", "cephalic_index",
-    "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px", "angle_rad", "perimeter_px",
-    "confidence", "quality_score", "quality_passed", "quality_rule", "temporal_consistency",
-    "accepted", "hc_smoothed_mm", "pixel_size_mm",
-    "plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance", "plane_checked",
+    "frame",
+    "time_ms",
+    "status",
+    "detail",
+    "hc_mm",
+    "bpd_mm",
+    "ofd_mm",
+    "cephalic_index",
+    "center_x_px",
+    "center_y_px",
+    "semi_axes_a_px",
+    "semi_axes_b_px",
+    "angle_rad",
+    "perimeter_px",
+    "confidence",
+    "quality_score",
+    "quality_passed",
+    "quality_rule",
+    "temporal_consistency",
+    "accepted",
+    "hc_smoothed_mm",
+    "pixel_size_mm",
+    "plane_label",
+    "plane_probability",
+    "head_plane",
+    "head_plane_probability",
+    "ood_distance",
+    "plane_checked",
 ]
 DEFAULT_WINDOW = 9
 DEFAULT_TOLERANCE = 0.10
@@ -117,7 +140,13 @@ class TemporalState:
 class TemporalTracker:
     """Causal temporal consistency and HC smoothing (see the module docstring)."""
 
-    def __init__(self, *, window: int = DEFAULT_WINDOW, tolerance: float = DEFAULT_TOLERANCE, min_history: int = DEFAULT_MIN_HISTORY):
+    def __init__(
+        self,
+        *,
+        window: int = DEFAULT_WINDOW,
+        tolerance: float = DEFAULT_TOLERANCE,
+        min_history: int = DEFAULT_MIN_HISTORY,
+    ):
         if window < 1 or min_history < 1 or min_history > window:
             raise StreamError(f"window={window}, min_history={min_history}: need 1 <= min_history <= window")
         if not 0.0 < tolerance < 1.0:
@@ -187,8 +216,25 @@ class FrameResult:
         base = self.result.to_dict()
         e = self.result.ellipse
         return {
-            "frame": self.index, "time_ms": self.time_ms, "status": self.result.status, "detail": self.result.detail,
-            **{key: base[key] for key in ("hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px", "confidence", "pixel_size_mm")},
+            "frame": self.index,
+            "time_ms": self.time_ms,
+            "status": self.result.status,
+            "detail": self.result.detail,
+            **{
+                key: base[key]
+                for key in (
+                    "hc_mm",
+                    "bpd_mm",
+                    "ofd_mm",
+                    "cephalic_index",
+                    "center_x_px",
+                    "center_y_px",
+                    "semi_axes_a_px",
+                    "semi_axes_b_px",
+                    "confidence",
+                    "pixel_size_mm",
+                )
+            },
             "angle_rad": None if e is None else e.angle_rad,
             "perimeter_px": self.perimeter_px,
             "quality_score": round(self.quality_score, 4),
@@ -197,7 +243,10 @@ class FrameResult:
             "temporal_consistency": None if self.temporal.consistency is None else round(self.temporal.consistency, 4),
             "accepted": self.temporal.accepted,
             "hc_smoothed_mm": self.temporal.hc_smoothed_mm,
-            **{key: base[key] for key in ("plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance")},
+            **{
+                key: base[key]
+                for key in ("plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance")
+            },
             "plane_checked": self.plane_checked if self.result.plane is not None else None,
         }
 
@@ -259,7 +308,20 @@ def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
 class StreamProcessor:
     """Segment, fit, score and smooth a stream of frames; yields ``FrameResult``s in order."""
 
-    def __init__(self, predictor: Predictor, *, pixel_size_mm: float | None, pixel_size_problem: str = "", window: int = DEFAULT_WINDOW, tolerance: float = DEFAULT_TOLERANCE, min_history: int = DEFAULT_MIN_HISTORY, batch_size: int | None = None, threads: bool = True, plane_checker: PlaneChecker | None = None, plane_every: int = 1):
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        pixel_size_mm: float | None,
+        pixel_size_problem: str = "",
+        window: int = DEFAULT_WINDOW,
+        tolerance: float = DEFAULT_TOLERANCE,
+        min_history: int = DEFAULT_MIN_HISTORY,
+        batch_size: int | None = None,
+        threads: bool = True,
+        plane_checker: PlaneChecker | None = None,
+        plane_every: int = 1,
+    ):
         if plane_every < 1:
             raise StreamError(f"plane_every={plane_every}: check the plane on every k-th frame, k >= 1")
         self.plane_checker = plane_checker
@@ -289,24 +351,36 @@ class StreamProcessor:
             planes.append((self._last_plane, frame.index in checked))
         return planes
 
-    def _finish(self, frame: Frame, prediction: Prediction, plane: PlaneResult | None, plane_checked: bool) -> FrameResult:
+    def _finish(
+        self, frame: Frame, prediction: Prediction, plane: PlaneResult | None, plane_checked: bool
+    ) -> FrameResult:
         result = result_from_prediction(
-            self.predictor, f"frame_{frame.index:06d}", prediction, self.pixel_size_mm,
-            pixel_size_problem=self.pixel_size_problem, plane=plane,
+            self.predictor,
+            f"frame_{frame.index:06d}",
+            prediction,
+            self.pixel_size_mm,
+            pixel_size_problem=self.pixel_size_problem,
+            plane=plane,
         )
         quality = assess_frame(result, frame.image.shape)
         hc_mm = None if result.measurement is None else result.measurement.hc_mm
         temporal = self.tracker.update(perimeter_px(result.ellipse), hc_mm, quality.passed)
-        return FrameResult(frame.index, frame.time_ms, result, quality, temporal, image=frame.image, plane_checked=plane_checked)
+        return FrameResult(
+            frame.index, frame.time_ms, result, quality, temporal, image=frame.image, plane_checked=plane_checked
+        )
 
     def _finish_batch(self, frames: list[Frame], predictions: list[Prediction], planes: list) -> list[FrameResult]:
-        return [self._finish(frame, prediction, *plane) for frame, prediction, plane in zip(frames, predictions, planes)]
+        return [
+            self._finish(frame, prediction, *plane) for frame, prediction, plane in zip(frames, predictions, planes)
+        ]
 
     def process(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
         """All frames, in order; the tracker's state carries over between calls."""
         if not self.threads:
             for batch in _batches(frames, self.batch_size):
-                yield from self._finish_batch(batch, self.predictor.predict_batch([f.image for f in batch]), self._planes(batch))
+                yield from self._finish_batch(
+                    batch, self.predictor.predict_batch([f.image for f in batch]), self._planes(batch)
+                )
             return
         pending: deque[Future] = deque()
         # One fitting worker: batches finish in order, so the tracker sees frames in order.
@@ -348,9 +422,22 @@ def write_best_frame(path: Path, frame: FrameResult) -> Path:
     from fetometry.report.figures import draw_overlay
 
     rgb = draw_overlay(frame.image, frame.result)
-    label = f"frame {frame.index}" + ("" if frame.time_ms is None else f"  t={frame.time_ms / 1000:.2f} s") + f"  quality {frame.quality_score:.2f}"
+    label = (
+        f"frame {frame.index}"
+        + ("" if frame.time_ms is None else f"  t={frame.time_ms / 1000:.2f} s")
+        + f"  quality {frame.quality_score:.2f}"
+    )
     scale = frame.image.shape[0] / 540
-    cv2.putText(rgb, label, (10, rgb.shape[0] - int(12 * scale) - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 0), max(1, round(scale)), cv2.LINE_AA)
+    cv2.putText(
+        rgb,
+        label,
+        (10, rgb.shape[0] - int(12 * scale) - 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6 * scale,
+        (255, 255, 0),
+        max(1, round(scale)),
+        cv2.LINE_AA,
+    )
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return path
@@ -384,10 +471,14 @@ def _best_frame_summary(best: FrameResult | None) -> dict | None:
         return None
     m = best.result.measurement
     return {
-        "frame": best.index, "time_ms": best.time_ms, "status": best.result.status,
+        "frame": best.index,
+        "time_ms": best.time_ms,
+        "status": best.result.status,
         "quality_score": round(best.quality_score, 4),
-        "hc_mm": None if m is None else m.hc_mm, "bpd_mm": None if m is None else m.bpd_mm,
-        "ofd_mm": None if m is None else m.ofd_mm, "cephalic_index": None if m is None else m.cephalic_index,
+        "hc_mm": None if m is None else m.hc_mm,
+        "bpd_mm": None if m is None else m.bpd_mm,
+        "ofd_mm": None if m is None else m.ofd_mm,
+        "cephalic_index": None if m is None else m.cephalic_index,
         "image": "best_frame.png",
     }
 
@@ -410,8 +501,9 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
         "best_frame": _best_frame_summary(run.best),
         "quality_gate": "fetometry.biometry.quality.assess_quality (score: confidence x mask-fit IoU x unclipped fraction)",
         "plane_check": (
-            "off" if processor.plane_checker is None else
-            f"{processor.plane_checker.name} on every {processor.plane_every}. frame (frames between carry its verdict; "
+            "off"
+            if processor.plane_checker is None
+            else f"{processor.plane_checker.name} on every {processor.plane_every}. frame (frames between carry its verdict; "
             "only a frame checked itself and seen as a head plane can be the best frame)"
         ),
         "temporal_consistency": f"1 - |P - median of the last {tracker.window} gated perimeters| / median / {tracker.tolerance:g}, clipped to [0, 1]; undefined for the first {tracker.min_history} gated frames",
@@ -421,7 +513,18 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
     }
 
 
-def run_stream(source: FrameSource, predictor: Predictor, out_dir: str | Path, *, backend: str = "torch", write_masks: bool = False, max_frames: int | None = None, progress: bool = True, on_frame: Callable[[FrameResult], None] | None = None, **options) -> dict:
+def run_stream(
+    source: FrameSource,
+    predictor: Predictor,
+    out_dir: str | Path,
+    *,
+    backend: str = "torch",
+    write_masks: bool = False,
+    max_frames: int | None = None,
+    progress: bool = True,
+    on_frame: Callable[[FrameResult], None] | None = None,
+    **options,
+) -> dict:
     """`fetometry stream`: process ``source`` into DIR/frames.csv, best_frame.png, summary.json.
 
     ``options`` go to ``StreamProcessor`` (window, tolerance, min_history, batch_size,
@@ -430,11 +533,17 @@ def run_stream(source: FrameSource, predictor: Predictor, out_dir: str | Path, *
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    problem = "" if source.pixel_size_mm is not None else f"no pixel size ({source.pixel_size_source}); no mm value without it"
+    problem = (
+        ""
+        if source.pixel_size_mm is not None
+        else f"no pixel size ({source.pixel_size_source}); no mm value without it"
+    )
     processor = StreamProcessor(predictor, pixel_size_mm=source.pixel_size_mm, pixel_size_problem=problem, **options)
     frames: Iterable[Frame] = source if max_frames is None else _first(source, max_frames)
     run = StreamRun()
-    bar = tqdm(total=_total(source, max_frames), desc=f"stream {source.description}", unit="frame", disable=not progress)
+    bar = tqdm(
+        total=_total(source, max_frames), desc=f"stream {source.description}", unit="frame", disable=not progress
+    )
     started = time.perf_counter()
     interrupted = False
     with (out_dir / "frames.csv").open("w", newline="") as handle:

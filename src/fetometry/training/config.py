@@ -46,7 +46,7 @@ class TrainConfig:
     #: Stop after this many optimizer steps in total (tests, smoke runs); 0 = no limit.
     max_steps: int = 0
     #: Stop at the first epoch end past this many minutes of training (as Lightning's
-    #: max_time): a lent GPU's fixed time slot. The schedule still spans ``epochs``, so
+    #: max_time), for a machine held for a fixed slot. The schedule still spans ``epochs``, so
     #: choose ``epochs`` to fit; 0 = no limit.
     max_minutes: float = 0.0
     #: DataLoader worker processes for augmentation (a GPU outruns one CPU core). The

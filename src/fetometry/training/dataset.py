@@ -25,7 +25,15 @@ class SegmentationDataset(Dataset):
     cannot end a long run; ``skipped`` lists them.
     """
 
-    def __init__(self, samples: Sequence[Sample], canvas_hw: tuple[int, int], *, augment: AugmentFn | None = None, seed: int = 0, progress: bool = True):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        canvas_hw: tuple[int, int],
+        *,
+        augment: AugmentFn | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         self.canvas_hw = canvas_hw
         self.augment = augment
         self.seed = seed

@@ -55,7 +55,9 @@ class DistributedContext:
             return
         for key in ("MASTER_ADDR", "MASTER_PORT"):
             if key not in os.environ:
-                raise RuntimeError(f"distributed training needs {key} in the environment (torchrun sets it; under SLURM export it)")
+                raise RuntimeError(
+                    f"distributed training needs {key} in the environment (torchrun sets it; under SLURM export it)"
+                )
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend, rank=self.rank, world_size=self.world_size)
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from fetometry.biometry.ellipse import EllipseFitError, NoHeadError, ellipse_from_probability
 from fetometry.biometry.measures import calibrate_offset_px
+from fetometry.data.loaders import load_annotated, load_datasets
 from fetometry.data.sample import Sample
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
@@ -29,32 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def load_dataset(data_dir: str | Path) -> list[Sample]:
-    """The annotated samples of an HC18-layout folder or a folder data set (images/, masks/, CSV)."""
-    from fetometry.data.folder import load_folder
-    from fetometry.data.hc18 import is_hc18_layout, load_hc18
-
-    samples = load_hc18(data_dir) if is_hc18_layout(data_dir) else load_folder(data_dir)
-    return [s for s in samples if s.mask_path is not None]
-
-
-def load_datasets(data_dirs: str | Path | list[str | Path]) -> list[Sample]:
-    """One data set, or several combined (e.g. HC18 + a clinic's folder data set).
-
-    Combined, every sample carries its data set's folder name as ``source``, and its
-    name and subject are prefixed with it: subjects of different centres never merge in
-    the subject-grouped splits, and metrics can be reported per source.
-    """
-    dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
-    if len(dirs) == 1:
-        return load_dataset(dirs[0])
-    labels = [Path(d).resolve().name for d in dirs]
-    if len(set(labels)) < len(labels):  # two folders of the same name: number them
-        labels = [f"{label}{i + 1}" for i, label in enumerate(labels)]
-    combined = []
-    for folder, label in zip(dirs, labels):
-        for sample in load_dataset(folder):
-            combined.append(replace(sample, name=f"{label}/{sample.name}", subject=f"{label}/{sample.subject}", source=label))
-    return combined
+    """The annotated samples of a data-set folder of any registered layout (``fetometry.data.load``)."""
+    return load_annotated(data_dir)
 
 
 def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
@@ -73,10 +49,20 @@ def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
     if not ellipses:
         log.warning("no reference HC available: HC offset calibration skipped (offset 0 px)")
         return {"hc_offset_px": 0.0, "calibration_images": 0}
-    return {"hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)), "calibration_images": len(ellipses)}
+    return {
+        "hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)),
+        "calibration_images": len(ellipses),
+    }
 
 
-def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path], run_dir: str | Path, *, progress: bool = True, samples: list | None = None) -> Path:
+def train_and_export(
+    config: TrainConfig,
+    data_dir: str | Path | list[str | Path],
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    samples: list | None = None,
+) -> Path:
     """Train on ``data_dir`` (one folder or several) into ``run_dir`` and write
     ``run_dir/model`` (a weights folder). ``samples``: that data set, already listed
     (callers that train several runs on one data set list it once)."""
@@ -88,11 +74,17 @@ def train_and_export(config: TrainConfig, data_dir: str | Path | list[str | Path
     if not DistributedContext.from_environment().is_main:
         return run_dir / "model"  # rank 0 calibrates and exports
     paths = [str(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) else [str(data_dir)]
-    data = {"path": paths[0] if len(paths) == 1 else paths, "layout": samples[0].source or "folder", "images": len(samples)}
+    data = {
+        "path": paths[0] if len(paths) == 1 else paths,
+        "layout": samples[0].source or "folder",
+        "images": len(samples),
+    }
     return calibrate_and_export(run_dir, config, samples, data, progress=progress)
 
 
-def calibrate_and_export(run_dir: Path, config: TrainConfig, samples: list[Sample], data: dict, *, progress: bool = True) -> Path:
+def calibrate_and_export(
+    run_dir: Path, config: TrainConfig, samples: list[Sample], data: dict, *, progress: bool = True
+) -> Path:
     """A trained run folder -> ``run_dir/model``: the HC offset calibrated on the run's
     TRAINING split (its split.json) of ``samples``, then the weights folder. Also for runs
     trained elsewhere (benchmarks/gpu_train.py) and exported here on the original images."""

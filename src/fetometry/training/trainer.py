@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,12 +28,19 @@ from tqdm import tqdm
 
 from fetometry.data.sample import Sample
 from fetometry.data.splits import kfold_subjects, split_samples
+from fetometry.machine import hardware_description
 from fetometry.models import available_models, create_model
 from fetometry.models.base import SegmentationNetwork
 from fetometry.models.weights import load_weights, save_weights
 from fetometry.training.config import TrainConfig
 from fetometry.training.dataset import SegmentationDataset
-from fetometry.training.distributed import DistributedContext, average_gradients, barrier, broadcast_buffers, broadcast_parameters
+from fetometry.training.distributed import (
+    DistributedContext,
+    average_gradients,
+    barrier,
+    broadcast_buffers,
+    broadcast_parameters,
+)
 from fetometry.training.losses import dice_bce_loss
 
 log = logging.getLogger(__name__)
@@ -50,37 +56,16 @@ class TrainResult:
     history: list[dict]
 
 
-def hardware_description(device: torch.device | None = None) -> dict:
-    """What the run ran on, for manifests and model cards; with a CUDA ``device``, its GPU too."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    hardware = {
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    if device is not None and device.type == "cuda":
-        hardware["gpu"] = torch.cuda.get_device_name(device)
-        hardware["cuda"] = torch.version.cuda
-    return hardware
-
-
 def git_commit() -> str | None:
-    """The commit of the code that trains: FETOMETRY_GIT_COMMIT when set (a copy of the
-    working tree on a lent GPU machine carried a stale .git that named an older commit),
-    else the checkout's."""
+    """The commit of the code that trains: FETOMETRY_GIT_COMMIT when set (a copied working
+    tree may carry a .git that names another commit than the code it holds), else the
+    checkout's."""
     if os.environ.get("FETOMETRY_GIT_COMMIT"):
         return os.environ["FETOMETRY_GIT_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -113,15 +98,21 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.dist.initialise(backend="nccl" if self.device.type == "cuda" else "gloo")
         if config.batch_size % self.dist.world_size:
-            raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.dist.world_size} processes")
-        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+            raise ValueError(
+                f"batch_size {config.batch_size} must be a multiple of the {self.dist.world_size} processes"
+            )
+        self.amp_dtype = (
+            torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        )
         # fp16 gradients underflow without loss scaling; bf16 has float32's range.
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.bf16 and self.amp_dtype == torch.float16)
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, config.variant, **config.model_kwargs)
         if not isinstance(self.model, SegmentationNetwork):
             names = ", ".join(sorted({s.name for s in available_models(include_reference=True)}))
-            raise ValueError(f"{config.model}/{config.variant} is a {self.model.kind}, not a segmenter; train one of: {names}")
+            raise ValueError(
+                f"{config.model}/{config.variant} is a {self.model.kind}, not a segmenter; train one of: {names}"
+            )
         if config.init_from:
             load_weights(self.model, initial_weights_file(config.init_from))
         self.model = self.model.to(self.device)
@@ -148,15 +139,19 @@ class Trainer:
         save_weights(self.model, self.ckpt_dir / "last.safetensors")
         if self.ema is not None:
             save_weights(self.ema, self.ckpt_dir / "last_ema.safetensors")
-        write_optimizer_state(self.optimizer, self.ckpt_dir / "last_state", {
-            "epoch": epoch,
-            "step": self.step,
-            "best_val_dice": self.best_val_dice,
-            "best_epoch": self.best_epoch,
-            "history": self.history,
-            # fp16 loss scaling's current scale and growth count (empty when off)
-            "grad_scaler": self.scaler.state_dict(),
-        })
+        write_optimizer_state(
+            self.optimizer,
+            self.ckpt_dir / "last_state",
+            {
+                "epoch": epoch,
+                "step": self.step,
+                "best_val_dice": self.best_val_dice,
+                "best_epoch": self.best_epoch,
+                "history": self.history,
+                # fp16 loss scaling's current scale and growth count (empty when off)
+                "grad_scaler": self.scaler.state_dict(),
+            },
+        )
 
     def try_resume(self) -> bool:
         state_path = self.ckpt_dir / "last_state.json"
@@ -252,13 +247,19 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-            (self.run_dir / "split.json").write_text(json.dumps({k: sorted(s.name for s in v) for k, v in splits.items()}, indent=1))
+            (self.run_dir / "split.json").write_text(
+                json.dumps({k: sorted(s.name for s in v) for k, v in splits.items()}, indent=1)
+            )
         if not splits["train"]:
             raise ValueError("the training split is empty: give more images or a smaller val_fraction")
         if config.init_from:
             check_no_validation_leak(config.init_from, splits["val"])
-        train_set = SegmentationDataset(splits["train"], config.canvas_hw, augment=augment, seed=config.seed, progress=self.progress)
-        val_set = SegmentationDataset(splits["val"], config.canvas_hw, progress=self.progress) if splits["val"] else None
+        train_set = SegmentationDataset(
+            splits["train"], config.canvas_hw, augment=augment, seed=config.seed, progress=self.progress
+        )
+        val_set = (
+            SegmentationDataset(splits["val"], config.canvas_hw, progress=self.progress) if splits["val"] else None
+        )
         rank_batch = config.batch_size // self.dist.world_size  # the global batch is config.batch_size
         steps_per_epoch = math.ceil(len(self.dist.shard(list(range(len(train_set))))) / rank_batch)
         total_steps = steps_per_epoch * config.epochs
@@ -271,8 +272,14 @@ class Trainer:
         for epoch in range(self.start_epoch, config.epochs):
             if config.max_steps and self.step >= config.max_steps:
                 break
-            train_loss = self.train_epoch(self._epoch_loader(train_set, epoch, rank_batch), epoch, total_steps, warmup_steps)
-            val_dice = self.validate(DataLoader(val_set, batch_size=config.batch_size, **self._loader_options())) if val_set else float("nan")
+            train_loss = self.train_epoch(
+                self._epoch_loader(train_set, epoch, rank_batch), epoch, total_steps, warmup_steps
+            )
+            val_dice = (
+                self.validate(DataLoader(val_set, batch_size=config.batch_size, **self._loader_options()))
+                if val_set
+                else float("nan")
+            )
             if val_set is None or val_dice > self.best_val_dice:
                 self.best_val_dice, self.best_epoch = val_dice, epoch
                 if self.dist.is_main:
@@ -292,15 +299,23 @@ class Trainer:
             barrier(self.dist)
             log.info("epoch %d: loss %.4f, val Dice %.4f", epoch + 1, train_loss, val_dice)
             if self._should_stop_early():
-                log.info("early stopping: no better validation Dice for %d epochs (best: epoch %d)", config.early_stopping_patience, self.best_epoch + 1)
+                log.info(
+                    "early stopping: no better validation Dice for %d epochs (best: epoch %d)",
+                    config.early_stopping_patience,
+                    self.best_epoch + 1,
+                )
                 self.stopped_by = "early_stopping"
                 break
             if config.max_minutes and row["wall_time_s"] >= 60 * config.max_minutes:
-                log.warning("time limit: %.1f min reached after epoch %d of %d", config.max_minutes, epoch + 1, config.epochs)
+                log.warning(
+                    "time limit: %.1f min reached after epoch %d of %d", config.max_minutes, epoch + 1, config.epochs
+                )
                 self.stopped_by = "time_limit"
                 break
         wall = self.history[-1]["wall_time_s"] if self.history else 0.0
-        result = TrainResult(self.run_dir, self.best_val_dice, self.best_epoch + 1, len(self.history), wall, self.history)
+        result = TrainResult(
+            self.run_dir, self.best_val_dice, self.best_epoch + 1, len(self.history), wall, self.history
+        )
         self._write_manifest(result, splits, skipped=train_set.skipped + (val_set.skipped if val_set else []))
         if self._tensorboard is not None:
             self._tensorboard.close()
@@ -314,7 +329,13 @@ class Trainer:
         indices = self.dist.shard(torch.randperm(len(train_set), generator=order).tolist())
         # Workers are not persistent: each epoch's are forked after set_epoch, so they
         # augment for this epoch.
-        return DataLoader(train_set, batch_size=rank_batch, sampler=indices, drop_last=len(indices) > rank_batch, **self._loader_options())
+        return DataLoader(
+            train_set,
+            batch_size=rank_batch,
+            sampler=indices,
+            drop_last=len(indices) > rank_batch,
+            **self._loader_options(),
+        )
 
     def _loader_options(self) -> dict:
         # PyTorch gives each worker one torch thread. OpenCV's own threads are left
@@ -346,7 +367,9 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
-                raise ImportError("tensorboard = true needs the tensorboard package: pip install tensorboard") from error
+                raise ImportError(
+                    "tensorboard = true needs the tensorboard package: pip install tensorboard"
+                ) from error
             self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         for key in ("train_loss", "val_dice", "lr"):
             if row[key] == row[key]:  # NaN (no validation split) is left out
@@ -383,7 +406,9 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"device = 'cuda', but this PyTorch ({torch.__version__}) sees no CUDA GPU; use device = 'auto' or 'cpu'")
+        raise RuntimeError(
+            f"device = 'cuda', but this PyTorch ({torch.__version__}) sees no CUDA GPU; use device = 'auto' or 'cpu'"
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
@@ -395,7 +420,9 @@ def initial_weights_file(init_from: str | Path) -> Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"init_from: {init_from} is neither a .safetensors file nor a weights folder with model.safetensors")
+        raise FileNotFoundError(
+            f"init_from: {init_from} is neither a .safetensors file nor a weights folder with model.safetensors"
+        )
     return path
 
 
@@ -405,12 +432,16 @@ def check_no_validation_leak(init_from: str | Path, val_samples: list[Sample]) -
     trained it; a bare .safetensors file cannot be checked, which is logged."""
     split_file = Path(init_from) / "split.json" if Path(init_from).is_dir() else None
     if split_file is None or not split_file.is_file():
-        log.warning("init_from %s has no split.json: cannot check that it never saw this run's validation images", init_from)
+        log.warning(
+            "init_from %s has no split.json: cannot check that it never saw this run's validation images", init_from
+        )
         return
     trained_on = set(json.loads(split_file.read_text(encoding="utf-8")).get("train", []))
     leaked = sorted(trained_on & {s.name for s in val_samples})
     if leaked:
-        raise ValueError(f"init_from {init_from} was trained on {len(leaked)} of this run's validation images (e.g. {leaked[:3]}); use the same split")
+        raise ValueError(
+            f"init_from {init_from} was trained on {len(leaked)} of this run's validation images (e.g. {leaked[:3]}); use the same split"
+        )
 
 
 def training_splits(samples: list[Sample], config: TrainConfig) -> dict[str, list[Sample]]:
@@ -421,7 +452,9 @@ def training_splits(samples: list[Sample], config: TrainConfig) -> dict[str, lis
             raise ValueError(f"fold {config.fold} does not exist: use 0..{config.folds - 1}")
         train, val = kfold_subjects(samples, config.folds, seed=config.split_seed)[config.fold]
         return {"train": train, "val": val}
-    return split_samples(samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed)
+    return split_samples(
+        samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed
+    )
 
 
 def write_optimizer_state(optimizer: torch.optim.Optimizer, stem: Path, extra: dict) -> None:
@@ -458,7 +491,9 @@ def read_optimizer_state(optimizer: torch.optim.Optimizer, stem: Path) -> dict:
     state: dict[int, dict] = {}
     with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as handle:
         if handle.metadata().get("epoch") != str(document["epoch"]):
-            raise ValueError(f"{stem}: optimizer tensors and state are from different epochs; delete the checkpoints folder to restart")
+            raise ValueError(
+                f"{stem}: optimizer tensors and state are from different epochs; delete the checkpoints folder to restart"
+            )
         for name in handle.keys():
             index, key = name.split(".", 1)
             state.setdefault(int(index), {})[key] = handle.get_tensor(name)
@@ -474,8 +509,7 @@ def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give each loaded moment its parameter's memory layout (channels_last convolution
     weights), as the optimizer made it before the kill. Loaded contiguous, the update
     runs through another kernel that rounds differently in the last bit, which Adam
-    magnifies: a resumed run then drifted from the straight one (seen with torch 2.11
-    on a 16-core CPU, on one thread)."""
+    magnifies: a resumed run then drifts from the straight one."""
     for parameter, values in optimizer.state.items():
         for key, value in values.items():
             if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
