@@ -12,7 +12,9 @@
    is the largest training distance widened by 25%, the rule the quality gate uses for
    its ranges (docs/QUALITY.md). Written into ``weights/sononet-16/config.json``.
 2. The authors' 13 example frames (their crop) must get their labels.
-3. HC18 VALIDATION heads: what the plane check alone refuses, by HC band; then every
+3. Every HC18 head: SonoNet's most probable label by reference HC band, and the heads
+   a named non-head call would refuse without the size limit (why the limit exists).
+   HC18 VALIDATION heads: what the plane check alone refuses, by HC band; then every
    model of ``--models`` (shipped names or comma-free ``a+b`` ensembles) measures them
    through the one measurement path with its own gate and the plane check: measured
    fraction per model.
@@ -45,12 +47,13 @@ from scipy.stats import spearmanr
 
 from fetometry.data import out_of_domain as ood
 from fetometry.data.hc18 import load_hc18
+from fetometry.data.splits import model_split
 from fetometry.inference.plane import DEFAULT_PLANE_MODEL, PlaneChecker
 from fetometry.inference.predictor import Predictor
 from fetometry.io.images import read_image
+from fetometry.machine import hardware_description
 from fetometry.pipeline import OK, result_from_prediction
 from fetometry.resources import resolve_weights
-from fetometry.training.trainer import hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -112,12 +115,13 @@ def _measured(predictor: Predictor, image: np.ndarray, plane, pixel_size_mm: flo
     return result_from_prediction(predictor, name, predictor.predict(image), pixel_size_mm, plane=plane)
 
 
-def validation_heads(models: list[str], checker: PlaneChecker, samples: dict) -> tuple[dict, list[dict]]:
+def validation_heads(
+    models: list[str], checker: PlaneChecker, samples: dict, default: Predictor
+) -> tuple[dict, list[dict]]:
     """Plane check alone by HC band, and the measured fraction per model (module doc 3)."""
     val = [samples[name] for name in _split()["val"]]
     images = [s.load_image() for s in val]
     planes = checker.check_batch(images)
-    default = Predictor.from_weights("attention-unet")
     rows = []
     for sample, image, plane in zip(val, images, planes):
         result = _measured(default, image, plane, sample.pixel_size_mm, sample.name)
@@ -141,13 +145,19 @@ def validation_heads(models: list[str], checker: PlaneChecker, samples: dict) ->
         bands[f"{low}-{high} mm"] = {"heads": len(band), "refused_by_plane_check": len(refused), "names": refused}
     per_model = {}
     for model in models:
-        predictor = Predictor.from_weights(model.replace("+", ","))
-        own_val = set(json.loads((resolve_weights(model.split("+")[0]) / "split.json").read_text())["val"])
-        statuses = [
-            _measured(predictor, image, plane, sample.pixel_size_mm, sample.name).status
-            for sample, image, plane in zip(val, images, planes)
-            if sample.name in own_val
-        ]
+        own_val = {
+            s.name
+            for s in model_split([resolve_weights(m) for m in model.split("+")], source="split.json").validation(val)
+        }
+        if model == DEFAULT_MODELS:
+            statuses = [r["status"] for r in rows if r["name"] in own_val]  # measured above
+        else:
+            predictor = Predictor.from_weights(model.replace("+", ","))
+            statuses = [
+                _measured(predictor, image, plane, sample.pixel_size_mm, sample.name).status
+                for sample, image, plane in zip(val, images, planes)
+                if sample.name in own_val
+            ]
         counts = {status: statuses.count(status) for status in sorted(set(statuses))}
         per_model[model] = {
             "heads": len(statuses),
@@ -157,6 +167,30 @@ def validation_heads(models: list[str], checker: PlaneChecker, samples: dict) ->
         }
         print(f"{model:45s} measured {counts.get(OK, 0)}/{len(statuses)} {counts}", flush=True)
     return {"by_hc_band": bands, "per_model": per_model}, rows
+
+
+def all_heads(checker: PlaneChecker, samples: dict) -> dict:
+    """SonoNet on every HC18 head, by reference HC band: its most probable label, and the
+    heads its named non-head call (the rule without the size limit) would refuse."""
+    ordered = list(samples.values())
+    results = checker.check_batch([s.load_image() for s in ordered])
+    rule = checker.rule
+    bands = {}
+    for low, high in HC_BANDS_MM:
+        pairs = [(s, r) for s, r in zip(ordered, results) if low <= s.hc_mm < high]
+        labels = [r.label for _, r in pairs]
+        named = [
+            dict(name=s.name, hc_mm=round(s.hc_mm, 1), label=r.other_label, probability=round(r.other_probability, 3))
+            for s, r in pairs
+            if r.other_probability >= rule.min_other_plane_probability
+            and r.head_probability < rule.max_head_probability_for_other
+        ]
+        bands[f"{low}-{high} mm"] = {
+            "heads": len(pairs),
+            "most_probable_label": {label: labels.count(label) for label in sorted(set(labels))},
+            "named_non_head_call": named,
+        }
+    return bands
 
 
 def non_head_inputs(samples: dict) -> list[tuple[str, str, np.ndarray]]:
@@ -234,8 +268,11 @@ def main(argv=None) -> int:
     report["rule"] = checker.rule.__dict__
     examples = classify_examples(checker, SHARED / "sononet" / "example_frames")
     report["example_frames"] = {"correct": sum(r["correct"] for r in examples), "of": len(examples), "rows": examples}
-    report["validation"], val_rows = validation_heads([m for m in args.models.split(",") if m], checker, samples)
-    default = Predictor.from_weights("attention-unet")
+    default = Predictor.from_weights(DEFAULT_MODELS)
+    report["all_hc18_heads"] = all_heads(checker, samples)
+    report["validation"], val_rows = validation_heads(
+        [m for m in args.models.split(",") if m], checker, samples, default
+    )
     negatives = []
     for group, name, image in non_head_inputs(samples):
         result = _measured(default, image, checker.check(image), PROBE_PIXEL_MM, name)
@@ -278,6 +315,8 @@ def main(argv=None) -> int:
         for group in groups
     }
     report["non_head_with_hc"] = [n for n in negatives if n["hc_mm"] is not None]
+    report["non_head_rows"] = negatives
+    report["other_style_head_rows"] = positives
     report["other_style_heads"] = {
         group: {
             "heads": sum(p["group"] == group for p in positives),

@@ -141,6 +141,7 @@ def test_out_of_distribution_beats_everything():
     rule = PlaneRule(max_ood_distance=10.0)
     verdict = scores(distance=12.5, rule=rule).decide(150.0)
     assert verdict.status == OUT_OF_DISTRIBUTION and "unlike the fetal head planes" in verdict.detail
+    assert "closest plane Brain (Tv.)" in verdict.detail  # the classifier's label is still named
     assert scores(distance=math.nan, rule=rule).decide(150.0).status == HEAD_PLANE  # no statistics: no OOD verdict
 
 

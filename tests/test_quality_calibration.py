@@ -185,14 +185,17 @@ def test_from_ensemble_uses_the_stored_block_of_a_listed_ensemble(monkeypatch, c
 
 
 def _lenient(limits: list[QualityThresholds]) -> QualityThresholds:
-    return QualityThresholds(
-        min_confidence=min(q.min_confidence for q in limits),
-        min_axis_ratio=min(q.min_axis_ratio for q in limits),
-        hc_range_mm=(min(q.hc_range_mm[0] for q in limits), max(q.hc_range_mm[1] for q in limits)),
-        extent_range=(min(q.extent_range[0] for q in limits), max(q.extent_range[1] for q in limits)),
-        max_clipped_fraction=max(q.max_clipped_fraction for q in limits),
-        min_mask_fit_iou=min(q.min_mask_fit_iou for q in limits),
+    return QualityThresholds.most_lenient(limits)
+
+
+def test_most_lenient_takes_each_limit_from_the_more_lenient_block():
+    strict = QualityThresholds(0.95, 0.60, (50.0, 400.0), (0.03, 0.70), 0.05, 0.92)
+    loose = QualityThresholds(0.90, 0.55, (45.0, 420.0), (0.02, 0.75), 0.10, 0.88)
+    mixed = QualityThresholds(0.97, 0.50, (40.0, 410.0), (0.04, 0.80), 0.02, 0.95)
+    assert QualityThresholds.most_lenient([strict, loose, mixed]) == QualityThresholds(
+        0.90, 0.50, (40.0, 420.0), (0.02, 0.80), 0.10, 0.88
     )
+    assert QualityThresholds.from_config({"quality": loose.to_config()}) == loose
 
 
 def test_from_ensemble_takes_the_most_lenient_member_limits_for_an_unlisted_set(monkeypatch, caplog):

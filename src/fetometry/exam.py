@@ -426,12 +426,12 @@ def _pixel_size(explicit: float | None, read: ExamImage) -> tuple[float | None, 
 
 
 def _measure(
-    read: ExamImage, predictor: Predictor, explicit_mm: float | None, plane_checker
+    read: ExamImage, predictor: Predictor, explicit_mm: float | None, plane_check
 ) -> tuple[ImageResult, str | None, list[str]]:
     """Segment, check the plane, fit and measure (pipeline.measure); a DICOM is
     calibrated by the region that holds the head."""
     from fetometry.io.pixel_size import validate_pixel_size
-    from fetometry.pipeline import measure, result_from_prediction
+    from fetometry.pipeline import measure, plane_checker_for, result_from_prediction
 
     mm, source, notes = _pixel_size(explicit_mm, read)
     result = measure(
@@ -440,7 +440,7 @@ def _measure(
         filename=read.filename,
         pixel_size_mm=mm,
         pixel_size_problem=_no_size_reason(read),
-        plane_checker=plane_checker,
+        plane_checker=plane_checker_for(plane_check),
     )
     if explicit_mm is None and read.dicom is not None and result.ellipse is not None:
         head_mm, head_source = read.calibrated_at(result.ellipse.center_x_px, result.ellipse.center_y_px)
@@ -520,9 +520,7 @@ def measure_exam(
     ga, ga_source = resolve_ga(ga_weeks=ga_weeks, lmp=lmp, exam_date=exam_date, ga_source=ga_source)
     exam_day = _as_date(exam_date, "exam date") or date.today()
     read = read_exam_image(source, filename=filename, frame=frame)
-    from fetometry.pipeline import plane_checker_for
-
-    result, mm_source, notes = _measure(read, predictor, pixel_size_mm, plane_checker_for(plane_check))
+    result, mm_source, notes = _measure(read, predictor, pixel_size_mm, plane_check)
     if read.frames > 1:
         notes.append(f"cine loop of {read.frames} frames: frame {frame} measured")
     exam = ExamResult(

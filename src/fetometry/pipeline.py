@@ -35,6 +35,8 @@ from fetometry.io.pixel_size import read_pixel_size_csv, validate_pixel_size
 
 log = logging.getLogger(__name__)
 
+#: The plane check's columns (measurements.csv, frames.csv, ``measure --json``).
+PLANE_COLUMNS = ("plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance")
 #: measurements.csv columns; the first six are the HC18 submission format.
 CSV_COLUMNS = [
     "filename",
@@ -58,11 +60,7 @@ CSV_COLUMNS = [
     "semi_axes_b_px",
     "quality_score",
     "quality_rule",
-    "plane_label",
-    "plane_probability",
-    "head_plane",
-    "head_plane_probability",
-    "ood_distance",
+    *PLANE_COLUMNS,
 ]
 MM_KEYS = [
     "center_x_mm",

@@ -49,3 +49,17 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
         f"no model {str(name_or_path)!r}: give a shipped name ({', '.join(shipped) or 'none found'}) "
         "or a folder holding model.safetensors + config.json"
     )
+
+
+def calibrated_ensemble(member_folders: list[str | Path | None]) -> tuple[str | None, dict | None]:
+    """(key, entry) of weights/ensembles.json for these member folders (the sorted
+    folder names, when every member is a shipped folder), or (key or None, None) when
+    the set is not listed."""
+    root = weights_root().resolve()
+    folders = [Path(f).resolve() if f else None for f in member_folders]
+    if not all(f is not None and f.parent == root for f in folders):
+        return None, None
+    key = ",".join(sorted(f.name for f in folders))
+    listing = root / "ensembles.json"
+    listed = json.loads(listing.read_text(encoding="utf-8")).get("ensembles", {}) if listing.is_file() else {}
+    return key, listed.get(key)

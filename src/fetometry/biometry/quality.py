@@ -82,6 +82,22 @@ class QualityThresholds:
                 block[name] = tuple(block[name])
         return cls(**block)
 
+    @classmethod
+    def most_lenient(cls, limits: "list[QualityThresholds]") -> "QualityThresholds":
+        """Per limit, the most lenient of several blocks (an ensemble nobody calibrated)."""
+        return cls(
+            min_confidence=min(q.min_confidence for q in limits),
+            min_axis_ratio=min(q.min_axis_ratio for q in limits),
+            hc_range_mm=(min(q.hc_range_mm[0] for q in limits), max(q.hc_range_mm[1] for q in limits)),
+            extent_range=(min(q.extent_range[0] for q in limits), max(q.extent_range[1] for q in limits)),
+            max_clipped_fraction=max(q.max_clipped_fraction for q in limits),
+            min_mask_fit_iou=min(q.min_mask_fit_iou for q in limits),
+        )
+
+    def to_config(self) -> dict:
+        """The ``"quality"`` block of a config.json (ranges as lists)."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
 
 #: Chosen on TRAINING-split predictions of the default model (docs/QUALITY.md).
 DEFAULT_THRESHOLDS = QualityThresholds()

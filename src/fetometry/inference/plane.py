@@ -32,7 +32,6 @@ ultrasound they are the same.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -119,7 +118,8 @@ class PlaneResult:
         if math.isfinite(self.ood_distance) and self.ood_distance > rule.max_ood_distance:
             detail = (
                 f"the image is unlike the fetal head planes the models were trained on (distance "
-                f"{self.ood_distance:.1f}, at most {rule.max_ood_distance:.1f}): nothing is measured"
+                f"{self.ood_distance:.1f}, at most {rule.max_ood_distance:.1f}; the closest plane "
+                f"{self.label}, {self.probability:.2f}): nothing is measured"
             )
             return replace(self, status=OUT_OF_DISTRIBUTION, detail=detail)
         named_other = (
@@ -174,7 +174,9 @@ class PlaneChecker:
         batch_size: int = 8,
     ):
         if model.kind != "plane-classifier":
-            raise ValueError(f"{type(model).__name__} is a {model.kind}, not a plane classifier")
+            raise ValueError(
+                f"{type(model).__name__} is a {model.kind}; give a plane classifier (e.g. {DEFAULT_PLANE_MODEL})"
+            )
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.rule = rule
         self.head_mean = head_mean
@@ -193,8 +195,6 @@ class PlaneChecker:
         folder = resolve_weights(name_or_path or DEFAULT_PLANE_MODEL)
         config = read_config(folder)
         model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
-        if model.kind != "plane-classifier":
-            raise ValueError(f"{folder} holds a {model.kind}; give a plane classifier (e.g. {DEFAULT_PLANE_MODEL})")
         load_weights(model, folder / "model.safetensors")
         mean = precision = None
         stats_path = folder / "head_embedding.safetensors"
@@ -295,7 +295,3 @@ def convert_sononet_npz(npz_path: str | Path, model: PlaneClassifierNetwork) -> 
         state[f"{prefix}.running_var"] = torch.from_numpy(variance.astype(np.float32))
         state[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
     return state
-
-
-def write_plane_config(folder: Path, config: dict) -> None:
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

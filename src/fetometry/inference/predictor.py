@@ -8,6 +8,7 @@ confidence score (mean foreground probability inside the mask).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from fetometry.models import create_model
 from fetometry.models.base import SegmentationNetwork, foreground_probability
 from fetometry.models.weights import load_weights, read_config
 from fetometry.resources import resolve_weights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,55 +104,34 @@ class Predictor:
             },
         }
         # The quality gate's limits: the ensemble's own, chosen on its training split
-        # (weights/ensembles.json, keyed by the sorted member folder names), else, for an
-        # ensemble nobody calibrated, per limit the most lenient of the members' blocks.
-        import json
-        import logging
-
+        # (weights/ensembles.json), else, for an ensemble nobody calibrated, per limit the
+        # most lenient of the members' blocks.
         from fetometry.biometry.quality import QualityThresholds
-        from fetometry.resources import weights_root
+        from fetometry.resources import calibrated_ensemble
 
-        root = weights_root().resolve()
-        folders = [Path(m.config["weights_dir"]).resolve() if m.config.get("weights_dir") else None for m in members]
-        key = (
-            ",".join(sorted(f.name for f in folders))
-            if all(f is not None and f.parent == root for f in folders)
-            else None
-        )
-        listed = (
-            json.loads((root / "ensembles.json").read_text()).get("ensembles", {})
-            if (root / "ensembles.json").is_file()
-            else {}
-        )
-        if key in listed:
-            QualityThresholds.from_config(listed[key])  # a bad stored block fails here, by name
-            config["quality"] = dict(listed[key]["quality"])
+        key, entry = calibrated_ensemble([m.config.get("weights_dir") for m in members])
+        if entry is not None:
+            QualityThresholds.from_config(entry)  # a bad stored block fails here, by name
+            config["quality"] = dict(entry["quality"])
             config["quality_calibration"] = {
-                **listed[key].get("quality_calibration", {}),
+                **entry.get("quality_calibration", {}),
                 "ensemble": key,
                 "calibrated": True,
             }
         else:
-            limits = [QualityThresholds.from_config(m.config) for m in members]
-            config["quality"] = {
-                "min_confidence": min(q.min_confidence for q in limits),
-                "min_axis_ratio": min(q.min_axis_ratio for q in limits),
-                "hc_range_mm": [min(q.hc_range_mm[0] for q in limits), max(q.hc_range_mm[1] for q in limits)],
-                "extent_range": [min(q.extent_range[0] for q in limits), max(q.extent_range[1] for q in limits)],
-                "max_clipped_fraction": max(q.max_clipped_fraction for q in limits),
-                "min_mask_fit_iou": min(q.min_mask_fit_iou for q in limits),
-            }
+            lenient = QualityThresholds.most_lenient([QualityThresholds.from_config(m.config) for m in members])
+            config["quality"] = lenient.to_config()
             uncalibrated = [m.config.get("weights_dir", m.name) for m in members if "quality" not in m.config]
             config["quality_calibration"] = {
                 "calibrated": False,
                 "rule": "not calibrated as an ensemble: per limit, the most lenient of the members' quality blocks",
                 "uncalibrated_members": uncalibrated,
             }
-            logging.getLogger(__name__).warning(
-                "ensemble %s is not calibrated (not in %s): its quality gate takes, per limit, the most lenient of its members' limits%s; "
-                "calibrate it with benchmarks/quality_gate.py --model a,b,c --write-config",
+            log.warning(
+                "ensemble %s is not calibrated (not in weights/ensembles.json): its quality gate takes, per limit, "
+                "the most lenient of its members' limits%s; calibrate it with "
+                "benchmarks/quality_gate.py --model a,b,c --write-config",
                 config["display_name"],
-                root / "ensembles.json",
                 f" (members without a calibrated block, on the defaults: {uncalibrated})" if uncalibrated else "",
             )
         kwargs.setdefault("threshold", first.get("threshold", 0.5))

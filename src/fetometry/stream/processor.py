@@ -56,7 +56,7 @@ from fetometry.inference.plane import PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import write_mask
 from fetometry.io.video import Frame, FrameSource
-from fetometry.pipeline import ImageResult, result_from_prediction
+from fetometry.pipeline import PLANE_COLUMNS, ImageResult, result_from_prediction
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,7 @@ FRAME_COLUMNS = [
     "accepted",
     "hc_smoothed_mm",
     "pixel_size_mm",
-    "plane_label",
-    "plane_probability",
-    "head_plane",
-    "head_plane_probability",
-    "ood_distance",
+    *PLANE_COLUMNS,
     "plane_checked",
 ]
 DEFAULT_WINDOW = 9
@@ -243,10 +239,7 @@ class FrameResult:
             "temporal_consistency": None if self.temporal.consistency is None else round(self.temporal.consistency, 4),
             "accepted": self.temporal.accepted,
             "hc_smoothed_mm": self.temporal.hc_smoothed_mm,
-            **{
-                key: base[key]
-                for key in ("plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance")
-            },
+            **{key: base[key] for key in PLANE_COLUMNS},
             "plane_checked": self.plane_checked if self.result.plane is not None else None,
         }
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fetometry.data.sample import Sample
-from fetometry.data.splits import kfold_subjects, split_samples
+from fetometry.data.splits import recipe_split
 from fetometry.machine import hardware_description
 from fetometry.models import available_models, create_model
 from fetometry.models.base import SegmentationNetwork
@@ -446,15 +446,15 @@ def check_no_validation_leak(init_from: str | Path, val_samples: list[Sample]) -
 
 def training_splits(samples: list[Sample], config: TrainConfig) -> dict[str, list[Sample]]:
     """{"train", "val"}: fold ``config.fold`` of a subject-grouped k-fold when
-    ``config.folds`` > 1, else the fixed split of ``config.val_fraction``."""
-    if config.folds > 1:
-        if not 0 <= config.fold < config.folds:
-            raise ValueError(f"fold {config.fold} does not exist: use 0..{config.folds - 1}")
-        train, val = kfold_subjects(samples, config.folds, seed=config.split_seed)[config.fold]
-        return {"train": train, "val": val}
-    return split_samples(
-        samples, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.split_seed
-    )
+    ``config.folds`` > 1, else the fixed split of ``config.val_fraction``
+    (``fetometry.data.splits.recipe_split``, the one rule that ``model_split`` re-applies)."""
+    recipe = {
+        "folds": config.folds,
+        "fold": config.fold,
+        "split_seed": config.split_seed,
+        "val_fraction": config.val_fraction,
+    }
+    return recipe_split(samples, recipe)
 
 
 def write_optimizer_state(optimizer: torch.optim.Optimizer, stem: Path, extra: dict) -> None:
