@@ -44,7 +44,7 @@ CALIBRATION_CACHE = "calibration_cache"
 
 
 def run_model(args) -> Path:
-    from fetometry.explain.command import evaluate_dataset, model_tag
+    from fetometry.explain.jobs import evaluate_dataset, model_tag
     from fetometry.inference.predictor import Predictor
     from fetometry.training.trainer import hardware_description
 
@@ -90,7 +90,7 @@ def run_model(args) -> Path:
 def calibrate(predictor, args, report: dict) -> None:
     """Fit the residual relative HC error on the validation images NOT evaluated (up to
     ``--calibration-images``), then the coverage of the evaluated ones with it."""
-    from fetometry.explain.command import validation_samples
+    from fetometry.explain.jobs import validation_samples
     from fetometry.explain.quality import calibration
 
     evaluated = {row["filename"] for row in report["rows"]}
@@ -150,7 +150,7 @@ def cached_residual_fit(predictor, held_out, cache: Path) -> dict:
 
 def calibrate_only(args) -> Path:
     """Add the residual calibration to an existing results JSON."""
-    from fetometry.explain.command import model_tag
+    from fetometry.explain.jobs import model_tag
     from fetometry.inference.predictor import Predictor
 
     predictor = Predictor.from_weights(args.model)
@@ -163,7 +163,7 @@ def calibrate_only(args) -> Path:
 
 
 def figures_only(args) -> None:
-    from fetometry.explain.command import model_tag
+    from fetometry.explain.jobs import model_tag
     from fetometry.inference.predictor import Predictor
 
     predictor = Predictor.from_weights(args.model)
@@ -180,8 +180,8 @@ def figures(predictor, args, residual_fraction: float | None = None) -> None:
     """The maps of the first evaluated image and its sanity checks, for the docs; the HC
     interval uses the residual fitted by ``calibrate`` (the config's when None)."""
     from fetometry.explain.cam import Explainer
-    from fetometry.explain.command import describe_hc, model_tag, validation_samples
     from fetometry.explain.figures import save_panel_grid
+    from fetometry.explain.jobs import describe_hc, model_tag, validation_samples
     from fetometry.explain.uncertainty import hc_uncertainty
     from fetometry.pipeline import result_from_prediction
 
@@ -278,7 +278,7 @@ def sanity_figure(explainer, canvas, canvas_maps: dict, path: Path, name: str) -
 
 def markdown(args) -> str:
     """Tables from every results/explain_*.json; rewrites them in docs/EXPLAINABILITY.md."""
-    from fetometry.explain.command import calibration_table, markdown_table
+    from fetometry.explain.jobs import calibration_table, explain_table
     from fetometry.explain.quality import summarise
 
     reports = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("explain_*.json"))]
@@ -290,7 +290,7 @@ def markdown(args) -> str:
     reports.sort(
         key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["settings"].get("network") or "")
     )
-    table, calibration = markdown_table(reports), calibration_table(reports)
+    table, calibration = explain_table(reports), calibration_table(reports)
     stamp = ", ".join(f"{r['model']} {r['date']}" for r in reports)
     table += f"\n\nRuns: {stamp}; one CPU thread ({reports[0]['hardware']['cpu']}, shared with training: CPU seconds of the process, wall seconds in brackets)."
     figures_md = figure_links(reports)

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from fetometry.data.synthetic import make_phantom
+from fetometry.inference.backend import build_predictor
 from fetometry.inference.predictor import Predictor
 from fetometry.io.video import open_source
 from fetometry.pipeline import plane_checker_for, result_from_prediction
-from fetometry.stream.command import build_predictor
 from fetometry.stream.processor import assess_frame, run_stream
 from fetometry.training.trainer import hardware_description
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fetometry.cli import explain as explain_verb
 from fetometry.data.synthetic import make_phantom
 from fetometry.explain.cam import (
     CAM_METHODS,
@@ -27,7 +28,7 @@ from fetometry.explain.cam import (
     resolve_layer,
     target_weights,
 )
-from fetometry.explain.command import register, validation_samples
+from fetometry.explain.jobs import validation_samples
 from fetometry.explain.quality import (
     PerturbationCurves,
     calibration,
@@ -334,7 +335,8 @@ def test_explain_verb_writes_png_and_npy_at_the_image_size(tmp_path, phantom):
     image_path = tmp_path / "phantom.png"
     cv2.imwrite(str(image_path), np.round(phantom.image * 255).astype(np.uint8))
     parser = argparse.ArgumentParser(prog="fetometry")
-    register(parser.add_subparsers(dest="verb", required=True))
+    parser.add_argument("-q", "--quiet", action="store_true")
+    explain_verb.add_parser(parser.add_subparsers(dest="verb", required=True))
     args = parser.parse_args(
         [
             "explain",
@@ -347,7 +349,7 @@ def test_explain_verb_writes_png_and_npy_at_the_image_size(tmp_path, phantom):
             f"{phantom.pixel_size_mm}",
         ]
     )
-    assert args.func(args) == 0
+    assert explain_verb.run(args) == 0
     for method in ("gradcam", "uncertainty"):
         saliency = np.load(tmp_path / "out" / f"phantom_{method}.npy")
         assert saliency.shape == phantom.image.shape and saliency.dtype == np.float32
@@ -355,7 +357,7 @@ def test_explain_verb_writes_png_and_npy_at_the_image_size(tmp_path, phantom):
         assert (tmp_path / "out" / f"phantom_{method}.png").stat().st_size > 10_000
     bad = parser.parse_args(["explain", str(image_path), "--method", "lime", "--out", str(tmp_path)])
     with pytest.raises(ExplainError, match="unknown method"):
-        bad.func(bad)
+        explain_verb.run(bad)
 
 
 def test_explanation_png_carries_the_disclaimer_footer_once(tmp_path, phantom, monkeypatch):

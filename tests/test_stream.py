@@ -397,8 +397,6 @@ def test_an_empty_stream_is_an_error(tmp_path, predictor):
 def test_stream_verb_writes_its_outputs(tmp_path, video, monkeypatch, capsys):
     from fetometry import cli
 
-    if "fetometry.stream.command" not in cli.VERB_MODULES:  # until the CLI registers the verb
-        monkeypatch.setattr(cli, "VERB_MODULES", [*cli.VERB_MODULES, "fetometry.stream.command"])
     out = tmp_path / "out"
     code = cli.main(
         [
@@ -425,7 +423,7 @@ def test_stream_verb_writes_its_outputs(tmp_path, video, monkeypatch, capsys):
 @pytest.mark.slow  # exports the model (a few seconds)
 def test_onnx_backend_measures_like_pytorch(tmp_path, cine, predictor):
     pytest.importorskip("fetometry.inference.onnx_backend", reason="the ONNX backend is not installed")
-    from fetometry.stream.command import build_predictor
+    from fetometry.inference.backend import build_predictor
 
     onnx = build_predictor("unext", "onnx", tmp_path)
     assert onnx.config["backend"] == "onnxruntime" and onnx.hc_offset_px == predictor.hc_offset_px

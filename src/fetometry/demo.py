@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fetometry import DISCLAIMER
 from fetometry.data.hc18 import load_hc18
+from fetometry.formatting import fmt, markdown_table
 from fetometry.inference.predictor import Predictor
 from fetometry.pipeline import ImageInput, predict_images, write_predictions
 from fetometry.report.figures import save_overlay_grid
@@ -41,23 +42,21 @@ def run_demo(out_dir: str | Path, *, model: str | None = None, progress: bool = 
 
 
 def _markdown_table(results, references) -> str:
-    lines = [
-        "| image | HC mm | reference HC mm | error mm | BPD mm | OFD mm | CI | status |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    errors = []
+    header = ["image", "HC mm", "reference HC mm", "error mm", "BPD mm", "OFD mm", "CI", "status"]
+    rows, errors = [], []
     for result, reference in zip(results, references):
         m = result.measurement
         if m is None:
-            lines.append(f"| {result.filename} | | {reference or ''} | | | | | {result.status} |")
+            rows.append([result.filename, "", fmt(reference, 1, missing=""), "", "", "", "", result.status])
             continue
         error = m.hc_mm - reference if reference is not None else None
         if error is not None:
             errors.append(abs(error))
-        err = f"{error:+.2f}" if error is not None else ""
-        lines.append(
-            f"| {result.filename} | {m.hc_mm:.1f} | {reference:.1f} | {err} | {m.bpd_mm:.1f} | {m.ofd_mm:.1f} | {m.cephalic_index:.1f} | {result.status} |"
-        )
+        values = (m.hc_mm, reference, None, m.bpd_mm, m.ofd_mm, m.cephalic_index)
+        cells = [fmt(v, 1, missing="") for v in values]
+        cells[2] = "" if error is None else f"{error:+.2f}"
+        rows.append([result.filename, *cells, result.status])
+    table = markdown_table(header, rows)
     if errors:
-        lines.append(f"\nMean absolute HC error on these {len(errors)} images: {sum(errors) / len(errors):.2f} mm")
-    return "\n".join(lines)
+        table += f"\n\nMean absolute HC error on these {len(errors)} images: {sum(errors) / len(errors):.2f} mm"
+    return table

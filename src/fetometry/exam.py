@@ -1,4 +1,4 @@
-"""One exam, composed: the code path shared by ``fetometry measure`` and ``fetometry serve``.
+"""One exam, composed: the code path shared by ``fetometry measure``, ``serve`` and ``pacs watch``.
 
     image / DICOM / array -> pixels + pixel size (explicit > DICOM calibration > none)
         -> pipeline.measure (plane check, ellipse, gate, HC/BPD/OFD in mm)
@@ -7,76 +7,39 @@
 
 Every input is checked BEFORE the model runs, so bad input costs nothing and nothing is
 computed (or stored) half-way. No millimetre value exists without a pixel size, no
-centile without an independent GA. Modules written by other parts of the project
-(clinical, DICOM, PDF, explain) are imported when a feature needs them; when one is
-missing, only that feature fails, with ``FeatureUnavailableError`` naming the module.
+centile without an independent GA.
 
-Importing this module is cheap (numpy only): the CLI's parser uses
-``add_measure_arguments``; torch, OpenCV and the rest load when an exam runs.
+Importing this module is cheap (numpy and the clinical formulas): torch, OpenCV and the
+rest load when an exam runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import logging
-import math
-import re
-import sys
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fetometry import DISCLAIMER, __version__
+from fetometry.clinical import dating
+from fetometry.explain.methods import MAP_METHODS
+from fetometry.formatting import json_safe
+from fetometry.io.uploads import UnsupportedFileTypeError, safe_filename, sniff_kind
 
 if TYPE_CHECKING:
     from fetometry.inference.predictor import Predictor
     from fetometry.pipeline import ImageResult
 
+__all__ = ["ExamImage", "ExamInputError", "ExamResult", "UnsupportedFileTypeError", "measure_exam", "read_exam_image"]
+
 log = logging.getLogger(__name__)
-
-#: The explanation methods of fetometry.explain.cam (the API agreed with its authors).
-EXPLAIN_METHODS = ("gradcam", "gradcampp", "hirescam", "occlusion")
-#: Gestational ages the growth standards cover; the clinical module's own constant wins.
-DEFAULT_GA_RANGE_WEEKS = (14.0, 40.0)
-#: Magic numbers of the raster formats fetometry.io.images decodes (by content, never by
-#: name); anything else is refused as an unsupported type before any decoder sees it.
-_IMAGE_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8", "jpeg"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-    (b"II+\x00", "tiff"),
-    (b"MM\x00+", "tiff"),
-)
-
-
-class FeatureUnavailableError(RuntimeError):
-    """A feature needs a fetometry module that this installation does not have."""
 
 
 class ExamInputError(ValueError):
-    """An exam input (GA, LMP, date, source, frame, method) is invalid; the message says how to fix it."""
-
-
-class UnsupportedFileTypeError(ValueError):
-    """The bytes are neither a supported raster image nor DICOM (refused before any decoder)."""
-
-
-def _feature(module_name: str, feature: str) -> ModuleType:
-    """Import ``module_name`` or fail loudly for this feature only."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
-            raise FeatureUnavailableError(f"{feature} needs {module_name}, which this installation lacks") from error
-        raise
+    """An exam input (source, frame, explanation method) is invalid; the message says how to fix it."""
 
 
 # ----------------------------------------------------------------------------- reading
@@ -106,42 +69,16 @@ class ExamImage:
         return at.pixel_size_mm, f"DICOM: {at.calibration}"
 
 
-def safe_filename(name: str | None, *, default: str = "upload") -> str:
-    """A display name with no directories, control characters or shell surprises.
-
-    The name only labels results: it is never used to open or write a file.
-    ``../../etc/passwd.png`` -> ``passwd.png``; ``C:\\x\\a b.png`` -> ``a_b.png``.
-    """
-    base = re.split(r"[\\/]", name or "")[-1]
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[:100]
-    return cleaned or default
-
-
-def sniff_kind(data: bytes) -> str | None:
-    """'dicom', 'png', 'jpeg', 'bmp', 'tiff' or None, from the bytes alone."""
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
-    for signature, suffix in _IMAGE_SIGNATURES:
-        if data.startswith(signature):
-            return suffix
-    return None
-
-
 def _from_dicom(source: bytes | Path, name: str, frame: int) -> ExamImage:
-    dicom = _feature("fetometry.io.dicom", "DICOM input")
-    image = dicom.read_dicom(source)
+    from fetometry.io.dicom import read_dicom
+
+    image = read_dicom(source)
     count = int(image.frames.shape[0])
     if not 0 <= frame < count:
         raise ExamInputError(f"{name}: frame {frame} does not exist; the file has {count} frame(s) (0-{count - 1})")
     calibration = image.calibration or ("calibrated" if image.pixel_size_mm else "uncalibrated")
     pixels = np.ascontiguousarray(image.frames[frame], dtype=np.float32)
     return ExamImage(pixels, name, image.pixel_size_mm, f"DICOM: {calibration}", "dicom", count, dicom=image)
-
-
-def _is_dicom_path(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return sniff_kind(head) == "dicom"
 
 
 def _from_array(pixels: np.ndarray, name: str) -> ExamImage:
@@ -168,6 +105,7 @@ def read_exam_image(
     DICOM (``frame`` picks one frame of a cine loop). Unsupported bytes raise
     UnsupportedFileTypeError; undecodable ones ImageReadError (or DicomError).
     """
+    from fetometry.io.dicom import is_dicom
     from fetometry.io.images import ImageReadError, decode_image, read_image
 
     if isinstance(source, np.ndarray):
@@ -188,79 +126,17 @@ def read_exam_image(
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    if _is_dicom_path(path):
+    if is_dicom(path):
         return _from_dicom(path, path.name, frame)
     return ExamImage(read_image(path), path.name)
-
-
-# ----------------------------------------------------------------------- dating inputs
-
-
-def ga_range_weeks() -> tuple[float, float]:
-    """The growth standards' GA range (from fetometry.clinical.growth when installed)."""
-    try:
-        from fetometry.clinical.growth import GA_RANGE_WEEKS
-    except ImportError:
-        return DEFAULT_GA_RANGE_WEEKS
-    return tuple(GA_RANGE_WEEKS)
-
-
-def _as_date(value: date | str | None, what: str) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise ExamInputError(f"{what}: {value!r} is not a date; write it as YYYY-MM-DD") from None
-
-
-def resolve_ga(
-    *,
-    ga_weeks: float | None = None,
-    lmp: date | str | None = None,
-    exam_date: date | str | None = None,
-    ga_source: str | None = None,
-) -> tuple[float | None, str | None]:
-    """The exam's gestational age in weeks and its source, or (None, None).
-
-    The GA must come from outside the image: the LMP (source 'lmp') or a stated GA
-    whose source is 'known' (default), 'crl', 'ivf' or 'earlier_scan'; never from the
-    HC it will be compared with (fetometry.clinical.dating refuses such sources).
-    Raises ExamInputError outside the growth standards' range (14-40 weeks) or when
-    both a GA and an LMP are given.
-    """
-    exam_day = _as_date(exam_date, "exam date") or date.today()
-    lmp_day = _as_date(lmp, "LMP")
-    if ga_weeks is not None and lmp_day is not None:
-        raise ExamInputError("give either a gestational age or an LMP date, not both")
-    if ga_weeks is None and lmp_day is None:
-        if ga_source:
-            raise ExamInputError(f"a GA source ({ga_source}) was given without a gestational age")
-        return None, None
-    dating = _feature("fetometry.clinical.dating", "dating")
-    if lmp_day is not None:
-        if ga_source not in (None, "", "lmp"):
-            raise ExamInputError(f"an LMP was given, so the GA source is 'lmp', not {ga_source!r}")
-        ga_weeks, source = float(dating.ga_from_lmp(lmp_day, exam_day)), "lmp"
-    else:
-        source = dating.check_ga_source(ga_source or "known")
-    low, high = ga_range_weeks()
-    if isinstance(ga_weeks, bool) or not isinstance(ga_weeks, (int, float)) or not math.isfinite(ga_weeks):
-        raise ExamInputError(f"gestational age {ga_weeks!r} is not a number of weeks")
-    if not low <= ga_weeks <= high:
-        raise ExamInputError(
-            f"gestational age {ga_weeks:.1f} weeks (source: {source}) is outside {low:g}-{high:g} weeks, "
-            "the range of the growth standards; no centile can be given"
-        )
-    return float(ga_weeks), source
 
 
 def _check_method(explain: str | None) -> str | None:
     if explain is None or explain == "":
         return None
     method = explain.strip().lower()
-    if method not in EXPLAIN_METHODS:
-        raise ExamInputError(f"unknown explanation method {explain!r}; choose one of {', '.join(EXPLAIN_METHODS)}")
+    if method not in MAP_METHODS:
+        raise ExamInputError(f"unknown explanation method {explain!r}; choose one of {', '.join(MAP_METHODS)}")
     return method
 
 
@@ -283,6 +159,10 @@ class ExamResult:
     uncertainty: dict | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
     analysed_on: date = field(default_factory=date.today)
+    #: True when a sonographer moved the ellipse: ``result`` then holds the corrected values
+    #: and ``automatic`` the model's own, kept beside them for the report, the SR and the audit.
+    corrected_by_user: bool = False
+    automatic: ImageResult | None = field(default=None, repr=False)
 
     @property
     def measured(self) -> bool:
@@ -307,11 +187,22 @@ class ExamResult:
             row[key] = value
         row.update(self._uncertainty_keys())
         row["explain_method"] = self.explain_method
+        row["corrected_by_user"] = self.corrected_by_user
+        row["automatic"] = self._automatic_values()
         row["notes"] = list(self.clinical.get("notes", [])) + self.notes
         row.update(
             disclaimer=DISCLAIMER, model=self.result.model, version=__version__, date=self.analysed_on.isoformat()
         )
-        return _json_safe(row)
+        return json_safe(row)
+
+    def _automatic_values(self) -> dict | None:
+        """The model's own ellipse and measures when the user corrected them, else None."""
+        if not self.corrected_by_user or self.automatic is None:
+            return None
+        keys = ("status", "center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px", "angle_rad")
+        keys += ("hc_mm", "bpd_mm", "ofd_mm", "cephalic_index")
+        automatic = self.automatic.to_dict()
+        return {key: automatic.get(key) for key in keys}
 
     def _uncertainty_keys(self) -> dict:
         if not self.uncertainty:
@@ -332,6 +223,8 @@ class ExamResult:
 
     def explanation_rgb(self) -> np.ndarray | None:
         """(H, W, 3) uint8: the explanation map blended over the image, or None."""
+        from fetometry.report.figures import blend_map
+
         return None if self.explanation is None else blend_map(self.image, self.explanation)
 
     def uncertainty_rgb(self) -> np.ndarray | None:
@@ -341,6 +234,8 @@ class ExamResult:
             return None
         spread = np.asarray(spread, dtype=np.float32)
         peak = float(spread.max()) if spread.size else 0.0
+        from fetometry.report.figures import blend_map
+
         return blend_map(self.image, spread / peak if peak > 0 else spread)
 
     def report_dict(self, *, visits: list[dict] | None = None) -> dict:
@@ -364,7 +259,8 @@ class ExamResult:
         the growth chart; ``label``: shown in the header (e.g. an opaque pregnancy id);
         ``show_filename=False`` leaves the file name (which may identify a patient) out.
         """
-        pdf = _feature("fetometry.report.pdf", "the PDF report")
+        from fetometry.report import pdf
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         pdf.write_pdf_report(
@@ -378,31 +274,6 @@ class ExamResult:
             show_filename=show_filename,
         )
         return path
-
-
-def blend_map(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
-    """Gray image + a [0, 1] map of the same size -> (H, W, 3) uint8 RGB (JET colour map)."""
-    import cv2
-
-    if heat.shape != image.shape:
-        raise ValueError(f"map shape {heat.shape} differs from the image's {image.shape}")
-    gray = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    colour = cv2.applyColorMap(np.round(np.clip(np.nan_to_num(heat), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    blended = cv2.addWeighted(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), 1 - alpha, colour, alpha, 0)
-    return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
-
-
-def _json_safe(value):
-    """Numpy scalars -> Python; NaN/inf -> None (JSON has no NaN, and we never invent one)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ------------------------------------------------------------------------- composition
@@ -457,14 +328,8 @@ def _clinical(result: ImageResult, ga_weeks: float | None, ga_source: str | None
         if ga_weeks is not None:
             notes.append("no head measured in mm: no GA estimate and no centile")
         return {}
-    try:
-        assess = _feature("fetometry.clinical.assess", "GA estimates and centiles")
-    except FeatureUnavailableError:
-        if ga_weeks is not None:
-            raise  # a centile was asked for: say loudly that it cannot be given
-        log.warning("fetometry.clinical is not installed: no GA estimate")
-        notes.append("clinical module not installed: no GA estimate")
-        return {}
+    from fetometry.clinical import assess
+
     m = result.measurement
     return assess.clinical_summary(
         hc_mm=m.hc_mm, bpd_mm=m.bpd_mm, ofd_mm=m.ofd_mm, ga_weeks=ga_weeks, ga_source=ga_source
@@ -478,7 +343,8 @@ def _explain(
     if result.prediction is None or not result.prediction.mask.any():
         notes.append(f"no head region was predicted: no {method} map to show")
         return None
-    cam = _feature("fetometry.explain.cam", "explanation maps")
+    from fetometry.explain import cam
+
     heat = np.asarray(cam.explain_image(predictor, pixels, method, prediction=result.prediction), dtype=np.float32)
     if heat.shape != pixels.shape:
         raise RuntimeError(f"explain_image returned a {heat.shape} map for a {pixels.shape} image")
@@ -487,7 +353,8 @@ def _explain(
 
 def _uncertainty(predictor: Predictor, pixels: np.ndarray, result: ImageResult, notes: list[str]) -> dict:
     """Spread of the HC over test-time augmentation (or samples); in mm only with a pixel size."""
-    module = _feature("fetometry.explain.uncertainty", "HC uncertainty")
+    from fetometry.explain import uncertainty as module
+
     if result.pixel_size_mm is None:
         notes.append("no pixel size: the HC uncertainty has no mm value (the spread map is shown)")
     return module.hc_uncertainty(predictor, pixels, result.pixel_size_mm, prediction=result.prediction)
@@ -512,13 +379,11 @@ def measure_exam(
 
     source: a file path, uploaded bytes, or a (H, W) float array in [0, 1].
     plane_check: "on" (the shipped plane classifier), "off", or a ``PlaneChecker``.
-    Raises ValueError subclasses for bad input (before the model runs) and
-    FeatureUnavailableError when an asked-for feature's module is missing.
+    Raises ValueError subclasses for bad input, before the model runs.
     """
     method = _check_method(explain)
-    _require_features(ga_given=ga_weeks is not None or lmp is not None, explain=method, uncertainty=uncertainty)
-    ga, ga_source = resolve_ga(ga_weeks=ga_weeks, lmp=lmp, exam_date=exam_date, ga_source=ga_source)
-    exam_day = _as_date(exam_date, "exam date") or date.today()
+    ga, ga_source = dating.exam_dating(ga_weeks=ga_weeks, lmp=lmp, exam_date=exam_date, ga_source=ga_source)
+    exam_day = date.today() if exam_date is None else dating.as_date(exam_date, "exam date")
     read = read_exam_image(source, filename=filename, frame=frame)
     result, mm_source, notes = _measure(read, predictor, pixel_size_mm, plane_check)
     if read.frames > 1:
@@ -541,139 +406,7 @@ def measure_exam(
     return exam
 
 
-def _require_features(*, ga_given: bool, explain: str | None, uncertainty: bool) -> None:
-    """Fail before the model runs when an asked-for feature's module is missing."""
-    if ga_given:
-        _feature("fetometry.clinical.assess", "centiles for a given GA")
-    if explain is not None:
-        _feature("fetometry.explain.cam", "explanation maps")
-    if uncertainty:
-        _feature("fetometry.explain.uncertainty", "HC uncertainty")
-
-
 def _no_size_reason(read: ExamImage) -> str:
     if read.kind == "dicom":
         return f"no pixel size ({read.calibration}); give the pixel size in mm; no mm value without it"
     return "no pixel size: give the pixel size in mm; no mm value without it"
-
-
-# --------------------------------------------------------------------------------- CLI
-
-
-def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
-    """The exam flags of ``fetometry measure`` (beside --pixel-size, --json, --overlay, --model)."""
-    dating = parser.add_mutually_exclusive_group()
-    dating.add_argument("--ga-weeks", type=float, help="gestational age in weeks from dating (14-40); enables centiles")
-    dating.add_argument("--lmp", help="first day of the last menstrual period, YYYY-MM-DD; enables centiles")
-    parser.add_argument(
-        "--ga-source",
-        choices=("known", "crl", "ivf", "earlier_scan"),
-        help="where --ga-weeks comes from (default: known)",
-    )
-    parser.add_argument("--exam-date", help="date of the scan, YYYY-MM-DD (default: today)")
-    parser.add_argument("--report", type=Path, help="write a PDF report")
-    parser.add_argument("--report-label", help="a label for the report header (e.g. an opaque exam id; never a name)")
-    parser.add_argument(
-        "--report-hide-filename", action="store_true", help="leave the image's file name out of the report"
-    )
-    parser.add_argument(
-        "--explain",
-        nargs="?",
-        const="gradcam",
-        choices=EXPLAIN_METHODS,
-        help="add an explanation map (default method: gradcam)",
-    )
-    parser.add_argument(
-        "--uncertainty", action="store_true", help="add the HC uncertainty (test-time augmentation spread)"
-    )
-    parser.add_argument("--frame", type=int, default=0, help="frame of a DICOM cine loop (default 0)")
-
-
-def run_measure_cli(args: argparse.Namespace) -> int:
-    """``fetometry measure``: one exam -> text or JSON on stdout, optional overlay and PDF.
-
-    Exit status 0 when the image was analysed (the status says whether a head was
-    measured), 1 when an asked-for feature is not installed; ValueErrors propagate to
-    the CLI's handler, which prints them and exits 1.
-    """
-    from fetometry.inference.predictor import Predictor
-
-    try:
-        predictor = Predictor.from_weights(args.model, tta=getattr(args, "tta", False))
-        exam = measure_exam(
-            args.image,
-            predictor=predictor,
-            pixel_size_mm=args.pixel_size,
-            ga_weeks=getattr(args, "ga_weeks", None),
-            lmp=getattr(args, "lmp", None),
-            ga_source=getattr(args, "ga_source", None),
-            exam_date=getattr(args, "exam_date", None),
-            explain=getattr(args, "explain", None),
-            uncertainty=getattr(args, "uncertainty", False),
-            frame=getattr(args, "frame", 0),
-            plane_check=getattr(args, "plane_check", "on"),
-        )
-        written = _write_outputs(exam, args)
-    except FeatureUnavailableError as error:
-        print(f"fetometry measure: error: {error}", file=sys.stderr)
-        return 1
-    _print_exam(exam, as_json=args.json)
-    for path in written:
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-def _write_outputs(exam: ExamResult, args: argparse.Namespace) -> list[Path]:
-    import cv2
-
-    written = []
-    overlay = getattr(args, "overlay", None)
-    if overlay:
-        overlay = Path(overlay)
-        images = [(overlay, exam.overlay_rgb())]
-        if exam.explanation is not None:
-            images.append((overlay.with_name(f"{overlay.stem}_{exam.explain_method}.png"), exam.explanation_rgb()))
-        for path, rgb in images:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"could not write {path}")
-            written.append(path)
-    if getattr(args, "report", None):
-        written.append(
-            exam.write_report(args.report, label=args.report_label, show_filename=not args.report_hide_filename)
-        )
-    return written
-
-
-def _print_exam(exam: ExamResult, *, as_json: bool) -> None:
-    row = exam.to_json()
-    if as_json:
-        print(json.dumps(row, indent=2))
-        return
-    print(summary_line(row))
-    for key, label in (
-        ("ga_hadlock_weeks", "GA from HC (Hadlock)"),
-        ("ga_intergrowth_weeks", "GA from HC (INTERGROWTH-21st)"),
-    ):
-        if row.get(key) is not None:
-            print(f"  {label}: {row[key]:.1f} weeks")
-    if row.get("hc_centile") is not None:
-        print(
-            f"  HC at {row['ga_weeks']:.1f} weeks ({row['ga_source']}): centile {row['hc_centile']:.1f}, z {row['hc_z']:+.2f}"
-        )
-    if row.get("hc_sd_mm") is not None:
-        print(f"  HC uncertainty: +/- {row['hc_sd_mm']:.1f} mm (1 SD)")
-    for flag in row.get("flags") or []:
-        print(f"  [{flag.get('severity', '')}] {flag.get('message', '')}")
-    for note in row.get("notes") or []:
-        print(f"  note: {note}")
-    print(DISCLAIMER)
-
-
-def summary_line(row: dict) -> str:
-    """'name: HC 165.2 mm, BPD ...' or 'name: status: detail'."""
-    from fetometry.pipeline import OK
-
-    if row.get("status") == OK and row.get("hc_mm") is not None:
-        return f"{row['filename']}: HC {row['hc_mm']:.1f} mm, BPD {row['bpd_mm']:.1f} mm, OFD {row['ofd_mm']:.1f} mm, cephalic index {row['cephalic_index']:.1f}"
-    return f"{row['filename']}: {row['status']}: {row['detail']}"

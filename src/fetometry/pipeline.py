@@ -28,6 +28,7 @@ from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, el
 from fetometry.biometry.measures import HeadMeasurement, measure_ellipse, ramanujan_perimeter
 from fetometry.biometry.quality import QualityReport, QualityThresholds, assess_quality
 from fetometry.data.loaders import detect_layout, load
+from fetometry.formatting import csv_cell
 from fetometry.inference.plane import NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION, PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_mask
@@ -384,14 +385,10 @@ def write_predictions(results: Sequence[ImageResult], out_dir: str | Path) -> Pa
         writer.writeheader()
         for result in results:
             row = result.to_dict()
-            writer.writerow({k: ("" if v is None else _fmt(v)) for k, v in row.items()})
+            writer.writerow({k: csv_cell(v) for k, v in row.items()})
             if result.prediction is not None:
                 write_mask(out_dir / "masks" / f"{Path(result.filename).stem}_mask.png", result.prediction.mask)
     return csv_path
-
-
-def _fmt(value) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def predict_path(

@@ -63,3 +63,34 @@ def calibrated_ensemble(member_folders: list[str | Path | None]) -> tuple[str | 
     listing = root / "ensembles.json"
     listed = json.loads(listing.read_text(encoding="utf-8")).get("ensembles", {}) if listing.is_file() else {}
     return key, listed.get(key)
+
+
+def weights_digest(weights_dir: str | Path) -> str:
+    """The sha256 (hex) of a model's safetensors weights: what an SR or audit log cites.
+
+    ``weights_dir``: a weights folder or a shipped model name (``resolve_weights``). One
+    ``*.safetensors`` file: its plain sha256 (the same as ``sha256sum model.safetensors``).
+    Several (e.g. a plane classifier with its head embedding): the sha256 of the
+    ``sha256sum``-style listing ``"<hex>  <name>\\n"`` of every file, sorted by name.
+    Raises FileNotFoundError when the folder holds no safetensors file.
+    """
+    import hashlib
+
+    folder = Path(weights_dir)
+    if not folder.is_dir():
+        folder = resolve_weights(weights_dir)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors file to take the digest of")
+
+    def sha256(path: Path) -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    if len(files) == 1:
+        return sha256(files[0])
+    listing = "".join(f"{sha256(path)}  {path.name}\n" for path in files)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()

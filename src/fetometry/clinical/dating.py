@@ -215,3 +215,48 @@ def check_ga_source(ga_source: str | None) -> str | None:
     if source not in GA_SOURCES:
         raise InvalidInputError(f"unknown GA source {ga_source!r}; use one of {', '.join(GA_SOURCES)}")
     return source
+
+
+# ---------------------------------------------------------------------------------------
+# The dating of one exam
+# ---------------------------------------------------------------------------------------
+
+
+def exam_dating(
+    *,
+    ga_weeks: float | None = None,
+    lmp: date | str | None = None,
+    exam_date: date | str | None = None,
+    ga_source: str | None = None,
+) -> tuple[float | None, str | None]:
+    """The exam's gestational age in weeks and its source, or (None, None) when undated.
+
+    The GA must come from outside the image: the LMP (source 'lmp') or a stated GA whose
+    source is 'known' (default), 'crl', 'ivf' or 'earlier_scan'; never from the HC it
+    will be compared with (``check_ga_source`` refuses such sources). A GA outside the
+    growth standards' range (``growth.GA_RANGE_WEEKS``, INTERGROWTH-21st 14-40 weeks) gets
+    OutOfRangeError, since no centile can be given there.
+    """
+    lmp_day = None if lmp is None else as_date(lmp, "LMP")
+    if ga_weeks is not None and lmp_day is not None:
+        raise InvalidInputError("give either a gestational age or an LMP date, not both")
+    if ga_weeks is None and lmp_day is None:
+        if ga_source:
+            raise InvalidInputError(f"a GA source ({ga_source}) was given without a gestational age")
+        return None, None
+    if lmp_day is not None:
+        if ga_source not in (None, "", "lmp"):
+            raise InvalidInputError(f"an LMP was given, so the GA source is 'lmp', not {ga_source!r}")
+        exam_day = date.today() if exam_date is None else as_date(exam_date, "exam date")
+        ga, source = ga_from_lmp(lmp_day, exam_day), "lmp"
+    else:
+        ga, source = number(ga_weeks, "gestational age", "weeks"), check_ga_source(ga_source or "known")
+    from fetometry.clinical.growth import GA_RANGE_WEEKS
+
+    low, high = GA_RANGE_WEEKS
+    if not low <= ga <= high:
+        raise OutOfRangeError(
+            f"gestational age {ga:.1f} weeks (source: {source}) is outside {low:g}-{high:g} weeks, "
+            "the range of the growth standards; no centile can be given"
+        )
+    return float(ga), source

@@ -39,6 +39,7 @@ import numpy as np
 from fetometry.data.loaders import load_datasets
 from fetometry.data.splits import model_split, subject_id
 from fetometry.evaluation.metrics import SegmentationMetrics, dice
+from fetometry.formatting import fmt, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -253,28 +254,36 @@ def total_training_minutes(training: dict) -> float | None:
     return (training["wall_time_s"] + earlier) / 60
 
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+#: The results table: (column, row key, decimals); None decimals = the value as it is.
+RESULTS_COLUMNS = (
+    ("model", "model", None),
+    ("variant", "variant", None),
+    ("TTA", "tta", None),
+    ("n", "n", None),
+    ("Dice", "dice", 4),
+    ("Dice ellipse", "dice_ellipse", 4),
+    ("IoU", "iou", 4),
+    ("recall", "recall", 4),
+    ("mAP", "map", 4),
+    ("HD mm", "hausdorff_mm", 2),
+    ("HC MAE mm", "hc_mae_mm", 2),
+    ("HC SD mm", "hc_sd_mm", 2),
+    ("repeat. model mm", "repeatability_model_mm", 2),
+    ("repeat. sonographer mm", "repeatability_reference_mm", 2),
+    ("params M", "params_m", 2),
+    ("GMACs", "gmacs_256", 2),
+    ("CPU ms", "cpu_ms_256", 0),
+    ("trained min", "train_minutes", 0),
+    ("hardware", "train_hardware", None),
+)
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
-    header = (
-        "| model | variant | TTA | n | Dice | Dice ellipse | IoU | recall | mAP | HD mm | HC MAE mm | HC SD mm | "
-        "repeat. model mm | repeat. sonographer mm | params M | GMACs | CPU ms | trained min | hardware |"
-    )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['variant']} | {r['tta']} | {r['n']} | {_fmt(r['dice'])} | {_fmt(r.get('dice_ellipse'))} | {_fmt(r['iou'])} | {_fmt(r['recall'])} | "
-            f"{_fmt(r['map'])} | {_fmt(r['hausdorff_mm'], 2)} | {_fmt(r['hc_mae_mm'], 2)} | {_fmt(r['hc_sd_mm'], 2)} | "
-            f"{_fmt(r['repeatability_model_mm'], 2)} | {_fmt(r['repeatability_reference_mm'], 2)} | {_fmt(r['params_m'], 2)} | "
-            f"{_fmt(r['gmacs_256'], 2)} | {_fmt(r['cpu_ms_256'], 0)} | {_fmt(r['train_minutes'], 0)} | {r['train_hardware']} |"
-        )
-    return "\n".join(lines)
+def results_table(rows: Sequence[dict]) -> str:
+    """The benchmark's Markdown table: one row per model (and TTA mode)."""
+    cells = [
+        [r.get(key) if digits is None else fmt(r.get(key), digits) for _, key, digits in RESULTS_COLUMNS] for r in rows
+    ]
+    return markdown_table([name for name, _, _ in RESULTS_COLUMNS], cells)
 
 
 def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
@@ -296,7 +305,7 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     protocol = report["protocol"]
     paths["md"].write_text(
         f"Date {report['date']}; scored on {report['hardware']['cpu']} ({report['hardware']['threads']} threads), "
-        f"torch {report['hardware']['torch']}.\n\nProtocol: {protocol}\n\n{markdown_table(rows)}\n{_per_source_table(report)}"
+        f"torch {report['hardware']['torch']}.\n\nProtocol: {protocol}\n\n{results_table(rows)}\n{_per_source_table(report)}"
     )
     _plot(rows, paths["png"])
     return paths
@@ -304,19 +313,15 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
 
 def _per_source_table(report: dict) -> str:
     """Metrics per data set (multi-centre validation); empty for a single data set."""
-    lines = []
-    for entry in report["models"]:
-        for source, m in entry["summary"].get("per_source", {}).items():
-            lines.append(
-                f"| {entry['row']['model']} | {entry['row']['tta']} | {source} | {m['n']} | {_fmt(m['dice'])} | {_fmt(m['hc_mae_mm'], 2)} |"
-            )
-    if not lines:
+    rows = [
+        [entry["row"]["model"], entry["row"]["tta"], source, m["n"], fmt(m["dice"], 4), fmt(m["hc_mae_mm"], 2)]
+        for entry in report["models"]
+        for source, m in entry["summary"].get("per_source", {}).items()
+    ]
+    if not rows:
         return ""
-    return (
-        "\nPer data set:\n\n| model | TTA | source | n | Dice | HC MAE mm |\n|---|---|---|---|---|---|\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    table = markdown_table(["model", "TTA", "source", "n", "Dice", "HC MAE mm"], rows)
+    return f"\nPer data set:\n\n{table}\n"
 
 
 def _plot(rows: Sequence[dict], path: Path) -> None:
@@ -410,49 +415,3 @@ def train_reference_row(data, run_dir: Path, *, progress: bool = True) -> Path:
         return folder
     log.info("reference row: training MONAI AttentionUnet with the plain recipe into %s", run_dir)
     return train_and_export(TrainConfig.from_dict(reference.REFERENCE_RECIPE), data, run_dir, progress=progress)
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("benchmark", help="score the trained models on one protocol: Markdown, CSV and a plot")
-    p.add_argument(
-        "--data",
-        required=True,
-        action="append",
-        help="HC18-layout or folder data set with reference masks and HCs (repeat to combine several: metrics per source)",
-    )
-    p.add_argument(
-        "--models",
-        default=None,
-        help="comma-separated shipped model names or weights folders; join names with + to score their ensemble (averaged probabilities) as one row (default: all shipped)",
-    )
-    p.add_argument("--tta", action="store_true", help="also score every model with flip TTA")
-    p.add_argument(
-        "--train-reference",
-        action="store_true",
-        help="also train the stock reference row (MONAI AttentionUnet 16..256, plain recipe: about 20 min on one CPU core) and score it in the same run",
-    )
-    p.add_argument("--repeats", type=int, default=5, help="timed runs for the latency column (median)")
-    p.add_argument("--out", default="benchmark_output", help="output folder")
-    p.set_defaults(func=_cmd_benchmark)
-
-
-def _cmd_benchmark(args) -> int:
-    from fetometry.resources import shipped_models
-
-    models = [model_spec(m) for m in args.models.split(",")] if args.models else shipped_models()
-    if args.train_reference and not args.models:  # the freshly trained row replaces the shipped one
-        models = [m for m in models if m != "reference-monai-attention-unet"]
-    if not models and not args.train_reference:
-        raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
-    report = run_benchmark(
-        models,
-        args.data[0] if len(args.data) == 1 else args.data,
-        args.out,
-        tta_modes=(False, True) if args.tta else (False,),
-        progress=not args.quiet,
-        repeats=args.repeats,
-        train_reference=args.train_reference,
-    )
-    print(Path(report["paths"]["md"]).read_text())
-    print(f"wrote {', '.join(report['paths'].values())}")
-    return 0

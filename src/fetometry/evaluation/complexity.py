@@ -18,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from fetometry.formatting import fmt, markdown_table
 from fetometry.models import available_models, create_model
 from fetometry.models.base import is_sampled
 from fetometry.models.registry import ModelSpec
@@ -103,10 +104,19 @@ def profile_models(
     return rows
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
-    lines = ["| name | variant | parameters | GMACs @256x256 | CPU ms (median) | timed |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['variant']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.2f} | {r['cpu_ms']:.1f} | {r['inference']} |"
-        )
-    return "\n".join(lines)
+def profile_table(rows: Sequence[dict]) -> str:
+    """``fetometry models --profile`` as a Markdown table."""
+    return markdown_table(
+        ["name", "variant", "parameters", "GMACs @256x256", "CPU ms (median)", "timed"],
+        [
+            [
+                r["name"],
+                r["variant"],
+                f"{r['params'] / 1e6:.2f}M",
+                fmt(r["gflops"], 2),
+                fmt(r["cpu_ms"], 1),
+                r["inference"],
+            ]
+            for r in rows
+        ],
+    )

@@ -38,6 +38,7 @@ import fetometry
 from fetometry.data.loaders import load
 from fetometry.data.sample import Sample
 from fetometry.evaluation.metrics import MAP_DEFINITION, METRIC_NAMES, SegmentationMetrics
+from fetometry.formatting import json_safe
 from fetometry.io.images import read_mask
 
 log = logging.getLogger(__name__)
@@ -150,21 +151,6 @@ def _evaluate_case(metrics: SegmentationMetrics, sample: Sample, row: dict[str, 
     case["status"] = _case_status(row, mask)
 
 
-def _json_safe(value):
-    """Non-finite floats -> None (strict JSON has no inf/NaN); numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def _write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -210,7 +196,7 @@ def evaluate_dirs(pred_dir: str | Path, truth_dir: str | Path, out_dir: str | Pa
         "summary": stats["metrics"],
         "per_case": rows,
     }
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
     _write_csv(out_dir / "metrics.csv", rows)

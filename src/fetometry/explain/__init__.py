@@ -7,9 +7,19 @@
 - ``quality``: sanity and faithfulness measured: model-parameter randomisation,
   deletion / insertion curves, localisation; ``evaluate_explanations`` over a data set.
 - ``figures``: the blended map with the predicted ellipse and a colour bar.
-- ``command``: the ``fetometry explain`` verb.
+- ``jobs``: the work behind ``fetometry explain`` (the verb is ``fetometry.cli.explain``).
+- ``methods``: the method names, importable without torch.
 """
 
-from fetometry.explain.cam import CAM_METHODS, METHODS, Explainer, ExplainError, explain_image
+from fetometry.explain.methods import CAM_METHODS, MAP_METHODS
 
-__all__ = ["CAM_METHODS", "METHODS", "ExplainError", "Explainer", "explain_image"]
+__all__ = ["CAM_METHODS", "MAP_METHODS", "METHODS", "ExplainError", "Explainer", "explain_image"]
+
+
+def __getattr__(name: str):
+    # The CAM code needs torch; importing the package (for its method names) should not.
+    if name in ("METHODS", "ExplainError", "Explainer", "explain_image"):
+        from fetometry.explain import cam
+
+        return getattr(cam, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

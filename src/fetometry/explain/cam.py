@@ -63,12 +63,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from fetometry.data.transforms import Letterbox, letterbox, unletterbox
+from fetometry.explain.methods import CAM_METHODS, MAP_METHODS
 from fetometry.models.base import default_cam_layer, is_sampled
 
 log = logging.getLogger(__name__)
 
-CAM_METHODS = ("gradcam", "gradcampp", "hirescam")
-METHODS = (*CAM_METHODS, "occlusion")
+METHODS = MAP_METHODS
 TARGETS = ("region", "boundary")
 NETWORKS = ("condition", "denoiser")
 #: Default layer of the MedSegDiff-V2 denoiser: the last block of its finest decoder level.

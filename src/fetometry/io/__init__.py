@@ -1,18 +1,24 @@
-"""Reading pixels and pixel sizes: the first step of the data flow."""
+"""Reading pixels and pixel sizes: the first step of the data flow.
 
-from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
-from fetometry.io.pixel_size import (
-    PixelSizeError,
-    read_pixel_size_csv,
-    validate_pixel_size,
-)
+The names below load lazily, so ``fetometry.io.uploads`` (file sniffing) imports no OpenCV.
+"""
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "ImageReadError",
-    "PixelSizeError",
-    "read_image",
-    "read_mask",
-    "read_pixel_size_csv",
-    "validate_pixel_size",
-]
+_EXPORTS = {
+    "IMAGE_SUFFIXES": "images",
+    "ImageReadError": "images",
+    "read_image": "images",
+    "read_mask": "images",
+    "PixelSizeError": "pixel_size",
+    "read_pixel_size_csv": "pixel_size",
+    "validate_pixel_size": "pixel_size",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"fetometry.io.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Overlay figures: the image, the fitted ellipse and its numbers."""
+"""Overlay figures: the image, the fitted ellipse and its numbers; a map blended over the image."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def draw_overlay(image: np.ndarray, result, *, reference_hc_mm: float | None = N
             cv2.LINE_AA,
         )
     return rgb
+
+
+def blend_map(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """Gray image + a [0, 1] map of the same size -> (H, W, 3) uint8 RGB (JET colour map)."""
+    if heat.shape != image.shape:
+        raise ValueError(f"map shape {heat.shape} differs from the image's {image.shape}")
+    gray = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    colour = cv2.applyColorMap(np.round(np.clip(np.nan_to_num(heat), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    blended = cv2.addWeighted(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), 1 - alpha, colour, alpha, 0)
+    return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
 
 
 def _headline(result) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fetometry import DISCLAIMER
+from fetometry.formatting import fmt
 
 MISSING = "-"
 #: Measures with a row in the table: (key prefix, label, unit).
@@ -50,10 +51,7 @@ def _number(value) -> float | None:
 
 
 def _fmt(value, digits: int = 1, unit: str = "") -> str:
-    number = _number(value)
-    if number is None:
-        return MISSING
-    return f"{number:.{digits}f}" + (f" {unit}" if unit else "")
+    return fmt(value, digits, unit=unit, missing=MISSING)
 
 
 def format_ga(weeks) -> str:

@@ -39,16 +39,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from fetometry import DISCLAIMER, __version__
-from fetometry.exam import (
-    EXPLAIN_METHODS,
-    ExamResult,
-    FeatureUnavailableError,
-    UnsupportedFileTypeError,
-    ga_range_weeks,
-    measure_exam,
-    safe_filename,
-)
+from fetometry.clinical.growth import GA_RANGE_WEEKS
+from fetometry.exam import ExamResult, measure_exam
+from fetometry.explain.methods import MAP_METHODS as EXPLAIN_METHODS
 from fetometry.inference.predictor import Predictor
+from fetometry.io.uploads import UnsupportedFileTypeError, safe_filename
 from fetometry.resources import DEFAULT_MODEL, weights_root
 
 log = logging.getLogger(__name__)
@@ -444,10 +439,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unsupported(request: Request, error: UnsupportedFileTypeError):
         return _error_response(ApiError(415, "unsupported_type", str(error)))
 
-    @app.exception_handler(FeatureUnavailableError)
-    async def unavailable(request: Request, error: FeatureUnavailableError):
-        return _error_response(ApiError(501, "feature_unavailable", str(error)))
-
     @app.exception_handler(ValueError)
     async def bad_input(request: Request, error: ValueError):
         # ImageReadError, DicomError, PixelSizeError, ExamInputError: messages say how to fix the input.
@@ -529,7 +520,7 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
 
     @app.get("/api/info", summary="Server settings the page needs")
     async def info():
-        low, high = ga_range_weeks()
+        low, high = GA_RANGE_WEEKS
         return {
             "version": __version__,
             "disclaimer": DISCLAIMER,

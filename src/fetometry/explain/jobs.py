@@ -1,4 +1,4 @@
-"""`fetometry explain`: maps for one image, or the faithfulness evaluation of a model.
+"""The explanation jobs behind ``fetometry explain``: maps for one image, or the faithfulness evaluation of a model.
 
     fetometry explain IMAGE --model NAME --method gradcam|gradcampp|hirescam|occlusion|uncertainty --out DIR
     fetometry explain DATA --evaluate --model NAME --out DIR [--limit 50]
@@ -14,13 +14,12 @@ images spread evenly over them;
 writes ``DIR/explain_<model>.json`` (per-image rows and the summary), ``.csv`` and
 ``.md`` (the table).
 
-The Python API is ``write_explanations`` and ``evaluate_dataset`` below; the verb only
-parses arguments. Heavy imports stay inside the functions.
+The Python API is ``write_explanations`` and ``evaluate_dataset`` below; the verb
+(``fetometry.cli.explain``) only parses arguments. Heavy imports stay inside the functions.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -29,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from fetometry.explain.methods import VERB_METHODS
+from fetometry.formatting import fmt, json_safe
 
-VERB_METHODS = ("gradcam", "gradcampp", "hirescam", "occlusion", "uncertainty")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- API: one image
@@ -217,9 +217,9 @@ def evaluate_dataset(
         "csv": out_dir / f"explain_{tag}.csv",
         "md": out_dir / f"explain_{tag}.md",
     }
-    paths["json"].write_text(json.dumps(report, indent=1, sort_keys=True, default=_jsonable))
+    paths["json"].write_text(json.dumps(json_safe(report), indent=1, sort_keys=True))
     write_rows_csv(report["rows"], paths["csv"])
-    paths["md"].write_text(markdown_table([report]) + "\n\n" + calibration_table([report]) + "\n")
+    paths["md"].write_text(explain_table([report]) + "\n\n" + calibration_table([report]) + "\n")
     return report, paths
 
 
@@ -227,14 +227,6 @@ def model_tag(predictor, network: str | None) -> str:
     """File tag: the model's name, plus '-denoiser' when the denoiser is explained."""
     name = str(predictor.config.get("model") or predictor.name)
     return f"{name}-denoiser" if network == "denoiser" else name
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 def write_rows_csv(rows: Sequence[dict], path: Path) -> Path:
@@ -293,12 +285,11 @@ def write_rows_csv(rows: Sequence[dict], path: Path) -> Path:
 
 
 def _fmt(stat: dict | None, digits: int = 3) -> str:
-    if not stat or stat.get("mean") is None:
-        return "-"
-    return f"{stat['mean']:.{digits}f}"
+    """The mean of a summary statistic, or '-'."""
+    return fmt((stat or {}).get("mean"), digits)
 
 
-def markdown_table(reports: Sequence[dict]) -> str:
+def explain_table(reports: Sequence[dict]) -> str:
     """The docs table: one row per model and method (means over the images)."""
     lines = [
         "| model | network / layer | method | n | localisation (chance) | deletion AUC (random) | insertion AUC (random) | rand. rho top 25% / all | CPU s per map (wall) |",
@@ -349,118 +340,3 @@ def calibration_table(reports: Sequence[dict]) -> str:
                 + f" | {_fmt(u.get('hc_sd_mm'), 2)} | {_fmt(u.get('hc_abs_error_mm'), 2)} | {u.get('spearman_sd_vs_abs_error', 0):.2f} |"
             )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- the verb
-
-
-def register(subparsers) -> None:
-    """Add the ``explain`` verb to the fetometry CLI."""
-    p = subparsers.add_parser(
-        "explain",
-        help="class-activation maps, occlusion and uncertainty for an image; --evaluate: faithfulness checks",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "input", help="an image file; with --evaluate an HC18-layout (or images/masks) folder with annotations"
-    )
-    p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
-    p.add_argument(
-        "--method",
-        default=None,
-        help=f"one or more of {', '.join(VERB_METHODS)} (comma-separated), or all (default: gradcam; with --evaluate: all map methods)",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--target",
-        choices=("region", "boundary"),
-        default="region",
-        help="explain the head region or only its boundary band",
-    )
-    p.add_argument("--layer", help="target layer (dotted module path; default: the architecture's cam_target_layer)")
-    p.add_argument(
-        "--network",
-        choices=("condition", "denoiser"),
-        help="MedSegDiff-V2: explain the condition U-Net (default) or the denoiser at the last sampling step",
-    )
-    p.add_argument("--pixel-size", type=float, help="pixel size in mm (uncertainty in mm; without it: px)")
-    p.add_argument(
-        "--evaluate",
-        action="store_true",
-        help="run the faithfulness and sanity checks over a data set and write a table",
-    )
-    p.add_argument(
-        "--split",
-        choices=("val", "all"),
-        default="val",
-        help="--evaluate: the model's validation split (default) or all images",
-    )
-    p.add_argument(
-        "--limit", type=int, default=50, help="--evaluate: images, spread evenly over the split (default 50)"
-    )
-    p.add_argument("--steps", type=int, default=10, help="--evaluate: deletion / insertion steps (default 10)")
-    p.add_argument("--stages", type=int, default=4, help="--evaluate: cascading randomisation stages (default 4)")
-    p.add_argument(
-        "--occlusion-images",
-        type=int,
-        default=10,
-        help="--evaluate: occlusion on the first N images only (default 10; it costs ~80 passes per map)",
-    )
-    p.set_defaults(func=_cmd_explain)
-
-
-def _cmd_explain(args: argparse.Namespace) -> int:
-    if args.evaluate:
-        return _cmd_evaluate(args)
-    from fetometry.inference.predictor import Predictor
-    from fetometry.io.images import read_image
-    from fetometry.io.pixel_size import validate_pixel_size
-
-    path = Path(args.input)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image (use --evaluate for a data-set folder)")
-    methods = parse_methods(args.method or "gradcam")
-    pixel_size = validate_pixel_size(args.pixel_size, source="--pixel-size") if args.pixel_size is not None else None
-    predictor = Predictor.from_weights(args.model)
-    image = read_image(path)
-    for entry in write_explanations(
-        predictor,
-        image,
-        path.stem,
-        args.out,
-        methods,
-        pixel_size_mm=pixel_size,
-        target=args.target,
-        layer=args.layer,
-        network=args.network,
-    ):
-        extra = f"  {describe_hc(entry)}" if entry["method"] == "uncertainty" else ""
-        print(f"{entry['method']}: {entry['png']} and {Path(entry['npy']).name}{extra}")
-    from fetometry import DISCLAIMER
-
-    print(DISCLAIMER)
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    methods = [args.method] if args.method else None  # default: every map method
-    report, paths = evaluate_dataset(
-        args.input,
-        args.out,
-        model=args.model,
-        split=args.split,
-        limit=args.limit,
-        methods=methods,
-        network=args.network,
-        layer=args.layer,
-        steps=args.steps,
-        stages=args.stages,
-        occlusion_images=args.occlusion_images,
-        progress=not getattr(args, "quiet", False),
-    )
-    print(markdown_table([report]))
-    print()
-    print(calibration_table([report]))
-    print(f"\nwrote {paths['json']}, {paths['csv'].name} and {paths['md'].name}")
-    return 0

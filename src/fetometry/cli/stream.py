@@ -1,4 +1,4 @@
-"""The `fetometry stream` verb: argument parsing only; the work is in ``processor.run_stream``.
+"""``fetometry stream``: argument parsing and the summary; the work is in ``fetometry.stream.processor.run_stream``.
 
     fetometry stream INPUT --out DIR [--model NAME] [--pixel-size MM] [--backend torch|onnx]
 
@@ -9,23 +9,19 @@ loop (calibrated by its ultrasound regions) or a capture device index (0, 1, ...
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 from pathlib import Path
 
 from fetometry import DISCLAIMER
-
-log = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "onnx")
+from fetometry.cli.common import add_model_argument, add_plane_check_argument
+from fetometry.inference.backend import BACKENDS
 
 
-def register(subparsers) -> None:
-    """Add the `stream` verb to the CLI's subparsers."""
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser("stream", help="measure every frame of a video, DICOM cine loop or capture device")
     p.add_argument("input", help="video file, DICOM cine loop, or capture device index (0, 1, ...)")
     p.add_argument("--out", required=True, help="output folder (frames.csv, best_frame.png, summary.json)")
-    p.add_argument("--model", default=None, help="shipped model name or weights folder (default: the default model)")
+    add_model_argument(p)
     p.add_argument(
         "--pixel-size", type=float, help="pixel size in mm (videos carry none; overrides a DICOM's calibration)"
     )
@@ -37,43 +33,17 @@ def register(subparsers) -> None:
     p.add_argument(
         "--tolerance", type=float, default=0.10, help="relative perimeter change that scores 0 temporal consistency"
     )
-    p.add_argument(
-        "--plane-check",
-        choices=("on", "off"),
-        default="on",
-        help="refuse frames that are not a fetal head plane (default on)",
-    )
+    add_plane_check_argument(p, what="frames")
     p.add_argument(
         "--plane-every",
         type=int,
         default=1,
         help="run the plane classifier on every k-th frame; the frames between carry its verdict (default 1)",
     )
-    p.set_defaults(func=run_command)
 
 
-def build_predictor(model: str | Path | None, backend: str, work_dir: Path):
-    """A Predictor for ``model`` running on PyTorch or on onnxruntime (exported into work_dir)."""
-    from fetometry.inference.predictor import Predictor
-
-    predictor = Predictor.from_weights(model)
-    if backend == "torch":
-        return predictor
-    if backend != "onnx":
-        raise ValueError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    from fetometry.inference.export import export_onnx
-    from fetometry.inference.onnx_backend import load_onnx_model
-
-    # Exported from the same weights folder, so the PyTorch predictor's config (canvas,
-    # threshold, boundary offset) describes the ONNX graph too.
-    files = export_onnx(predictor.config["weights_dir"], work_dir / "model.onnx")
-    config = {**predictor.config, "backend": "onnxruntime"}
-    return Predictor(
-        load_onnx_model(files[0]), canvas_hw=predictor.canvas_hw, threshold=predictor.threshold, config=config
-    )
-
-
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from fetometry.inference.backend import build_predictor
     from fetometry.io.video import open_source
     from fetometry.pipeline import plane_checker_for
     from fetometry.stream.processor import run_stream
