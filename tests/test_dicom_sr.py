@@ -290,3 +290,28 @@ def test_secondary_capture_is_the_burned_in_overlay(dated, source, tmp_path):
     assert pixels[height:].max() == 255  # the disclaimer band holds text
     green = (pixels[:height, :, 1] > 200) & (pixels[:height, :, 0] < 80) & (pixels[:height, :, 2] < 80)
     assert green.sum() > 500  # the fitted ellipse
+
+
+def test_measure_verb_writes_the_sr_and_the_fhir_bundle(tmp_path, image, capsys):
+    """``fetometry measure exam.dcm --sr --fhir``: the SR's HC equals the printed HC to 0.1 mm."""
+    import json
+
+    from fetometry.cli import main
+    from fetometry.report.fhir import validate_bundle
+
+    dicom_path = write_ultrasound_dicom(tmp_path / "exam.dcm", image[None], pixel_size_mm=PIXEL_MM, **PATIENT)
+    sr_path, fhir_path = tmp_path / "out" / "report.dcm", tmp_path / "out" / "bundle.json"
+    args = ["-q", "measure", str(dicom_path), "--json", "--sr", str(sr_path), "--fhir", str(fhir_path)]
+    assert main(args) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["status"] == "ok"
+    assert read_sr_measurements(sr_path)[HC]["value"] == pytest.approx(row["hc_mm"], abs=0.1)
+    bundle = json.loads(fhir_path.read_text())
+    validate_bundle(bundle)
+    source_uid = str(pydicom.dcmread(dicom_path, stop_before_pixels=True).SOPInstanceUID)
+    assert source_uid in fhir_path.read_text() and PATIENT["patient_id"] not in fhir_path.read_text()
+
+    png = tmp_path / "exam.png"
+    shutil.copy(SAMPLE, png)
+    assert main(["-q", "measure", str(png), "--sr", str(tmp_path / "no.dcm")]) == 1
+    assert "--sr needs a DICOM input" in capsys.readouterr().err and not (tmp_path / "no.dcm").exists()
