@@ -30,15 +30,21 @@ def json_safe(value):
     return value
 
 
-def fmt(value, digits: int = 1, *, unit: str = "", missing: str = "-") -> str:
-    """A number with ``digits`` decimals (and a unit), or ``missing`` for None/bool/NaN/inf/non-numbers."""
+def finite_number(value) -> float | None:
+    """``value`` as a finite float, or None for None, bools, NaN, infinities and non-numbers."""
     if isinstance(value, bool) or value is None:
-        return missing
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return missing
-    if not math.isfinite(number):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def fmt(value, digits: int = 1, *, unit: str = "", missing: str = "-") -> str:
+    """A number with ``digits`` decimals (and a unit), or ``missing`` for None/bool/NaN/inf/non-numbers."""
+    number = finite_number(value)
+    if number is None:
         return missing
     text = f"{number:.{digits}f}"
     return f"{text} {unit}" if unit else text

@@ -14,13 +14,13 @@ user gives one.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fetometry import DISCLAIMER
+from fetometry.formatting import finite_number as _number
 from fetometry.formatting import fmt
 
 MISSING = "-"
@@ -37,17 +37,6 @@ class ReportError(ValueError):
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def _number(value) -> float | None:
-    """A finite float, or None (a missing or non-numeric value is shown as MISSING)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _fmt(value, digits: int = 1, unit: str = "") -> str:
