@@ -249,9 +249,24 @@ def test_undecodable_compression_names_the_syntax(syntax, words):
         dataset.PixelData = encapsulate([b"\xff\xd8not really compressed\xff\xd9"])
         dataset["PixelData"].VR = "OB"
 
+    data = _rewrite(ultrasound_dicom_bytes(_smooth(1)), compress)
+    if _decoder_available(syntax):
+        # A plugin decodes this syntax here (highdicom brings pyjpegls): the bogus stream is then corrupt.
+        with pytest.raises(DicomError, match="could not be decoded"):
+            read_dicom(data)
+        return
     with pytest.raises(DicomError, match="unsupported") as info:
-        read_dicom(_rewrite(ultrasound_dicom_bytes(_smooth(1)), compress))
+        read_dicom(data)
     assert words in str(info.value) and str(syntax) in str(info.value)
+
+
+def _decoder_available(syntax) -> bool:
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:
+        return False
 
 
 def test_corrupt_jpeg_stream_is_a_dicom_error():
