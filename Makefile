@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast benchmark clean
+.PHONY: setup demo test test-fast benchmark pacs-demo clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test-fast: setup
 
 benchmark: setup
 	$(PY) benchmarks/foundation.py
+
+# Orthanc (Debian package `orthanc`) on loopback with a temporary config; see docs/DEPLOYMENT.md.
+pacs-demo: setup
+	bash scripts/pacs_demo.sh
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -29,6 +29,7 @@ VERBS = (
     "serve",
     "stream",
     "export",
+    "pacs",
 )
 
 
