@@ -30,6 +30,7 @@ VERBS = (
     "stream",
     "export",
     "pacs",
+    "token",
 )
 
 

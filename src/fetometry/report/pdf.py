@@ -69,6 +69,13 @@ def measurement_rows(report: dict) -> list[list[str]]:
             value += f" (SD {_fmt(report['hc_sd_mm'], 1)})"
         rows.append([label, value, _fmt(report.get(f"{key}_z"), 2), _fmt(report.get(f"{key}_centile"), 1)])
     rows.append(["Cephalic index (BPD/OFD)", _fmt(report.get("cephalic_index"), 1), "", ""])
+    automatic = report.get("automatic") if report.get("corrected_by_user") else None
+    if isinstance(automatic, dict):  # a corrected exam: the model's own values stay beside the user's
+        for key, label, unit in TABLE_MEASURES:
+            if f"{key}_mm" in automatic:
+                rows.append(
+                    [f"{label}, automatic (before correction)", _fmt(automatic.get(f"{key}_mm"), 1, unit), "", ""]
+                )
     rows.append(["Pixel size", _fmt(report.get("pixel_size_mm"), 4, "mm"), "", ""])
     rows.append(["Gestational age given", _ga_given(report), "", ""])
     rows.append(["GA from HC, Hadlock 1984", format_ga(report.get("ga_hadlock_weeks")), "", ""])
@@ -181,6 +188,16 @@ def _header(report: dict, styles, *, show_filename: bool, label: str | None) -> 
         parts.append(Paragraph(_escape(f"Label: {label}"), styles["Normal"]))
     if show_filename and report.get("filename"):
         parts.append(Paragraph(_escape(f"Image: {report['filename']}"), styles["Normal"]))
+    if report.get("corrected_by_user"):
+        parts.append(
+            Paragraph(
+                _escape(
+                    "Values corrected by user: the sonographer edited the fitted ellipse; "
+                    "the automatic (model) values are listed below the table."
+                ),
+                styles["Alert"],
+            )
+        )
     if report.get("status") != "ok":
         parts.append(
             Paragraph(

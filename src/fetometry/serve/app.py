@@ -14,16 +14,29 @@ Hardening (issue 7), in the order a request meets it:
 - every bad input is a 4xx with ``{"detail": reason, "error": code}``, checked before
   the model runs; nothing is stored unless a pregnancy id is given AND the server was
   started with a database, and then only a complete exam, in one transaction.
+
+Access control (issue 18, ``serve/auth.py``; docs/ACCESS_CONTROL.md): with a token file
+every route but ``GET /health``, ``/api/health``, the page's own files and ``POST
+/api/login`` needs ``Authorization: Bearer TOKEN`` or a session cookie (401 without,
+403 for a revoked or unknown token), then passes a per-token rate limit (429); every
+measurement, report, correction, FHIR export, login and denial goes to the audit log
+(``serve/audit.py``). Corrections (``POST /api/correct``) work on exams this server
+measured, kept for a while in a bounded in-memory cache under a random exam id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import logging
 import re
+import secrets
 import tempfile
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +44,13 @@ from typing import Annotated
 
 import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException
 
 from fetometry import DISCLAIMER, __version__
@@ -45,6 +60,8 @@ from fetometry.explain.methods import MAP_METHODS as EXPLAIN_METHODS
 from fetometry.inference.predictor import Predictor
 from fetometry.io.uploads import UnsupportedFileTypeError, safe_filename
 from fetometry.resources import DEFAULT_MODEL, weights_root
+from fetometry.serve import auth
+from fetometry.serve.audit import AuditLog, ellipse_values, result_summary
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +85,26 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     db_url: str | None = None
     max_pending: int = 16
+    #: JSON token file (``fetometry token create``); None: no login (loopback only).
+    tokens_file: str | None = None
+    #: SQLite file of the append-only audit log; None: the log is kept in memory (lost at exit).
+    audit_path: str | None = None
+    #: Requests a minute per token (per "local" without tokens); None: no limit.
+    rate_limit_per_minute: int | None = None
+    session_ttl_s: float = 8 * 3600.0
+    #: Measured exams kept for correction, and for how long.
+    exam_cache_size: int = 16
+    exam_ttl_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_upload_mb <= 1024:
             raise ValueError(f"max upload {self.max_upload_mb} MB: choose 0-1024 MB")
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
+            raise ValueError(f"rate limit {self.rate_limit_per_minute}: choose at least 1 request a minute")
+        if self.exam_cache_size < 1 or self.exam_ttl_s <= 0 or self.session_ttl_s <= 0:
+            raise ValueError("exam_cache_size, exam_ttl_s and session_ttl_s must be positive")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -205,6 +236,7 @@ class PredictorCache:
         self.default_model = default_model
         self._factory = factory
         self._predictors: dict[str | None, Predictor] = {}
+        self._identities: dict = {}
         self._lock = threading.Lock()
 
     def shipped_names(self) -> list[str]:
@@ -232,6 +264,16 @@ class PredictorCache:
                 log.info("loading model %s", key or DEFAULT_MODEL)
                 self._predictors[key] = self._factory(key)
             return self._predictors[key]
+
+    def identity(self, key: str | None):
+        """provenance.model_identity of a loaded model (its weights hashed once per server)."""
+        from fetometry.provenance import model_identity
+
+        predictor = self.get(key)
+        with self._lock:
+            if key not in self._identities:
+                self._identities[key] = model_identity(predictor)
+            return self._identities[key]
 
 
 # ------------------------------------------------------------------------------- forms
@@ -331,6 +373,60 @@ class VisitBook:
 # --------------------------------------------------------------------------------- app
 
 
+@dataclass
+class Upload:
+    """What the server knows of one measured upload besides the exam: for the audit and the cache."""
+
+    image_sha256: str
+    identity: object
+    offset_px: float
+    actor: str = auth.LOCAL_ACTOR
+
+
+@dataclass
+class CachedExam:
+    actor: str
+    original: ExamResult
+    current: ExamResult
+    upload: Upload
+    expires: float
+
+
+class ExamCache:
+    """Recent exams by random id, for corrections: bounded (oldest dropped), expiring, per actor.
+
+    The server keeps the pixel size, GA and image itself, so a correction never trusts
+    them from the client. An exam is only ever handed back to the actor who measured it.
+    """
+
+    def __init__(self, size: int, ttl_s: float, clock=time.monotonic):
+        self.size, self.ttl_s, self._clock = size, ttl_s, clock
+        self._entries: OrderedDict[str, CachedExam] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, exam: ExamResult, upload: Upload) -> str:
+        exam_id = secrets.token_urlsafe(18)
+        with self._lock:
+            self._expire()
+            self._entries[exam_id] = CachedExam(upload.actor, exam, exam, upload, self._clock() + self.ttl_s)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return exam_id
+
+    def get(self, exam_id: str, actor: str) -> CachedExam:
+        with self._lock:
+            self._expire()
+            entry = self._entries.get(exam_id)
+        if entry is None or entry.actor != actor:
+            raise ApiError(404, "unknown_exam", "no such exam here (it expired or was never measured): measure again")
+        return entry
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for key in [k for k, e in self._entries.items() if e.expires <= now]:
+            del self._entries[key]
+
+
 class ExamService:
     """Runs exams one at a time off the event loop, with a bounded queue."""
 
@@ -341,10 +437,10 @@ class ExamService:
         self.pending = 0
         self._slot: asyncio.Semaphore | None = None
 
-    async def run(self, form: ExamForm, finish: Callable[[ExamResult], object] | None = None):
-        """Measure the upload; then ``finish(exam)`` (images, PDF, storage) in the same slot.
+    async def run(self, form: ExamForm, finish: Callable[[ExamResult, Upload], object] | None = None, *, actor=None):
+        """Measure the upload; then ``finish(exam, upload)`` (images, PDF, storage, audit) in the same slot.
 
-        Returns ``finish(exam)``, or the ExamResult when there is no ``finish``.
+        Returns ``finish(exam, upload)``, or the ExamResult when there is no ``finish``.
         """
         key = self.cache.resolve(form.model)
         self.visits.check_request(form.pregnancy_id)
@@ -358,7 +454,13 @@ class ExamService:
                 data = await self._read(form.file)
                 predictor = await run_in_threadpool(self.cache.get, key)
                 exam = await run_in_threadpool(self._measure, data, predictor, form)
-                return exam if finish is None else await run_in_threadpool(finish, exam)
+                if finish is None:
+                    return exam
+                identity = await run_in_threadpool(self.cache.identity, key)
+                upload = Upload(
+                    hashlib.sha256(data).hexdigest(), identity, predictor.hc_offset_px, actor or auth.LOCAL_ACTOR
+                )
+                return await run_in_threadpool(finish, exam, upload)
         finally:
             self.pending -= 1
 
@@ -394,8 +496,14 @@ def _png_data_url(rgb: np.ndarray | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
+def _gray_data_url(image: np.ndarray) -> str:
+    rgb = cv2.cvtColor(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    return _png_data_url(rgb)
+
+
 def _images(exam: ExamResult) -> dict:
     return {
+        "image": _gray_data_url(exam.image),
         "overlay": _png_data_url(exam.overlay_rgb()),
         "explanation": _png_data_url(exam.explanation_rgb()),
         "uncertainty": _png_data_url(exam.uncertainty_rgb()),
@@ -485,6 +593,149 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+# ------------------------------------------------------------------------ access control
+
+#: Paths open without a token: liveness, the page's own (public) files and the login itself.
+OPEN_PATHS = frozenset({"/health", "/api/health", "/", "/favicon.ico"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class AccessControl:
+    """Tokens, sessions, rate limits (both may be off) and the audit log (always on) of one server."""
+
+    def __init__(self, settings: ServeSettings):
+        self.tokens = auth.TokenStore(settings.tokens_file) if settings.tokens_file else None
+        self.sessions = auth.SessionStore(settings.session_ttl_s)
+        self.limiter = auth.RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        self.audit = AuditLog(settings.audit_path)  # None: in memory
+
+    @property
+    def enabled(self) -> bool:
+        return self.tokens is not None
+
+    def record(self, actor: str, action: str, **fields) -> None:
+        self.audit.append(actor, action, **fields)
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _cookie(scope, name: str) -> str | None:
+    from http.cookies import CookieError, SimpleCookie
+
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    try:
+        jar = SimpleCookie(raw)
+    except CookieError:
+        return None
+    return jar[name].value if name in jar else None
+
+
+def _same_origin(scope) -> bool:
+    """False only when a browser says the request comes from another origin (CSRF guard)."""
+    from urllib.parse import urlsplit
+
+    origin = _header(scope, b"origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == (_header(scope, b"host") or "")
+
+
+class AuthMiddleware:
+    """401 / 403 / 429 before a route runs; puts ``actor`` and ``admin`` in the request state (ASGI).
+
+    Pure ASGI like the others. Tokens and cookies are read here and nowhere else; neither
+    is ever logged or echoed. A denial with a credential (403) is audited, a request
+    without one (401) is not (every first page load would be).
+    """
+
+    def __init__(self, app, *, access: AccessControl):
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        state = scope.setdefault("state", {})
+        if path in OPEN_PATHS or path.startswith("/static/") or (path == "/api/login" and method == "POST"):
+            return await self.app(scope, receive, send)
+        access = self.access
+        if not access.enabled:
+            state.update(actor=auth.LOCAL_ACTOR, admin=True)
+        else:
+            denial = await self._authenticate(scope, state)
+            if denial is not None:
+                return await denial(scope, receive, send)
+        if access.limiter is not None:
+            wait = access.limiter.take(state["actor"])
+            if wait > 0:
+                response = JSONResponse(
+                    {
+                        "detail": f"too many requests; retry in {auth.retry_after_header(wait)} s",
+                        "error": "rate_limited",
+                    },
+                    status_code=429,
+                    headers={"Retry-After": auth.retry_after_header(wait)},
+                )
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope, state) -> JSONResponse | None:
+        access = self.access
+        token = auth.bearer_token(_header(scope, b"authorization"))
+        if token is not None:
+            entry = access.tokens.lookup(token)
+            if entry is None or not entry.active:
+                reason = "unknown token" if entry is None else "revoked token"
+                await run_in_threadpool(
+                    access.record,
+                    entry.name if entry is not None else "unknown",
+                    "denied",
+                    detail={"path": scope.get("path", ""), "reason": reason},
+                )
+                return _denied(403, "forbidden", f"{reason}: ask the operator for a valid one")
+            state.update(actor=entry.name, admin=entry.admin, session_id=None)
+            return None
+        session_id = _cookie(scope, auth.SESSION_COOKIE)
+        session = access.sessions.get(session_id)
+        if session is None:
+            return _denied(
+                401, "unauthorized", "log in: send Authorization: Bearer TOKEN or log in on the page", challenge=True
+            )
+        if access.tokens.current(session.name, session.token_created) is None:
+            access.sessions.close(session_id)
+            await run_in_threadpool(
+                access.record, session.name, "denied", detail={"path": scope.get("path", ""), "reason": "revoked token"}
+            )
+            return _denied(403, "forbidden", "the token of this session was revoked: log in with a valid one")
+        if scope.get("method") not in SAFE_METHODS and not _same_origin(scope):
+            await run_in_threadpool(
+                access.record, session.name, "denied", detail={"path": scope.get("path", ""), "reason": "cross-origin"}
+            )
+            return _denied(403, "forbidden", "a session may only be used from this server's own page")
+        state.update(actor=session.name, admin=session.role == "admin", session_id=session_id)
+        return None
+
+
+def _denied(status: int, code: str, message: str, *, challenge: bool = False) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="fetometry"'} if challenge or status == 401 else None
+    return JSONResponse({"detail": message, "error": code}, status_code=status, headers=headers)
+
+
+def _actor(request: Request) -> str:
+    return getattr(request.state, "actor", auth.LOCAL_ACTOR)
+
+
+# --------------------------------------------------------------------------------- app
+
+
 def create_app(
     settings: ServeSettings | None = None, *, predictor_factory: Callable[[str | None], Predictor] | None = None
 ) -> FastAPI:
@@ -495,15 +746,22 @@ def create_app(
     if visits.enabled:
         visits.store()  # a wrong database URL fails at start-up, not at the first visit
     service = ExamService(settings, cache, visits)
+    access = AccessControl(settings)  # a bad token file fails at start-up too
+    exams = ExamCache(settings.exam_cache_size, settings.exam_ttl_s)
     app = FastAPI(
         title="fetometry",
         version=__version__,
         description="Fetal head biometry from 2D ultrasound: HC, BPD, OFD, GA and centiles. " + DISCLAIMER,
     )
     app.state.service = service
+    app.state.access = access
+    app.state.exams = exams
     _install_error_handlers(app)
     _add_routes(app, service)
+    _add_access_routes(app, access)
+    _add_correction_routes(app, service, access, exams)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(AuthMiddleware, access=access)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
@@ -514,12 +772,14 @@ def create_app(
 
 
 def _add_routes(app: FastAPI, service: ExamService) -> None:
+    access: AccessControl = app.state.access
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     @app.get("/api/info", summary="Server settings the page needs")
-    async def info():
+    async def info(request: Request):
         low, high = GA_RANGE_WEEKS
         return {
             "version": __version__,
@@ -529,26 +789,40 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
             "explain_methods": list(EXPLAIN_METHODS),
             "ga_range_weeks": [low, high],
             "visits_enabled": service.visits.enabled,
+            "auth_enabled": access.enabled,
+            "actor": _actor(request),
+            "admin": bool(getattr(request.state, "admin", False)),
         }
 
-    @app.get("/api/health", summary="Liveness check")
+    @app.get("/api/health", summary="Liveness check (no token needed)")
     async def health():
+        return {"status": "ok"}
+
+    @app.get("/health", summary="Liveness check (no token needed)")
+    async def health_root():
         return {"status": "ok"}
 
     @app.post("/api/measure", summary="Measure one image: the JSON of `fetometry measure --json`")
     async def measure(
+        request: Request,
         form: Annotated[ExamForm, Depends(exam_form)],
         images: Annotated[bool, Form(description="add the overlay and maps as PNG data URLs")] = False,
     ):
-        def finish(exam: ExamResult) -> dict:
+        exams: ExamCache = app.state.exams
+
+        def finish(exam: ExamResult, upload: Upload) -> dict:
             row = exam.to_json()
+            exam_id = _cache_for_correction(exams, exam, upload)
+            row["exam_id"] = exam_id
+            row["editable_ellipse"] = _editable(exam, upload) if exam_id else None
             if form.pregnancy_id is not None:
                 row.update(_store_visit(service.visits, form.pregnancy_id, exam), pregnancy_id=form.pregnancy_id)
             if images:
                 row["images"] = _images(exam)
+            _audit_exam(access, upload, "measure", exam, exam_id)
             return row
 
-        return await service.run(form, finish)
+        return await service.run(form, finish, actor=_actor(request))
 
     @app.post(
         "/api/report",
@@ -556,16 +830,196 @@ def _add_routes(app: FastAPI, service: ExamService) -> None:
         response_class=Response,
         responses={200: {"content": {"application/pdf": {}}}},
     )
-    async def report(form: Annotated[ExamForm, Depends(exam_form)]):
-        def finish(exam: ExamResult) -> tuple[str, bytes]:
+    async def report(request: Request, form: Annotated[ExamForm, Depends(exam_form)]):
+        def finish(exam: ExamResult, upload: Upload) -> tuple[str, bytes]:
             visits = _visits_for_report(service.visits, form.pregnancy_id)
-            return exam.result.filename, _render_pdf(exam, visits, form.pregnancy_id)
+            pdf = _render_pdf(exam, visits, form.pregnancy_id)
+            _audit_exam(access, upload, "report", exam, None)
+            return exam.result.filename, pdf
 
-        filename, pdf = await service.run(form, finish)
-        name = f"{Path(safe_filename(filename)).stem}_report.pdf"
-        return Response(
-            pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        filename, pdf = await service.run(form, finish, actor=_actor(request))
+        return _pdf_response(filename, pdf)
+
+    @app.post(
+        "/api/fhir",
+        summary="Measure one image and return a FHIR R4 Bundle of its biometry",
+        response_class=Response,
+        responses={200: {"content": {"application/fhir+json": {}}}},
+    )
+    async def fhir(request: Request, form: Annotated[ExamForm, Depends(exam_form)]):
+        from fetometry.report.fhir import exam_to_fhir_bundle
+
+        def finish(exam: ExamResult, upload: Upload) -> dict:
+            identity = upload.identity
+            bundle = exam_to_fhir_bundle(exam, model_name=identity.name, model_version=identity.version)
+            _audit_exam(access, upload, "fhir", exam, None)
+            return bundle
+
+        bundle = await service.run(form, finish, actor=_actor(request))
+        return Response(json.dumps(bundle, allow_nan=False), media_type="application/fhir+json")
+
+
+def _pdf_response(filename: str, pdf: bytes) -> Response:
+    name = f"{Path(safe_filename(filename)).stem}_report.pdf"
+    return Response(
+        pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+def _audit_exam(access: AccessControl, upload: Upload, action: str, exam: ExamResult, exam_id: str | None) -> None:
+    access.record(
+        upload.actor,
+        action,
+        image_sha256=upload.image_sha256,
+        exam_id=exam_id,
+        identity=upload.identity,
+        summary=result_summary(exam),
+        detail={"corrected_by_user": True} if exam.corrected_by_user else None,
+    )
+
+
+def _cache_for_correction(exams: ExamCache, exam: ExamResult, upload: Upload) -> str | None:
+    from fetometry.correction import CORRECTABLE_STATUSES
+
+    if exam.result.ellipse is None or exam.result.status not in CORRECTABLE_STATUSES:
+        return None
+    return exams.put(exam, upload)
+
+
+def _editable(exam: ExamResult, upload: Upload) -> dict | None:
+    from fetometry.correction import editable_ellipse
+
+    offset = exam.result.measurement.offset_px if exam.result.measurement is not None else upload.offset_px
+    row = editable_ellipse(exam, offset)
+    if row is not None:
+        row.update(image_width_px=int(exam.image.shape[1]), image_height_px=int(exam.image.shape[0]))
+    return row
+
+
+# ---------------------------------------------------------------- login, audit, correct
+
+
+class LoginBody(BaseModel):
+    token: str = PydanticField(min_length=1, max_length=512, description="a token from `fetometry token create`")
+
+
+class CorrectionBody(BaseModel):
+    """The corrected ellipse on the ORIGINAL image's pixel grid (x = column, y = row)."""
+
+    exam_id: str = PydanticField(min_length=1, max_length=64, description="the exam_id /api/measure returned")
+    center_x_px: float
+    center_y_px: float
+    semi_axes_a_px: float = PydanticField(description="first semi-axis, along angle_rad")
+    semi_axes_b_px: float = PydanticField(description="second semi-axis, perpendicular")
+    angle_rad: float = PydanticField(description="direction of the first axis, from +x towards +y")
+    images: bool = PydanticField(default=True, description="add the overlay and image as PNG data URLs")
+
+
+def _add_access_routes(app: FastAPI, access: AccessControl) -> None:
+    @app.post("/api/login", summary="Open a page session with a token (sets an HttpOnly cookie)")
+    async def login(body: LoginBody, request: Request):
+        if not access.enabled:
+            raise ApiError(400, "no_tokens", "this server has no tokens (started without --tokens): no login needed")
+        entry = access.tokens.lookup(body.token)
+        if entry is None or not entry.active:
+            reason = "unknown token" if entry is None else "revoked token"
+            actor = entry.name if entry is not None else "unknown"
+            await run_in_threadpool(access.record, actor, "denied", detail={"path": "/api/login", "reason": reason})
+            raise ApiError(403, "forbidden", f"{reason}: ask the operator for a valid one")
+        if not _same_origin(request.scope):
+            raise ApiError(403, "forbidden", "log in from this server's own page")
+        session_id = access.sessions.open(entry)
+        await run_in_threadpool(access.record, entry.name, "login")
+        response = JSONResponse({"actor": entry.name, "role": entry.role, "expires_in_s": int(access.sessions.ttl_s)})
+        response.set_cookie(
+            auth.SESSION_COOKIE,
+            session_id,
+            max_age=int(access.sessions.ttl_s),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
         )
+        return response
+
+    @app.post("/api/logout", summary="Close this page session")
+    async def logout(request: Request):
+        session_id = getattr(request.state, "session_id", None)
+        if session_id:
+            access.sessions.close(session_id)
+            await run_in_threadpool(access.record, _actor(request), "logout")
+        response = JSONResponse({"logged_out": bool(session_id)})
+        response.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    @app.get("/api/audit", summary="The audit log (admin tokens only)")
+    async def audit(
+        request: Request,
+        since: Annotated[str | None, Query(description="ISO 8601 time, e.g. 2026-01-31T12:00:00Z")] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ):
+        if not getattr(request.state, "admin", False):
+            await run_in_threadpool(
+                access.record, _actor(request), "denied", detail={"path": "/api/audit", "reason": "not an admin"}
+            )
+            raise ApiError(403, "forbidden", "the audit log needs an admin token")
+        return {"entries": await run_in_threadpool(lambda: access.audit.query(since=since, limit=limit))}
+
+
+def _add_correction_routes(app: FastAPI, service: ExamService, access: AccessControl, exams: ExamCache) -> None:
+    @app.post("/api/correct", summary="Replace the fitted ellipse of a measured exam by the user's (recomputed here)")
+    async def correct(body: CorrectionBody, request: Request):
+        from fetometry.correction import CorrectionError, correct_exam, ellipse_from_fields
+
+        entry = exams.get(body.exam_id, _actor(request))
+
+        def work() -> dict:
+            try:
+                ellipse = ellipse_from_fields(
+                    body.center_x_px, body.center_y_px, body.semi_axes_a_px, body.semi_axes_b_px, body.angle_rad
+                )
+                corrected = correct_exam(entry.original, ellipse)
+            except CorrectionError as error:
+                raise ApiError(422, "bad_ellipse", str(error)) from None
+            entry.current = corrected
+            upload = entry.upload
+            access.record(
+                _actor(request),
+                "correct",
+                image_sha256=upload.image_sha256,
+                exam_id=body.exam_id,
+                identity=upload.identity,
+                summary=result_summary(corrected),
+                detail={
+                    "automatic": ellipse_values(corrected.automatic),
+                    "corrected": ellipse_values(corrected.result),
+                },
+            )
+            row = corrected.to_json()
+            row["exam_id"] = body.exam_id
+            if body.images:
+                row["images"] = _images(corrected)
+            return row
+
+        return await run_in_threadpool(work)
+
+    @app.get(
+        "/api/exams/{exam_id}/report",
+        summary="The PDF report of an exam measured here (corrected, if it was)",
+        response_class=Response,
+        responses={200: {"content": {"application/pdf": {}}}},
+    )
+    async def exam_report(exam_id: str, request: Request):
+        entry = exams.get(exam_id, _actor(request))
+
+        def work() -> bytes:
+            exam = entry.current
+            pdf = _render_pdf(exam, None, None)
+            _audit_exam(access, Upload(**{**entry.upload.__dict__, "actor": _actor(request)}), "report", exam, exam_id)
+            return pdf
+
+        pdf = await run_in_threadpool(work)
+        return _pdf_response(entry.current.result.filename, pdf)
 
 
 def _render_pdf(exam: ExamResult, visits: list[dict] | None, label: str | None) -> bytes:
