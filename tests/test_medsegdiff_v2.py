@@ -1,4 +1,6 @@
-"""MedSegDiff-V2: registry contract, training, DDIM ensemble sampling, NBP-Filter, U-SA."""
+"""MedSegDiff-V2: registry contract, training, DDIM ensemble sampling (through the model's
+``sample`` / ``predict_proba``, which run ``fetometry.inference.diffusion.DiffusionSampler``),
+NBP-Filter, U-SA."""
 
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ import torch
 
 from fetometry.data.synthetic import make_phantom
 from fetometry.models import available_models, create_model, get_spec
+from fetometry.models.diffusion_schedule import ddim_timesteps
 from fetometry.models.medsegdiff_v2 import (
     MedSegDiffV2,
     NeuralBandPassFilter,
     SpectralCrossAttention,
     UncertainSpatialAttention,
-    ddim_timesteps,
 )
 
 H, W = 64, 96

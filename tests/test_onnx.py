@@ -15,15 +15,14 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fetometry.cli import export as export_verb
 from fetometry.inference.export import (
     ExportError,
     export_model,
     export_onnx,
     medsegdiff_paths,
     phantom_batch,
-    register,
     relative_difference,
-    spectral_stand_ins,
 )
 from fetometry.inference.onnx_backend import (
     OnnxModelError,
@@ -58,23 +57,36 @@ def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 @pytest.mark.parametrize("height,width", [(4, 6), (5, 7), (16, 24)])
-def test_spectral_stand_ins_equal_torch_fft(height, width):
-    from fetometry.models import medsegdiff_v2
+def test_real_valued_fft_equals_torch_fft(height, width):
+    from fetometry.models.medsegdiff_v2 import TorchFFT
+    from fetometry.models.medsegdiff_v2_onnx import RealFFT
 
     z = torch.randn(2, 3, height, width, dtype=torch.float64).float()
     expected = torch.view_as_real(torch.fft.rfft2(z, norm="ortho"))
     spectrum = torch.randn_like(expected)
     inverse = torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=(height, width), norm="ortho")
-    with spectral_stand_ins():
-        stand_in = medsegdiff_v2.torch
-        got = stand_in.view_as_real(stand_in.fft.rfft2(z, norm="ortho"))
-        got_inverse = stand_in.fft.irfft2(stand_in.view_as_complex(spectrum), s=(height, width), norm="ortho")
-        freq = stand_in.fft.fftfreq(height, device=z.device), stand_in.fft.rfftfreq(width, device=z.device)
-    assert medsegdiff_v2.torch is torch  # restored on exit
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got_inverse, inverse, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(freq[0], torch.fft.fftfreq(height))
-    torch.testing.assert_close(freq[1], torch.fft.rfftfreq(width))
+    for fft in (TorchFFT, RealFFT):
+        torch.testing.assert_close(fft.rfft2(z), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fft.irfft2(spectrum, s=(height, width)), inverse, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fft.fftfreq(height, device=z.device), torch.fft.fftfreq(height))
+        torch.testing.assert_close(fft.rfftfreq(width, device=z.device), torch.fft.rfftfreq(width))
+
+
+def test_real_valued_fft_is_set_on_the_exported_model_only_and_removed_on_exit():
+    import fetometry.models.medsegdiff_v2 as medsegdiff_v2
+    from fetometry.models.medsegdiff_v2 import NeuralBandPassFilter, SpectralCrossAttention, TorchFFT
+    from fetometry.models.medsegdiff_v2_onnx import RealFFT, real_valued_fft
+
+    model, other = create_model("medsegdiff-v2", "compact"), create_model("medsegdiff-v2", "compact")
+    spectral = (SpectralCrossAttention, NeuralBandPassFilter)
+
+    def ffts(m):
+        return {module.fft for module in m.modules() if isinstance(module, spectral)}
+
+    with real_valued_fft(model):
+        assert ffts(model) == {RealFFT} and ffts(other) == {TorchFFT}
+        assert medsegdiff_v2.torch is torch  # nothing patched module-wide
+    assert ffts(model) == {TorchFFT}
 
 
 # --------------------------------------------------------------------------- feed-forward
@@ -216,11 +228,11 @@ def test_export_verb_writes_a_file_with_its_config(tmp_path, capsys):
     save_weights(create_model("unext", "compact"), folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(tiny_config("unext")))
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="verb"))
+    export_verb.add_parser(parser.add_subparsers(dest="verb"))
     args = parser.parse_args(
         ["export", "--model", str(folder), "--format", "onnx", "--out", str(tmp_path / "u.onnx"), "--no-verify"]
     )
-    assert args.func(args) == 0
+    assert export_verb.run(args) == 0
     assert "wrote" in capsys.readouterr().out
     assert read_onnx_config(tmp_path / "u.onnx")["canvas_hw"] == CANVAS
     with pytest.raises(SystemExit):  # only ONNX is offered

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from fetometry.formatting import fmt, markdown_table
+from fetometry.inference.diffusion import DiffusionSampler
 from fetometry.models import available_models, create_model
 from fetometry.models.base import is_sampled
 from fetometry.models.registry import ModelSpec
@@ -43,7 +44,7 @@ class Inference:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.sampler:
-            return self.model.sample(x, steps=self.steps, ensemble=self.ensemble)[0]
+            return DiffusionSampler(self.model).sample(x, steps=self.steps, ensemble=self.ensemble)[0]
         return self.model(x)
 
 

@@ -64,6 +64,7 @@ from scipy import ndimage
 
 from fetometry.data.transforms import Letterbox, letterbox, unletterbox
 from fetometry.explain.methods import CAM_METHODS, MAP_METHODS
+from fetometry.inference.diffusion import DiffusionSampler
 from fetometry.models.base import default_cam_layer, is_sampled
 
 log = logging.getLogger(__name__)
@@ -338,7 +339,7 @@ class Explainer:
         try:
             with torch.no_grad():
                 generator = torch.Generator().manual_seed(SAMPLER_SEED)
-                model.sample(x, ensemble=1, generator=generator)
+                DiffusionSampler(model).sample(x, ensemble=1, generator=generator)
         finally:
             handle.remove()
         x_t, images, t, condition = calls[-1]

@@ -54,6 +54,7 @@ from scipy import stats
 from fetometry.biometry.ellipse import EllipseFitError, NoHeadError, ellipse_from_probability
 from fetometry.biometry.measures import ramanujan_perimeter
 from fetometry.data.transforms import letterbox, unletterbox
+from fetometry.inference.diffusion import DiffusionSampler
 from fetometry.io.pixel_size import validate_pixel_size
 from fetometry.models.base import is_sampled
 
@@ -186,7 +187,7 @@ def diffusion_members(predictor, image: np.ndarray, samples: int = MC_SAMPLES, s
     x = torch.from_numpy(canvas)[None, None].repeat(samples, 1, 1, 1)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        prob, _ = model.sample(x, ensemble=1, generator=generator)
+        prob, _ = DiffusionSampler(model).sample(x, ensemble=1, generator=generator)
     return [np.clip(unletterbox(p[0].float().numpy(), box), 0.0, 1.0) for p in prob]
 
 

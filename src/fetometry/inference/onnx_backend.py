@@ -5,11 +5,12 @@
     predictor = load_onnx_predictor("attention-unet.onnx")         # same, config from the file
 
 A feed-forward export (``export.py``) becomes an ``OnnxSegmenter``: ``forward(images)``
-returns the logits from onnxruntime. A MedSegDiff-V2 export (two files) becomes the
-model's OWN ``MedSegDiffV2`` object whose two networks are replaced by onnxruntime
-sessions (``OnnxCondition``, ``OnnxDenoiser``): ``predict_proba`` and ``sample`` are the
-model's DDIM sampler, unchanged, calling the sessions. The sessions return numpy; the
-wrappers turn it into float32 tensors, so bf16 autocast around them does nothing.
+returns the logits from onnxruntime. A model's own graphs (a two-file export,
+MedSegDiff-V2's) become what its class hook ``onnx_runtime`` builds from the sessions:
+for MedSegDiff-V2 its own model object with the networks run by onnxruntime
+(``fetometry.models.medsegdiff_v2_onnx``), sampled by the unchanged
+``fetometry.inference.diffusion.DiffusionSampler``. Sessions return numpy; the wrappers
+turn it into float32 tensors, so bf16 autocast around them does nothing.
 
 Threads: ``threads`` (intra-op) defaults to ``torch.get_num_threads()``, so onnxruntime
 and PyTorch use the same number of cores (OMP_NUM_THREADS governs both).
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from fetometry.inference.export import (
     SEGMENTER,
     medsegdiff_paths,
 )
+from fetometry.models.base import SegmentationNetwork
 
 log = logging.getLogger(__name__)
 
@@ -107,50 +108,6 @@ class OnnxSegmenter(nn.Module):
         return torch.from_numpy(self.session.run(None, {"images": _numpy(images.float())})[0])
 
 
-@dataclass
-class OnnxConditionOutput:
-    """What ``OnnxCondition`` returns: the condition logits and the prepared condition
-    (``diffusion.prepare`` is part of the condition graph)."""
-
-    logits: torch.Tensor
-    prepared: object  # medsegdiff_v2.PreparedCondition
-
-
-class OnnxCondition(nn.Module):
-    """Stands in for ``MedSegDiffV2.condition``: images -> OnnxConditionOutput."""
-
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-
-    def forward(self, images: torch.Tensor) -> OnnxConditionOutput:
-        from fetometry.models.medsegdiff_v2 import PreparedCondition
-
-        logits, *anchors, embedding = (
-            torch.from_numpy(a) for a in self.session.run(None, {"images": _numpy(images.float())})
-        )
-        return OnnxConditionOutput(logits, PreparedCondition(anchors, embedding))
-
-
-class OnnxDenoiser(nn.Module):
-    """Stands in for ``MedSegDiffV2.diffusion``: ``prepare`` hands the condition graph's
-    result through; ``forward(x_t, images, t, condition)`` runs the denoiser graph."""
-
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-        self.anchor_names = [node.name for node in session.get_inputs()[3:-1]]
-
-    def prepare(self, condition: OnnxConditionOutput, *, first_anchor_level: int = 0, detach: bool = True):
-        return condition.prepared
-
-    def forward(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, condition) -> torch.Tensor:
-        feeds = {"x_t": _numpy(x_t.float()), "images": _numpy(images.float()), "t": _numpy(t, np.int64)}
-        feeds.update({name: _numpy(anchor.float()) for name, anchor in zip(self.anchor_names, condition.anchors)})
-        feeds["embedding"] = _numpy(condition.embedding.float())
-        return torch.from_numpy(self.session.run(None, feeds)[0])
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -179,8 +136,9 @@ def _resolve(path: Path) -> tuple[Path, Path | None]:
 def load_onnx_model(path: str | Path, *, threads: int | None = None) -> nn.Module:
     """An exported file (or MedSegDiff-V2 pair) -> an nn.Module running onnxruntime.
 
-    Feed-forward: ``OnnxSegmenter`` (forward -> logits). MedSegDiff-V2: a ``MedSegDiffV2``
-    whose networks are onnxruntime sessions (``predict_proba`` = its own sampler).
+    Feed-forward: ``OnnxSegmenter`` (forward -> logits). A two-graph export: the model's
+    ``onnx_runtime`` hook over both sessions (MedSegDiff-V2: its ``MedSegDiffV2`` whose
+    networks are the sessions; ``predict_proba`` = the diffusion sampler).
     """
     main, denoiser_path = _resolve(Path(path))
     session = create_session(main, threads=threads)
@@ -197,27 +155,20 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> nn.Modul
             raise OnnxModelError(f"{main}: its denoiser graph {denoiser_path} is missing; export both files again")
         denoiser = create_session(denoiser_path, threads=threads)
         if read_metadata(denoiser).get(ROLE_KEY) != DENOISER:
-            raise OnnxModelError(f"{denoiser_path}: not a MedSegDiff-V2 denoiser export")
-        return _medsegdiff_over_sessions(session, denoiser, config, json.loads(metadata[MODEL_INFO_KEY]))
+            raise OnnxModelError(f"{denoiser_path}: not a denoiser export")
+        return _over_sessions(main, session, denoiser, config, json.loads(metadata[MODEL_INFO_KEY]))
     raise OnnxModelError(f"{main}: not a fetometry export (role {role!r}); create it with `fetometry export`")
 
 
-def _medsegdiff_over_sessions(condition, denoiser, config: dict, info: dict) -> nn.Module:
-    """The model's own MedSegDiffV2 (its schedule and sampler), networks swapped for the
-    sessions. Building it initialises throwaway PyTorch networks (well under a second
-    for ``compact``); they are dropped at once."""
+def _over_sessions(main: Path, condition, denoiser, config: dict, info: dict) -> nn.Module:
+    """The config's model built afresh (its schedule and settings), handed the sessions
+    by its ``onnx_runtime`` hook."""
     from fetometry.models import create_model
 
     model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
-    if model.timesteps != info["timesteps"]:
-        raise OnnxModelError(
-            f"the export used {info['timesteps']} diffusion steps but the config builds {model.timesteps}"
-        )
-    model.condition = OnnxCondition(condition)
-    model.diffusion = OnnxDenoiser(denoiser)
-    for key in ("default_steps", "default_ensemble", "eta", "noise_skip"):
-        setattr(model, key, info[key])  # the exported instance's sampler settings
-    return model.eval()
+    if not isinstance(model, SegmentationNetwork) or type(model).onnx_runtime is None:
+        raise OnnxModelError(f"{main}: {config['model']} has no runtime for a two-graph export")
+    return model.onnx_runtime(condition, denoiser, info)
 
 
 def load_onnx_predictor(path: str | Path, *, threads: int | None = None, **predictor_kwargs):

@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 
 from fetometry.data.transforms import Letterbox, letterbox, unletterbox
+from fetometry.inference.diffusion import DiffusionSampler
 from fetometry.models import create_model
-from fetometry.models.base import SegmentationNetwork, foreground_probability
+from fetometry.models.base import SegmentationNetwork, foreground_probability, is_sampled
 from fetometry.models.weights import load_weights, read_config
 from fetometry.resources import resolve_weights
 
@@ -161,8 +162,11 @@ class Predictor:
         return prob[:, 0].numpy()
 
     def _forward_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """A ``SegmentationNetwork``'s ``predict_proba`` (sigmoid of the logits, or a
-        sampled model's sampler); the sigmoid of any other module's logits."""
+        """A sampled model's diffusion sampler (its default steps and ensemble); else a
+        ``SegmentationNetwork``'s ``predict_proba`` or the sigmoid of the logits. The
+        sampler is built per call: it reads the model's settings (``noise_seed``) then."""
+        if is_sampled(self.model):
+            return DiffusionSampler(self.model).predict_proba(x).float()
         return foreground_probability(self.model, x)
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:

@@ -27,6 +27,10 @@ each, no probing):
                                   sigmoid of ``forward``; a sampled model: its sampler
 ``training_loss(images, masks)``  a scalar loss, or None (the base) for a feed-forward
                                   net: the trainer then applies its Dice + BCE to the logits
+``export_onnx_graphs(out, ...)``  None (the base): the generic one-file ONNX export of
+                                  ``forward``; else the model's own graphs (a list of files)
+``onnx_runtime(sessions.., info)`` None (the base); else the model over the onnxruntime
+                                  sessions of its own graphs (``inference.onnx_backend``)
 
 ``foreground_probability``, ``is_sampled`` and ``default_cam_layer`` apply the contract to
 any module a tool may be handed (a plain ``nn.Module`` returning logits, e.g. an ONNX
@@ -83,12 +87,14 @@ class SegmentationNetwork(Network):
 
     A SAMPLED model (``sampled = True``, MedSegDiff-V2) trains and segments by diffusion.
     It defines ``training_loss(images, masks) -> scalar`` and overrides ``predict_proba``
-    (its sampler with the default steps and ensemble, reproducibly); it also has
-    ``sample(images, *, steps, ensemble, eta, generator, initial_noise) -> (probability,
-    spread)`` with ``default_steps`` and ``default_ensemble``, and, for explanations of its
-    denoiser, ``diffusion`` (the denoising network), ``predict_noise`` and
-    ``alphas_cumprod``. Its ``forward`` still returns logits (of its condition network) so
-    that ``model(images)`` and Grad-CAM work; it is not its segmentation.
+    (the inference-side sampler, ``fetometry.inference.diffusion.DiffusionSampler``, with
+    the model's default steps and ensemble, reproducibly). What the sampler calls on it:
+    ``prepare_condition``, ``predict_noise``, ``alphas_cumprod`` (the shared schedule,
+    ``fetometry.models.diffusion_schedule``), ``timesteps``, ``out_channels``,
+    ``default_steps``, ``default_ensemble``, ``eta`` and ``noise_seed``; explanations of
+    its denoiser also hook ``diffusion`` (the denoising network). Its ``forward`` still
+    returns logits (of its condition network) so that ``model(images)`` and Grad-CAM
+    work; it is not its segmentation.
     """
 
     kind: ClassVar[str] = SEGMENTER
@@ -96,6 +102,13 @@ class SegmentationNetwork(Network):
     #: The model's own loss ``(images, masks (B, C, H, W) in [0, 1]) -> scalar``; None: the
     #: trainer's Dice + BCE on the logits. A sampled model overrides it with a method.
     training_loss: ClassVar[Callable[..., torch.Tensor] | None] = None
+    #: The model's own ONNX export ``(out_path, *, config, verify) -> [files]``; None: the
+    #: generic export of ``forward`` (fetometry.inference.export). A model that is not one
+    #: forward pass overrides it with a method, and ``onnx_runtime`` with it.
+    export_onnx_graphs: ClassVar[Callable[..., list] | None] = None
+    #: ``(main session, partner session, model info) -> nn.Module``: the model run over
+    #: the onnxruntime sessions of its own graphs; None: no such graphs.
+    onnx_runtime: ClassVar[Callable[..., nn.Module] | None] = None
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -118,6 +131,11 @@ def foreground_probability(model: nn.Module, images: torch.Tensor) -> torch.Tens
 def is_sampled(model: nn.Module) -> bool:
     """True for a segmenter that segments by sampling (``SegmentationNetwork.sampled``)."""
     return isinstance(model, SegmentationNetwork) and type(model).sampled
+
+
+def own_onnx_export(model: nn.Module) -> bool:
+    """True for a segmenter that exports its own ONNX graphs (``export_onnx_graphs``)."""
+    return isinstance(model, SegmentationNetwork) and type(model).export_onnx_graphs is not None
 
 
 def default_cam_layer(model: nn.Module) -> str | None:

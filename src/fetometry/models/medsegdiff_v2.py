@@ -24,17 +24,21 @@ Two conditions join them (paper, "Method"):
   the bands the filter lets through. The official code has no SS-Former; this one follows
   the paper's description (our reading of it, see the deviations).
 
-``MedSegDiffV2`` is the diffusion process around the two networks (as lucidrains'
-``GaussianDiffusion`` wraps a ``Unet``): a 1000-step linear beta schedule (the official
-``--diffusion_steps 1000 --noise_schedule linear``), the training loss and a few-step
-DDIM sampler that draws an ensemble of masks and fuses them. Masks live in [-1, 1] in
-diffusion space.
+``MedSegDiffV2`` holds the two networks, the noise predictor over them and the
+training loss, on the shared 1000-step linear beta schedule
+(``fetometry.models.diffusion_schedule``). The reverse process (a few-step DDIM that
+draws an ensemble of masks and fuses them) is inference code:
+``fetometry.inference.diffusion.DiffusionSampler(model)``, as MONAI's
+``DiffusionInferer`` or lucidrains' ``GaussianDiffusion(model)``. Masks live in [-1, 1]
+in diffusion space.
 
 A SAMPLED segmenter (``fetometry.models.base.SegmentationNetwork``, ``sampled = True``):
 it defines ``training_loss(images, masks) -> scalar`` and ``predict_proba(images) ->
-(B, C, H, W)``. ``forward(images)`` returns the CONDITION network's logits, so that
-``model(images)`` and the Grad-CAM tooling work; it is NOT the diffusion prediction (use
-``predict_proba`` / ``sample`` for that).
+(B, C, H, W)`` (the sampler with this model's defaults). ``forward(images)`` returns the
+CONDITION network's logits, so that ``model(images)`` and the Grad-CAM tooling work; it
+is NOT the diffusion prediction (use ``predict_proba`` / the sampler for that). Its ONNX
+export (two graphs, real-valued FFTs) is ``fetometry.models.medsegdiff_v2_onnx``, reached
+through the class hooks ``export_onnx_graphs`` and ``onnx_runtime``.
 
 Variants:
 - ``paper``: the official scale (README "MedSegDiff-B" settings, ``--num_channels 128
@@ -48,13 +52,9 @@ Variants:
   DDIM 10 steps, ensemble 5.
 
 Deviations from the paper (and the official code), on purpose:
-1. Sampler: a few-step DDIM (Song et al. 2021) instead of 1000-step DDPM or DPM-Solver.
-   Default eta = 0 (deterministic given the initial noise: ensemble members differ only
-   in their initial noise); ``eta > 0`` makes every step stochastic. The predicted x_0 is
-   clipped to [-1, 1] at every step (as the official ``clip_denoised=True``).
-2. Fusion: the ensemble is fused by the MEAN of the members' x_0 maps (mapped to [0, 1]),
-   not by STAPLE; the per-pixel standard deviation of the members is returned as the
-   spread (uncertainty map).
+1. Sampler: a few-step DDIM (Song et al. 2021) instead of 1000-step DDPM or DPM-Solver
+   (``fetometry.inference.diffusion``, which lists its deviations).
+2. Fusion: the MEAN of the ensemble's x_0 maps, not STAPLE (the same module).
 3. Noise prediction: by default (``noise_skip=True``) the noise is predicted as
    eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) F(x_t, I, t), F the diffusion U-Net's output
    (a fixed skip from x_t: the v-parameterisation of Salimans & Ho 2022). The loss is
@@ -91,11 +91,10 @@ Deviations from the paper (and the official code), on purpose:
 
 from __future__ import annotations
 
-import logging
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -103,15 +102,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fetometry.models.base import SegmentationNetwork
+from fetometry.models.diffusion_schedule import (  # noqa: F401 (ddim_timesteps, linear_beta_schedule: re-exported)
+    TIMESTEPS,
+    ddim_timesteps,
+    linear_beta_schedule,
+    per_sample,
+    q_sample,
+    randn,
+    register_schedule,
+)
 from fetometry.models.registry import register_model
-
-log = logging.getLogger(__name__)
-
-#: Training timesteps and the official linear schedule (beta 1e-4 .. 0.02 at T=1000).
-TIMESTEPS = 1000
-BETA_START = 1e-4
-BETA_END = 0.02
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -140,22 +140,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(embedding, (0, dim % 2))
 
 
-def linear_beta_schedule(timesteps: int) -> torch.Tensor:
-    """(T,) float64 betas, linear; the official scaling keeps 1e-4..0.02 at T = 1000."""
-    scale = 1000.0 / timesteps
-    return torch.linspace(scale * BETA_START, scale * BETA_END, timesteps, dtype=torch.float64)
-
-
-def ddim_timesteps(steps: int, timesteps: int = TIMESTEPS) -> list[int]:
-    """``steps`` distinct timesteps from T-1 down to 0 (one step: just T-1)."""
-    if not 1 <= steps <= timesteps:
-        raise ValueError(f"steps={steps}: use between 1 and {timesteps} sampling steps")
-    if steps == 1:
-        return [timesteps - 1]
-    grid = torch.linspace(timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
-    return list(dict.fromkeys(grid))
-
-
 def anchor_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """The paper's anchor loss, soft Dice + cross-entropy, on logits (B, C, H, W).
 
@@ -174,18 +158,6 @@ def anchor_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) ->
     total = prob.flatten(2).sum(-1) + target.flatten(2).sum(-1)
     dice = 1 - (2 * overlap + eps) / (total + eps)
     return dice.mean() + cross_entropy
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard normal noise from ``generator`` (on its own device) or the global RNG."""
-    if generator is None:
-        return torch.randn(shape, device=device)
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
-
-
-def _per_sample(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """values (T,) indexed by t (B,) -> (B, 1, 1, 1) for broadcasting over images."""
-    return values[t].float().view(-1, 1, 1, 1)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -292,6 +264,31 @@ class UncertainSpatialAttention(nn.Module):
         return f_d + torch.sigmoid(f_anc * self.conv(f_d))
 
 
+class TorchFFT:
+    """The spectral operations of the SS-Former, on ``torch.fft``; spectra are real
+    (..., 2) pairs (real, imaginary). ONNX has no complex tensors: the export swaps in an
+    exact real-valued DFT with the same interface (``medsegdiff_v2_onnx.RealFFT``)
+    through the ``fft`` attribute of the modules below, for the export only."""
+
+    @staticmethod
+    def rfft2(z: torch.Tensor) -> torch.Tensor:
+        """(..., H, W) real -> (..., H, W//2+1, 2), orthonormal."""
+        return torch.view_as_real(torch.fft.rfft2(z, norm="ortho"))
+
+    @staticmethod
+    def irfft2(spectrum: torch.Tensor, s: tuple) -> torch.Tensor:
+        """(..., H, W//2+1, 2) -> (..., H, W) real, orthonormal."""
+        return torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=s, norm="ortho")
+
+    @staticmethod
+    def fftfreq(n, *, device=None) -> torch.Tensor:
+        return torch.fft.fftfreq(n, device=device)
+
+    @staticmethod
+    def rfftfreq(n, *, device=None) -> torch.Tensor:
+        return torch.fft.rfftfreq(n, device=device)
+
+
 class NeuralBandPassFilter(nn.Module):
     """NBP-Filter: a learnable, timestep-adaptive, non-negative gain on the 2D spectrum.
 
@@ -301,6 +298,9 @@ class NeuralBandPassFilter(nn.Module):
     (all-pass); ``shift`` is a linear map of the timestep embedding, zero at start.
     time (B, time_dim), grid (H, W) of the real signal -> gain (B, C, H, W//2 + 1).
     """
+
+    #: The spectral operations (``TorchFFT``; the ONNX export sets a real-valued DFT).
+    fft: ClassVar[type] = TorchFFT
 
     def __init__(self, channels: int, time_dim: int, *, bands: int = 8):
         super().__init__()
@@ -316,8 +316,8 @@ class NeuralBandPassFilter(nn.Module):
 
     def radial_frequency(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """(H, W//2 + 1) radial frequency of the rfft2 bins, scaled to [0, 1]."""
-        fy = torch.fft.fftfreq(height, device=device)[:, None]
-        fx = torch.fft.rfftfreq(width, device=device)[None, :]
+        fy = self.fft.fftfreq(height, device=device)[:, None]
+        fx = self.fft.rfftfreq(width, device=device)[None, :]
         return torch.sqrt(fy**2 + fx**2) / math.sqrt(0.5)
 
     def forward(self, time: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -338,6 +338,9 @@ class SpectralCrossAttention(nn.Module):
     removes it from the output; a filter that blocks everything gives zeros.
     x (B, C, H, W), context (B, Cc, H, W), time (B, time_dim) -> (B, C, H, W).
     """
+
+    #: The spectral operations (``TorchFFT``; the ONNX export sets a real-valued DFT).
+    fft: ClassVar[type] = TorchFFT
 
     def __init__(self, channels: int, context_channels: int, time_dim: int, *, heads: int = 4, bands: int = 8):
         super().__init__()
@@ -360,14 +363,14 @@ class SpectralCrossAttention(nn.Module):
 
             def spectrum(z: torch.Tensor) -> torch.Tensor:
                 """(B, C, H, W) -> filtered (B, heads, C/heads, 2 * H * (W//2+1)) real."""
-                z = torch.view_as_real(torch.fft.rfft2(z.float(), norm="ortho")) * gain
+                z = self.fft.rfft2(z.float()) * gain
                 return z.reshape(b, self.heads, c // self.heads, -1)
 
             q_f, k_f, v_f = spectrum(q), spectrum(k), spectrum(v)
             affinity = F.normalize(q_f, dim=-1) @ F.normalize(k_f, dim=-1).transpose(-1, -2)
             attention = torch.softmax(self.temperature * affinity, dim=-1)
             out = (attention @ v_f).reshape(b, c, h, w // 2 + 1, 2)
-            return torch.fft.irfft2(torch.view_as_complex(out.contiguous()), s=(h, w), norm="ortho")
+            return self.fft.irfft2(out, s=(h, w))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         return self.to_out(self.attend(x, context, time).to(x.dtype))
@@ -631,14 +634,15 @@ class DiffusionUNet(nn.Module):
 
 
 class MedSegDiffV2(SegmentationNetwork):
-    """The MedSegDiff-V2 diffusion process around a condition and a diffusion U-Net.
+    """MedSegDiff-V2: a condition and a diffusion U-Net, their noise predictor and loss.
 
     images (B, in_channels, H, W) in [0, 1]; masks (B, out_channels, H, W) in [0, 1]
     (mapped to [-1, 1] in diffusion space); H and W divisible by ``size_divisor``.
 
     Keyword-only options: ``in_channels``, ``out_channels`` (classes, one mask channel
     each), ``default_steps`` / ``default_ensemble`` (what ``predict_proba`` uses),
-    ``eta`` (DDIM stochasticity, 0 = deterministic), ``anchor_weight`` (weight of the
+    ``eta`` (DDIM stochasticity, 0 = deterministic): the defaults of
+    ``fetometry.inference.diffusion.DiffusionSampler``; ``anchor_weight`` (weight of the
     anchor loss), ``noise_skip`` (see ``predict_noise``), ``anchor_levels`` (diffusion
     levels that get a U-SA anchor, the paper: 1), ``patch_size`` (space-to-depth of the
     diffusion U-Net's input), the widths of the two U-Nets and the SS-Former settings
@@ -718,11 +722,7 @@ class MedSegDiffV2(SegmentationNetwork):
             ss_depth=ss_depth,
             head_channels=head_channels,
         )
-        alphas_cumprod = torch.cumprod(1.0 - linear_beta_schedule(timesteps), dim=0)
-        # Not in the state dict: the schedule is a function of ``timesteps``.
-        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
-        self.register_buffer("sqrt_alphas_cumprod", alphas_cumprod.sqrt().float(), persistent=False)
-        self.register_buffer("sqrt_one_minus_alphas_cumprod", (1 - alphas_cumprod).sqrt().float(), persistent=False)
+        register_schedule(self, timesteps)  # alphas_cumprod & co., not in the state dict
 
     # ---- checks (images: the base's check_input) -------------------------------------
     def _check_masks(self, images: torch.Tensor, masks: torch.Tensor) -> None:
@@ -737,16 +737,18 @@ class MedSegDiffV2(SegmentationNetwork):
         """The CONDITION network's logits (B, out_channels, H, W), not the diffusion output.
 
         Gives ``model(images)`` and Grad-CAM something to work on; segment with
-        ``predict_proba`` or ``sample``.
+        ``predict_proba`` or ``fetometry.inference.diffusion.DiffusionSampler``.
         """
         self.check_input(images)
         return self.condition(images).logits
 
+    def prepare_condition(self, images: torch.Tensor) -> PreparedCondition:
+        """The condition of each image, computed once and reused at every sampling step."""
+        return self.diffusion.prepare(self.condition(images), first_anchor_level=self.first_anchor_level)
+
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, (B, C, H, W)."""
-        return (
-            _per_sample(self.sqrt_alphas_cumprod, t) * x0 + _per_sample(self.sqrt_one_minus_alphas_cumprod, t) * noise
-        )
+        return q_sample(self, x0, t, noise)
 
     def predict_noise(
         self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor, condition: PreparedCondition
@@ -761,8 +763,7 @@ class MedSegDiffV2(SegmentationNetwork):
         out = self.diffusion(x_t, images, t, condition).float()
         if self.noise_skip:
             out = (
-                _per_sample(self.sqrt_one_minus_alphas_cumprod, t) * x_t
-                + _per_sample(self.sqrt_alphas_cumprod, t) * out
+                per_sample(self.sqrt_one_minus_alphas_cumprod, t) * x_t + per_sample(self.sqrt_alphas_cumprod, t) * out
             )
         return out
 
@@ -780,7 +781,7 @@ class MedSegDiffV2(SegmentationNetwork):
         rng_device = generator.device if generator is not None else images.device
         t = torch.randint(0, self.timesteps, (b,), generator=generator, device=rng_device).to(images.device)
         x0 = masks.float() * 2 - 1
-        noise = _randn(x0.shape, generator, images.device)
+        noise = randn(x0.shape, generator, images.device)
         condition = self.condition(images)
         prepared = self.diffusion.prepare(condition, first_anchor_level=self.first_anchor_level)
         x_t = self.q_sample(x0, t, noise)
@@ -795,95 +796,42 @@ class MedSegDiffV2(SegmentationNetwork):
         """Scalar: diffusion MSE on the noise + ``anchor_weight`` x anchor loss."""
         return self.loss_terms(images, masks, generator=generator)["loss"]
 
-    # ---- sampling ------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self,
-        images: torch.Tensor,
-        *,
-        steps: int | None = None,
-        ensemble: int | None = None,
-        eta: float | None = None,
-        generator: torch.Generator | None = None,
-        initial_noise: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """DDIM-sample ``ensemble`` masks per image in ``steps`` steps and fuse them.
-
-        Returns (probability, spread), both (B, out_channels, H, W) float32: the mean of
-        the members' x_0 mapped to [0, 1], and their per-pixel standard deviation (0 for
-        an ensemble of one). The condition network runs once per image; members differ
-        in their initial noise (and, with eta > 0, in the noise of every step). Noise
-        comes from ``generator`` when given: same generator state, same result.
-        ``initial_noise`` (B * ensemble, out_channels, H, W), image-major, replaces the
-        first draw. With several classes each channel is its own mask in [0, 1] (not
-        normalised to sum 1).
-        """
-        self.check_input(images)
-        steps = self.default_steps if steps is None else steps
-        ensemble = self.default_ensemble if ensemble is None else ensemble
-        eta = self.eta if eta is None else eta
-        if ensemble < 1:
-            raise ValueError(f"ensemble={ensemble}: draw at least one sample")
-        if eta < 0:
-            raise ValueError(f"eta={eta}: use eta >= 0 (0 = deterministic DDIM)")
-        b, _, h, w = images.shape
-        device = images.device
-        condition = self.diffusion.prepare(self.condition(images), first_anchor_level=self.first_anchor_level).repeat(
-            ensemble
-        )
-        images = images.repeat_interleave(ensemble, 0)
-        shape = (b * ensemble, self.out_channels, h, w)
-        if initial_noise is not None and tuple(initial_noise.shape) != shape:
-            raise ValueError(f"initial_noise has shape {tuple(initial_noise.shape)}; expected {shape}")
-        x = initial_noise.to(device) if initial_noise is not None else _randn(shape, generator, device)
-        schedule = ddim_timesteps(steps, self.timesteps)
-        log.debug("DDIM: %d images x %d members, timesteps %s, eta %.2f", b, ensemble, schedule, eta)
-        for i, t in enumerate(schedule):
-            a = self.alphas_cumprod[t]
-            a_prev = self.alphas_cumprod[schedule[i + 1]] if i + 1 < len(schedule) else torch.ones_like(a)
-            eps = self.predict_noise(
-                x, images, torch.full((x.shape[0],), t, device=device, dtype=torch.long), condition
-            )
-            x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
-            eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-            sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
-            if eta > 0 and i + 1 < len(schedule):
-                x = x + sigma * _randn(shape, generator, device)
-        members = ((x + 1) / 2).clamp(0, 1).view(b, ensemble, self.out_channels, h, w)
-        return members.mean(1), members.std(1, unbiased=False)
-
+    # ---- sampling (the inference-side sampler) -----------------------------------
     #: Mixed with each image's content into the seed of the noise ``predict_proba`` starts it from.
     noise_seed: int = 0
 
+    def sampler(self, **settings) -> "DiffusionSampler":  # noqa: F821 (imported at call time)
+        """``fetometry.inference.diffusion.DiffusionSampler`` over this model; imported at
+        call time, so that importing the model never imports inference code."""
+        from fetometry.inference.diffusion import DiffusionSampler
+
+        return DiffusionSampler(self, **settings)
+
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, out_channels, H, W) probabilities: ``sample`` with the default steps and ensemble,
-        reproducibly. Each image's starting noise is seeded by ``noise_seed`` and the
-        image's own pixels, so an image gets the same mask and HC alone or in any batch,
-        run after run (a measurement must not change when it is repeated), while
-        different images draw independent noise (one shared draw would shift every image
-        the same way: with it, three seeds gave HC MAEs from 3.6 to 4.9 mm on HC18).
-        DDIM with eta = 0, the default, draws no further noise; with eta > 0 the later
-        draws come from a generator seeded with ``noise_seed``."""
-        _, _, h, w = images.shape
-        noise = torch.cat(
-            [
-                torch.randn(
-                    (self.default_ensemble, self.out_channels, h, w),
-                    generator=torch.Generator().manual_seed(self.image_seed(image)),
-                )
-                for image in images
-            ]
-        )  # image-major: image i takes rows i*ensemble .. +ensemble
-        generator = torch.Generator().manual_seed(self.noise_seed)
-        return self.sample(
-            images, steps=self.default_steps, ensemble=self.default_ensemble, generator=generator, initial_noise=noise
-        )[0]
+        """(B, out_channels, H, W) probabilities: the sampler's ``predict_proba`` (the
+        default steps and ensemble, each image's noise seeded by its pixels)."""
+        return self.sampler().predict_proba(images)
+
+    def sample(self, images: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probability, spread): ``DiffusionSampler(self).sample(images, **options)``."""
+        return self.sampler().sample(images, **options)
 
     def image_seed(self, image: torch.Tensor) -> int:
-        """A seed from ``noise_seed`` and the image's float32 pixels (CRC-32)."""
-        pixels = image.detach().float().cpu().contiguous().numpy().tobytes()
-        return zlib.crc32(pixels, self.noise_seed & 0xFFFFFFFF)
+        """The seed of ``image``'s starting noise (``DiffusionSampler.image_seed``)."""
+        return self.sampler().image_seed(image)
+
+    # ---- ONNX (fetometry.models.medsegdiff_v2_onnx) --------------------------------
+    def export_onnx_graphs(self, out_path: str | Path, *, config: dict, verify: bool = True) -> list[Path]:
+        """The condition and denoiser graphs (the sampler stays in Python)."""
+        from fetometry.models.medsegdiff_v2_onnx import export_graphs
+
+        return export_graphs(self, out_path, config=config, verify=verify)
+
+    def onnx_runtime(self, condition_session, denoiser_session, info: dict) -> "MedSegDiffV2":
+        """This model with its two networks replaced by the onnxruntime sessions."""
+        from fetometry.models.medsegdiff_v2_onnx import over_sessions
+
+        return over_sessions(self, condition_session, denoiser_session, info)
 
 
 # --------------------------------------------------------------------------- variants
