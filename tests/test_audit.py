@@ -73,3 +73,18 @@ def test_query_by_time_and_limit(log):
         log.query(since="yesterday")
     with pytest.raises(ValueError, match="1-10000"):
         log.query(limit=0)
+
+
+def test_the_in_memory_log_is_one_database_for_every_thread():
+    import threading
+
+    memory = AuditLog(None)  # loopback without --audit: kept while the server runs
+    threads = [threading.Thread(target=memory.append, args=("local", "measure")) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r["actor"] for r in memory.query()] == ["local"] * 4
+    with pytest.raises(DBAPIError, match="append-only"), memory.engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit"))
+    memory.close()
