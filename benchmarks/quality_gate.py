@@ -49,7 +49,6 @@ ensemble's goes into weights/ensembles.json under its sorted member names, where
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -72,7 +71,7 @@ from fetometry.biometry.quality import (
 from fetometry.data.hc18 import load_hc18
 from fetometry.data.splits import model_split
 from fetometry.inference.predictor import Predictor
-from fetometry.resources import DEFAULT_MODEL, weights_root
+from fetometry.resources import DEFAULT_MODEL, file_sha256, weights_root
 from fetometry.training.trainer import git_commit, hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
@@ -285,14 +284,6 @@ def split_assignment(folders: list[Path]) -> tuple[dict[str, str], str]:
     return split.names(), how
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def thresholds_block(thresholds: QualityThresholds) -> dict:
     """The ``"quality"`` block as JSON (tuples as lists), in the dataclass's field order."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(thresholds).items()}
@@ -463,7 +454,7 @@ def main(argv=None) -> int:
             "validation": {k: v for k, v in val_measured.items() if k != "refused_names"},
         }
         if len(names) == 1:
-            provenance["weights_sha256"] = sha256(folders[0] / "model.safetensors")
+            provenance["weights_sha256"] = file_sha256(folders[0] / "model.safetensors")
             written.append(write_model_config(folders[0], thresholds_block(chosen), provenance))
         else:
             roots = {f.resolve().parent for f in folders}
@@ -471,7 +462,7 @@ def main(argv=None) -> int:
                 raise SystemExit(
                     f"--write-config for an ensemble stores it in {weights_root() / ENSEMBLES_FILE}: its members must be folders there, got {[str(f) for f in folders]}"
                 )
-            provenance["weights_sha256"] = {f.name: sha256(f / "model.safetensors") for f in folders}
+            provenance["weights_sha256"] = {f.name: file_sha256(f / "model.safetensors") for f in folders}
             written.append(
                 write_ensemble_entry(weights_root(), [f.name for f in folders], thresholds_block(chosen), provenance)
             )

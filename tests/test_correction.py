@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import math
-import re
-import zlib
 from datetime import date
 
 import numpy as np
 import pytest
+from helpers import pdf_text
 
 from fetometry.biometry.ellipse import Ellipse
 from fetometry.biometry.measures import measure_ellipse
@@ -95,25 +93,11 @@ def test_a_frame_the_plane_check_refused_stays_refused():
         correct_exam(make_exam(status="not_a_head_plane"), Ellipse(400, 270, 180, 150, 0))
 
 
-def _pdf_text(data: bytes) -> str:
-    chunks = []
-    for header, body in re.findall(rb"<<(.*?)>>\s*stream\r?\n(.*?)endstream", data, re.S):
-        if b"/Subtype /Image" in header:
-            continue
-        if b"/ASCII85Decode" in header:
-            body = base64.a85decode(body.strip().removesuffix(b"~>"))
-        if b"/FlateDecode" in header:
-            body = zlib.decompress(body)
-        strings = re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)
-        chunks += [re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in strings]
-    return " ".join(" ".join(chunks).split())
-
-
 def test_the_report_of_a_corrected_exam_says_so_and_shows_the_automatic_values(tmp_path):
     exam = make_exam()
     corrected = correct_exam(exam, Ellipse(400, 270, 185, 150, 0.2))
-    text = _pdf_text(corrected.write_report(tmp_path / "corrected.pdf").read_bytes())
+    text = pdf_text(corrected.write_report(tmp_path / "corrected.pdf").read_bytes())
     assert "corrected by user" in text and "automatic (before correction)" in text
     assert f"{exam.result.measurement.hc_mm:.1f}" in text and f"{corrected.result.measurement.hc_mm:.1f}" in text
-    plain = _pdf_text(exam.write_report(tmp_path / "automatic.pdf").read_bytes())
+    plain = pdf_text(exam.write_report(tmp_path / "automatic.pdf").read_bytes())
     assert "corrected by user" not in plain and "before correction" not in plain

@@ -9,18 +9,16 @@ sample where the test is about the real path (model, Grad-CAM, CLI).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import pickle
-import re
 import sys
-import zlib
 from datetime import date
 
 import cv2
 import numpy as np
 import pytest
+from helpers import pdf_text
 
 from fetometry import DISCLAIMER
 from fetometry.biometry.measures import ramanujan_perimeter
@@ -96,22 +94,6 @@ def _png_bytes(image: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".png", np.round(image * 255).astype(np.uint8))
     assert ok
     return encoded.tobytes()
-
-
-def pdf_text(data: bytes) -> str:
-    """The text of a reportlab PDF: the Tj strings of its (ASCII85/Flate) content streams."""
-    chunks = []
-    for header, body in re.findall(rb"<<(.*?)>>\s*stream\r?\n(.*?)endstream", data, re.S):
-        if b"/Subtype /Image" in header:
-            continue
-        if b"/ASCII85Decode" in header:
-            body = base64.a85decode(body.strip().removesuffix(b"~>"))
-        if b"/FlateDecode" in header:
-            body = zlib.decompress(body)
-        chunks += [
-            re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)
-        ]
-    return " ".join(" ".join(chunks).split())
 
 
 # ---------------------------------------------------------------------- the real model

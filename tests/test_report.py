@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import re
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import pdf_text
 from PIL import Image
 
 from fetometry import DISCLAIMER
@@ -24,22 +22,6 @@ from fetometry.report.figures import draw_overlay
 from fetometry.report.pdf import ReportError, chart_points, format_ga, measurement_rows, write_pdf_report
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pdf_text(data: bytes) -> str:
-    """The text a reportlab PDF shows: every (string) Tj operand of every content stream,
-    after undoing the stream filters (ASCII85 and Flate)."""
-    chunks = []
-    for header, body in re.findall(rb"<<(.*?)>>\s*stream\r?\n(.*?)endstream", data, re.S):
-        if b"/Subtype /Image" in header:
-            continue
-        if b"/ASCII85Decode" in header:
-            body = base64.a85decode(body.strip().removesuffix(b"~>"))
-        if b"/FlateDecode" in header:
-            body = zlib.decompress(body)
-        for literal in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body):
-            chunks.append(re.sub(rb"\\(.)", rb"\1", literal).decode("latin-1"))
-    return " ".join(" ".join(chunks).split())
 
 
 @pytest.fixture(scope="module")

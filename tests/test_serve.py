@@ -11,12 +11,12 @@ import pickle
 import re
 import tempfile
 import threading
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import pdf_text
 
 from fetometry import DISCLAIMER
 from fetometry.exam import measure_exam
@@ -79,22 +79,6 @@ def post(client, path="/api/measure", *, data: bytes | None = None, name="345_HC
     return client.post(
         path, files={"file": (name, content, "application/octet-stream")}, data={k: str(v) for k, v in fields.items()}
     )
-
-
-def pdf_text(data: bytes) -> str:
-    """The text of a reportlab PDF: the Tj strings of its (ASCII85/Flate) content streams."""
-    chunks = []
-    for header, body in re.findall(rb"<<(.*?)>>\s*stream\r?\n(.*?)endstream", data, re.S):
-        if b"/Subtype /Image" in header:
-            continue
-        if b"/ASCII85Decode" in header:
-            body = base64.a85decode(body.strip().removesuffix(b"~>"))
-        if b"/FlateDecode" in header:
-            body = zlib.decompress(body)
-        chunks += [
-            re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in re.findall(rb"\(((?:\\.|[^\\)])*)\)\s*Tj", body)
-        ]
-    return " ".join(" ".join(chunks).split())
 
 
 # ------------------------------------------------------------------------- page and docs

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
 from fetometry.biometry.measures import measure_ellipse
 from fetometry.correction import ellipse_from_fields
@@ -24,15 +25,6 @@ from fetometry.serve.audit import AuditLog
 
 SAMPLE = SAMPLES_DIR / "training_set" / "345_HC.png"
 SAMPLE_PIXEL_MM = "0.130960682505"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ELLIPSE_KEYS = ("center_x_px", "center_y_px", "semi_axes_a_px", "semi_axes_b_px", "angle_rad")
 
 

@@ -8,11 +8,11 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
 from fetometry import DISCLAIMER
 from fetometry.resources import SAMPLES_DIR
@@ -21,15 +21,6 @@ from fetometry.serve.app import ServeSettings, create_app
 SAMPLE = SAMPLES_DIR / "training_set" / "345_HC.png"
 SAMPLE_PIXEL_MM = "0.130960682505"
 SAMPLE_HC_MM = 165.45  # the HC18 reference for this image
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def _rss_mb() -> float:

@@ -6,6 +6,7 @@ variable FETOMETRY_WEIGHTS); the demo's HC18 samples ship inside the package.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -74,23 +75,22 @@ def weights_digest(weights_dir: str | Path) -> str:
     ``sha256sum``-style listing ``"<hex>  <name>\\n"`` of every file, sorted by name.
     Raises FileNotFoundError when the folder holds no safetensors file.
     """
-    import hashlib
-
     folder = Path(weights_dir)
     if not folder.is_dir():
         folder = resolve_weights(weights_dir)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors file to take the digest of")
-
-    def sha256(path: Path) -> str:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-
     if len(files) == 1:
-        return sha256(files[0])
-    listing = "".join(f"{sha256(path)}  {path.name}\n" for path in files)
+        return file_sha256(files[0])
+    listing = "".join(f"{file_sha256(path)}  {path.name}\n" for path in files)
     return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file, read in 1 MiB blocks (weights files are tens of MB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

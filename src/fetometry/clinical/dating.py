@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable
 from datetime import date, datetime
 
+from fetometry.clinical.growth import GA_RANGE_WEEKS
 from fetometry.clinical.inputs import InvalidInputError, OutOfRangeError, number
 
 #: Longest plausible pregnancy (weeks) for a GA computed from dates.
@@ -251,8 +252,6 @@ def exam_dating(
         ga, source = ga_from_lmp(lmp_day, exam_day), "lmp"
     else:
         ga, source = number(ga_weeks, "gestational age", "weeks"), check_ga_source(ga_source or "known")
-    from fetometry.clinical.growth import GA_RANGE_WEEKS
-
     low, high = GA_RANGE_WEEKS
     if not low <= ga <= high:
         raise OutOfRangeError(

@@ -284,13 +284,18 @@ def write_sr(exam, source: str | Path | Dataset, out_path: str | Path, **ids) ->
 
     ``ids``: the keyword arguments of ``build_sr`` (model_name, model_version,
     weights_sha256, series_number, instance_number, frame)."""
+    return write_derived(build_sr, exam, source, out_path, **ids)
+
+
+def write_derived(build, exam, source: str | Path | Dataset, out_path: str | Path, **ids) -> Path:
+    """``build(exam, source_header, **ids)`` (the SR or the Secondary Capture) written to ``out_path``."""
     if not isinstance(source, Dataset):
         source = _read_header(Path(source))
-    sr = build_sr(exam, source, **ids)
+    dataset = build(exam, source, **ids)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with quiet_dicom():
-        sr.save_as(out, enforce_file_format=True)
+        dataset.save_as(out, enforce_file_format=True)
     return out
 
 

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from fetometry import DISCLAIMER
-from fetometry.report.dicom_sr import SRSourceError, _read_header, _referenced_frames, _source_header, quiet_dicom
+from fetometry.report.dicom_sr import SRSourceError, _referenced_frames, _source_header, quiet_dicom, write_derived
 from fetometry.report.figures import draw_overlay
 
 #: Text colour (white) on the band (black) below the image, and its font.
@@ -115,14 +115,7 @@ def build_secondary_capture(
 
 def write_secondary_capture(exam, source: str | Path | Dataset, out_path: str | Path, **ids) -> Path:
     """``build_secondary_capture`` on a source file or dataset, written to ``out_path`` (folders made)."""
-    if not isinstance(source, Dataset):
-        source = _read_header(Path(source))
-    image = build_secondary_capture(exam, source, **ids)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with quiet_dicom():
-        image.save_as(out, enforce_file_format=True)
-    return out
+    return write_derived(build_secondary_capture, exam, source, out_path, **ids)
 
 
 __all__ = ["SRSourceError", "build_secondary_capture", "overlay_with_disclaimer", "write_secondary_capture"]
