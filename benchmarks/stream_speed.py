@@ -56,14 +56,14 @@ class Fp32Predictor(Predictor):
         return self._forward_proba(x)[:, 0].numpy()
 
 
-def make_predictor(model: str, backend: str, work: Path) -> Predictor:
+def make_predictor(model: str, backend: str) -> Predictor:
     """torch (as shipped: bf16 autocast), torch-fp32 (no autocast) or onnx."""
     if backend == "torch-fp32":
-        shipped = build_predictor(model, "torch", work)
+        shipped = build_predictor(model, "torch")
         return Fp32Predictor(
             shipped.model, canvas_hw=shipped.canvas_hw, threshold=shipped.threshold, config=shipped.config
         )
-    return build_predictor(model, backend, work)
+    return build_predictor(model, backend)
 
 
 def phantom_loop(n_frames: int, *, seed: int = 0) -> np.ndarray:
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         predictors = {}
         for backend in args.backends.split(","):
             try:
-                predictors[backend] = make_predictor(args.model, backend, Path(work))
+                predictors[backend] = make_predictor(args.model, backend)
             except ImportError as error:
                 report["backends"][backend] = {"error": f"backend unavailable: {error}"}
                 continue

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Exported ONNX graphs (fetometry.inference.backend.cached_onnx) go to a folder of this
+# test session, not to the user's cache.
+os.environ.setdefault("FETOMETRY_CACHE", tempfile.mkdtemp(prefix="fetometry-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HC18 = REPO.parent / "shared" / "data" / "hc18"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from fetometry.inference.plane import (
     PlaneResult,
     PlaneRule,
     convert_sononet_npz,
+    flat_fraction,
     preprocess,
 )
 from fetometry.inference.predictor import Prediction, Predictor
@@ -145,7 +147,32 @@ def test_out_of_distribution_beats_everything():
     assert scores(distance=math.nan, rule=rule).decide(150.0).status == HEAD_PLANE  # no statistics: no OOD verdict
 
 
+def test_a_flat_image_is_out_of_distribution_whatever_the_classifier_says():
+    rule = PlaneRule(max_flat_fraction=0.9)
+    verdict = replace(scores(rule=rule), flat_fraction=0.97).decide(150.0)
+    assert verdict.status == OUT_OF_DISTRIBUTION and "speckle" in verdict.detail
+    assert replace(scores(rule=rule), flat_fraction=0.6).decide(150.0).status == HEAD_PLANE
+
+
+def test_flat_fraction_tells_scans_from_drawings():
+    sample = load_hc18(SAMPLES_DIR)[0]
+    assert flat_fraction(sample.load_image()) < 0.7
+    for kind in ("shapes", "gradient", "checkerboard", "constant"):
+        assert flat_fraction(ood.SYNTHETIC[kind](3)) > 0.95, kind
+    assert flat_fraction(np.zeros((64, 64), np.float32)) == 1.0  # nothing but black: nothing to measure
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_hc_for_rendered_shapes_however_round(seed, checker, default_predictor):
+    """Filled discs on black look like heads to a segmenter (UNeXt segments them with
+    confidence 0.97); the flat-image rule refuses them."""
+    result = measure(default_predictor, ood.shapes(seed), pixel_size_mm=0.15, plane_checker=checker)
+    assert result.measurement is None and result.status == OUT_OF_DISTRIBUTION, (result.status, result.detail)
+
+
 def test_rule_validation():
+    with pytest.raises(ValueError, match="max_flat_fraction"):
+        PlaneRule(max_flat_fraction=0.0)
     with pytest.raises(ValueError, match="probability"):
         PlaneRule(min_other_plane_probability=1.5)
     with pytest.raises(ValueError, match="unknown plane_rule"):

@@ -31,6 +31,7 @@ SHIPPED = [
     "transunet-gpu",
     "unext",
     "unext-gpu",
+    "unext-scanners",
 ]
 #: The ensembles README.md and docs/BENCHMARKS.md tell users to run.
 DOCUMENTED_ENSEMBLES = ["attention-unet,unext,transunet,duck-net", "unext-gpu,attention-unet-gpu,transunet-gpu"]

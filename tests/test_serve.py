@@ -100,7 +100,7 @@ def test_page_is_self_contained_and_shows_the_disclaimer(client):
 
 def test_info_and_openapi_describe_the_api(client):
     info = client.get("/api/info").json()
-    assert info["models"][0] == "attention-unet" and info["max_upload_mb"] == 20
+    assert info["models"][0] == "unext-scanners" and info["max_upload_mb"] == 20  # the default first
     assert info["ga_range_weeks"] == [14.0, 40.0] and info["disclaimer"] == DISCLAIMER
     spec = client.get("/openapi.json").json()
     for path in ("/api/measure", "/api/report"):

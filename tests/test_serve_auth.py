@@ -169,7 +169,7 @@ def test_the_audit_log_is_admin_only_and_records_without_names_or_secrets(client
     assert len(measured) == 1
     row = measured[0]
     assert row["actor"] == "alice" and row["image_sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
-    assert row["model_name"] == "attention-unet" and len(row["weights_sha256"]) == 64 and row["model_version"]
+    assert row["model_name"] == "unext" and len(row["weights_sha256"]) == 64 and row["model_version"]
     assert row["status"] == "ok" and 150 < row["hc_mm"] < 180 and row["bpd_mm"] and row["ofd_mm"]
     denied = [e for e in entries if e["action"] == "denied"]
     assert {(e["actor"], e["detail"]["reason"]) for e in denied} >= {

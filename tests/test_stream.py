@@ -22,9 +22,9 @@ from fetometry.stream.processor import (
     StreamError,
     StreamProcessor,
     TemporalTracker,
-    prefetch,
     run_stream,
 )
+from fetometry.threads import prefetch
 
 HEIGHT, WIDTH = 180, 264
 PIXEL_SIZE_MM = 0.25
@@ -425,7 +425,7 @@ def test_onnx_backend_measures_like_pytorch(tmp_path, cine, predictor):
     pytest.importorskip("fetometry.inference.onnx_backend", reason="the ONNX backend is not installed")
     from fetometry.inference.backend import build_predictor
 
-    onnx = build_predictor("unext", "onnx", tmp_path)
+    onnx = build_predictor("unext", "onnx")
     assert onnx.config["backend"] == "onnxruntime" and onnx.hc_offset_px == predictor.hc_offset_px
     frames = [Frame(i, None, image) for i, image in enumerate(cine[0][:3])]
     hc = {}

@@ -256,3 +256,14 @@ def test_the_fp16_loss_scale_is_checkpointed(phantom_hc18, tmp_path):
     assert resumed.try_resume()
     assert resumed.scaler.state_dict() == first.scaler.state_dict()
     assert first.scaler.get_scale() > 1024.0  # it grew during the epoch: the state is not the initial one
+
+
+def test_the_recipe_chooses_the_exported_checkpoint():
+    from fetometry.training.run import exported_checkpoint
+
+    assert exported_checkpoint(TrainConfig()) == "best.safetensors"
+    assert exported_checkpoint(TrainConfig.from_dict({"export_checkpoint": "last"})) == "last.safetensors"
+    ema = TrainConfig.from_dict({"export_checkpoint": "last", "ema_decay": 0.99})
+    assert exported_checkpoint(ema) == "last_ema.safetensors"
+    with pytest.raises(ValueError, match="export_checkpoint"):
+        TrainConfig.from_dict({"export_checkpoint": "median"})

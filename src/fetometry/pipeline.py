@@ -18,7 +18,7 @@ import csv
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,10 @@ from fetometry.data.loaders import detect_layout, load
 from fetometry.formatting import csv_cell
 from fetometry.inference.plane import NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION, PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
-from fetometry.io.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_mask
+from fetometry.io.archive_input import INPUT_SUFFIXES, InputPixels, read_input
+from fetometry.io.images import ImageReadError, write_mask
 from fetometry.io.pixel_size import read_pixel_size_csv, validate_pixel_size
+from fetometry.threads import fit_pool, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +228,17 @@ def measure_batch(
     problems = pixel_size_problems or [""] * len(images)
     predictions = predictor.predict_batch(list(images))
     planes = plane_checker.check_batch(list(images)) if plane_checker is not None else [None] * len(images)
-    return [
-        result_from_prediction(predictor, name, prediction, mm, pixel_size_problem=problem, plane=plane, gate=gate)
-        for name, prediction, mm, problem, plane in zip(filenames, predictions, pixel_sizes_mm, problems, planes)
-    ]
+
+    def result(name, prediction, mm, problem, plane) -> ImageResult:
+        return result_from_prediction(
+            predictor, name, prediction, mm, pixel_size_problem=problem, plane=plane, gate=gate
+        )
+
+    arguments = list(zip(filenames, predictions, pixel_sizes_mm, problems, planes))
+    if len(arguments) == 1:
+        return [result(*arguments[0])]
+    # The fits of a batch are independent: side by side on the cores there are.
+    return list(fit_pool().map(lambda args: result(*args), arguments))
 
 
 def measure(
@@ -275,55 +284,77 @@ def _shipped_plane_checker() -> PlaneChecker:
 def collect_inputs(
     source: str | Path, *, pixel_size_mm: float | None = None, pixel_csv: str | Path | None = None
 ) -> list[ImageInput]:
-    """An image, a folder of images, or a data-set folder (any layout ``fetometry.data.load``
-    reads: HC18, images/ + CSV) -> images with pixel sizes.
+    """An image or DICOM file, a folder of them, a data-set folder (any layout
+    ``fetometry.data.load`` reads: HC18, images/ + CSV), a list file (``.txt``, one path a
+    line) or a glob (``"scans/**/*.dcm"``) -> inputs with pixel sizes.
 
     Precedence: an explicit pixel size for all images, else the given CSV, else the CSV
-    of the data-set folder. Raises FileNotFoundError when there is nothing to read.
+    of the data-set folder, else (read later, in ``_read_all``) a DICOM file's own
+    calibration. A folder is read flat (its sub-folders are not); a list file or a glob
+    reaches any depth. Raises FileNotFoundError when there is nothing to read.
     """
-    source = Path(source)
+    from fetometry.archive.listing import is_glob, is_list_file, iter_input_paths, wanted
+
     if pixel_size_mm is not None:
         pixel_size_mm = validate_pixel_size(pixel_size_mm, source="--pixel-size")
     table: dict[str, float | None] = read_pixel_size_csv(pixel_csv) if pixel_csv else {}
-    if source.is_file():
-        paths = [source]
-    elif source.is_dir() and detect_layout(source) is not None and not pixel_csv:
-        samples = load(source)
+    path = Path(source)
+    if is_glob(source) or is_list_file(path):
+        paths = list(iter_input_paths(source))
+        if not paths:
+            raise FileNotFoundError(f"{source}: lists no inputs")
+    elif path.is_file():
+        paths = [path]
+    elif path.is_dir() and detect_layout(path) is not None and not pixel_csv:
+        samples = load(path)
         if any(s.pixel_size_mm is not None for s in samples):  # a folder data set may have no CSV
             table = {s.name: s.pixel_size_mm for s in samples}
         paths = [s.image_path for s in samples]
-    elif source.is_dir():
-        paths = sorted(
-            p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and "_Annotation" not in p.stem
-        )
+    elif path.is_dir():
+        paths = sorted(p for p in path.iterdir() if p.is_file() and wanted(p))
         if not paths:
-            raise FileNotFoundError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise FileNotFoundError(f"{source}: no images ({', '.join(INPUT_SUFFIXES)})")
     else:
         raise FileNotFoundError(f"{source}: no such file or folder")
-    inputs = []
-    for path in paths:
-        if pixel_size_mm is not None:
-            inputs.append(ImageInput(path, pixel_size_mm))
-        elif path.name in table and table[path.name] is not None:
-            inputs.append(ImageInput(path, table[path.name]))
-        elif path.name in table:
-            inputs.append(
-                ImageInput(path, None, f"the CSV's pixel size for {path.name} is missing or outside 0.01-1.0 mm")
-            )
-        elif table:
-            inputs.append(ImageInput(path, None, f"{path.name} is not in the pixel-size CSV"))
-        else:
-            inputs.append(ImageInput(path, None))
-    return inputs
+    return [input_for(p, pixel_size_mm=pixel_size_mm, table=table) for p in paths]
+
+
+def input_for(path: Path, *, pixel_size_mm: float | None, table: dict[str, float | None]) -> ImageInput:
+    """One path with its pixel size: the explicit one, else the CSV's, else none (yet)."""
+    if pixel_size_mm is not None:
+        return ImageInput(path, pixel_size_mm)
+    if path.name in table and table[path.name] is not None:
+        return ImageInput(path, table[path.name])
+    if path.name in table:
+        return ImageInput(path, None, f"the CSV's pixel size for {path.name} is missing or outside 0.01-1.0 mm")
+    if table:
+        return ImageInput(path, None, f"{path.name} is not in the pixel-size CSV")
+    return ImageInput(path, None)
 
 
 def _read_all(inputs: Sequence[ImageInput]):
-    """Yield (input, image or None, error message)."""
+    """Yield (input, image or None, error message); a DICOM without a stated pixel size
+    is calibrated by its own header."""
     for item in inputs:
         try:
-            yield item, read_image(item.path), ""
+            read = read_input(item.path)
         except ImageReadError as error:
             yield item, None, str(error)
+            continue
+        yield (_with_dicom_calibration(item, read) if read.kind == "dicom" else item), read.pixels, ""
+
+
+def _with_dicom_calibration(item: ImageInput, read: InputPixels) -> ImageInput:
+    """A stated pixel size (--pixel-size, the CSV) wins; else the DICOM's, else a reason."""
+    if item.pixel_size_mm is not None:
+        return item
+    if read.pixel_size_mm is None:
+        reason = f"no pixel size (DICOM: {read.calibration}); give --pixel-size MM or --pixel-csv CSV"
+        return replace(item, pixel_size_problem=item.pixel_size_problem or reason)
+    try:
+        return replace(item, pixel_size_mm=validate_pixel_size(read.pixel_size_mm, source="DICOM calibration"))
+    except ValueError as error:
+        return replace(item, pixel_size_problem=str(error))
 
 
 def predict_images(
@@ -358,7 +389,8 @@ def predict_images(
         bar.update(len(batch))
         batch.clear()
 
-    for item, image, error in _read_all(inputs):
+    # Files are decoded in a background thread while the batch before them is measured.
+    for item, image, error in prefetch(_read_all(inputs), depth=2 * predictor.batch_size):
         if image is None:
             log.warning("%s", error)
             results.append(
@@ -378,17 +410,27 @@ def predict_images(
 def write_predictions(results: Sequence[ImageResult], out_dir: str | Path) -> Path:
     """Write DIR/measurements.csv and DIR/masks/<stem>_mask.png (uint8 0/255, input size)."""
     out_dir = Path(out_dir)
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    write_masks(results, out_dir)
     csv_path = out_dir / "measurements.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for result in results:
-            row = result.to_dict()
-            writer.writerow({k: csv_cell(v) for k, v in row.items()})
-            if result.prediction is not None:
-                write_mask(out_dir / "masks" / f"{Path(result.filename).stem}_mask.png", result.prediction.mask)
+        writer.writerows(csv_rows(results))
     return csv_path
+
+
+def csv_rows(results: Sequence[ImageResult]) -> list[dict[str, str]]:
+    """measurements.csv rows as text, one per result: what both engines write."""
+    return [{k: csv_cell(v) for k, v in result.to_dict().items()} for result in results]
+
+
+def write_masks(results: Sequence[ImageResult], out_dir: str | Path) -> None:
+    """DIR/masks/<stem>_mask.png for every result with a prediction."""
+    masks = Path(out_dir) / "masks"
+    masks.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        if result.prediction is not None:
+            write_mask(masks / f"{Path(result.filename).stem}_mask.png", result.prediction.mask)
 
 
 def predict_path(
@@ -401,10 +443,14 @@ def predict_path(
     tta: bool = False,
     progress: bool = True,
     plane_check: str | bool = "on",
+    backend: str = "auto",
 ) -> list[ImageResult]:
-    """`fetometry predict`: measure every image under ``source`` into ``out_dir``."""
+    """`fetometry predict`: measure every image under ``source`` into ``out_dir``
+    (``backend``: fetometry.inference.backend, auto | torch | onnx)."""
+    from fetometry.inference.backend import build_predictor
+
     inputs = collect_inputs(source, pixel_size_mm=pixel_size_mm, pixel_csv=pixel_csv)
-    predictor = Predictor.from_weights(model, tta=tta)
+    predictor = build_predictor(model, backend, tta=tta)
     results = predict_images(predictor, inputs, progress=progress, plane_checker=plane_checker_for(plane_check))
     write_predictions(results, out_dir)
     return results

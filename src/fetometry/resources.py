@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "assets" / "samples"
-DEFAULT_MODEL = "attention-unet"
+DEFAULT_MODEL = "unext-scanners"
 
 
 def weights_root() -> Path:

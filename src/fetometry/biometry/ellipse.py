@@ -202,8 +202,26 @@ def subpixel_boundary(prob: np.ndarray, level: float = 0.5) -> np.ndarray:
     return _component_boundary(prob, component, level)
 
 
-def _component_boundary(prob: np.ndarray, component: np.ndarray, level: float) -> np.ndarray:
-    """Level crossings on the grid edges between ``component`` and in-image outside pixels."""
+def _foreground_window(foreground: np.ndarray) -> tuple[slice, slice] | None:
+    """(rows, cols) slices of the box around the ``foreground`` pixels, padded by one
+    pixel within the frame; None when there is none."""
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if rows.size == 0:
+        return None
+    height, width = foreground.shape
+    return (
+        slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)),
+        slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width)),
+    )
+
+
+def _component_boundary(
+    prob: np.ndarray, component: np.ndarray, level: float, *, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """Level crossings on the grid edges between ``component`` and in-image outside pixels.
+
+    ``origin``: (row, col) of ``prob[0, 0]`` in the frame when ``prob`` is a window of it;
+    the points are in frame coordinates."""
     points = []
     for axis in (0, 1):  # 0: vertical neighbours (rows), 1: horizontal neighbours (cols)
         first = [slice(None), slice(None)]
@@ -220,7 +238,7 @@ def _component_boundary(prob: np.ndarray, component: np.ndarray, level: float) -
             # Filled holes can hold v_in < level; clip keeps the point on the edge segment.
             t = np.clip((v_in - level) / np.maximum(v_in - v_out, 1e-12), 0.0, 1.0)
             step = t if a_in else 1.0 - t  # offset from the FIRST pixel's center
-            y, x = rows.astype(float), cols.astype(float)
+            y, x = (rows + origin[0]).astype(float), (cols + origin[1]).astype(float)
             if axis == 0:
                 y = y + step
             else:
@@ -232,6 +250,7 @@ def _component_boundary(prob: np.ndarray, component: np.ndarray, level: float) -
     if len(xy) == 0:
         return np.zeros((0, 2))
     rows, cols = np.nonzero(component)
+    rows, cols = rows + origin[0], cols + origin[1]
     order = np.argsort(np.arctan2(xy[:, 1] - rows.mean(), xy[:, 0] - cols.mean()), kind="stable")
     return xy[order]
 
@@ -548,16 +567,20 @@ def ellipse_from_probability(
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     prob = _as_probability(prob)
+    window = _foreground_window(prob >= threshold)
+    if window is None:
+        raise NoHeadError(f"no pixel reaches the threshold {threshold}: no head found")
+    # Every pixel at or above the threshold, and each one's outside neighbours, lie in the
+    # window: the component and its boundary are those of the whole frame, for less work.
+    prob = prob[window]
     component = largest_component(prob >= threshold)
     area = int(component.sum())
-    if area == 0:
-        raise NoHeadError(f"no pixel reaches the threshold {threshold}: no head found")
     if area < min_area_px:
         raise NoHeadError(
             f"the largest head candidate covers {area} px, below the minimum of {min_area_px} px; "
             "no plausible head found (lower min_area_px only for tiny images)"
         )
-    boundary = _component_boundary(prob, component, threshold)
+    boundary = _component_boundary(prob, component, threshold, origin=(window[0].start, window[1].start))
     if len(boundary) < MIN_FIT_POINTS:
         raise EllipseFitError(f"the head outline has only {len(boundary)} points inside the image")
     ellipse = fit_ellipse(boundary)

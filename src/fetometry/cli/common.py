@@ -24,8 +24,22 @@ def add_plane_check_argument(parser: argparse.ArgumentParser, *, what: str = "im
     )
 
 
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend auto|torch|onnx`` (fetometry.inference.backend)."""
+    from fetometry.inference.backend import BACKENDS, DEFAULT_BACKEND
+
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="run the network on PyTorch or onnxruntime; auto: onnxruntime for one feed-forward model, "
+        "PyTorch for ensembles and MedSegDiff-V2 (default auto)",
+    )
+
+
 def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model, flip TTA and the plane check: what predict and measure share."""
+    """The model, its backend, flip TTA and the plane check: what predict and measure share."""
     add_model_argument(parser, ensembles=True)
+    add_backend_argument(parser)
     parser.add_argument("--tta", action="store_true", help="average with a horizontally flipped prediction")
     add_plane_check_argument(parser)

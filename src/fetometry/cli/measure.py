@@ -63,12 +63,15 @@ def run(args: argparse.Namespace) -> int:
     measured); ValueErrors go to the CLI's handler, which prints them and exits 1.
     """
     from fetometry.exam import measure_exam
-    from fetometry.inference.predictor import Predictor
+    from fetometry.inference.backend import build_predictor
     from fetometry.io.dicom import is_dicom
 
     if args.sr and not is_dicom(Path(args.image)):
         raise ValueError("--sr needs a DICOM input: an SR belongs to the image's study (use --fhir or --json)")
-    predictor = Predictor.from_weights(args.model, tta=args.tta)
+    # Explanation maps take gradients through the network, and MC-dropout uncertainty
+    # switches its dropout layers on: both need the PyTorch model.
+    backend = "torch" if args.explain or args.uncertainty else args.backend
+    predictor = build_predictor(args.model, backend, tta=args.tta)
     exam = measure_exam(
         args.image,
         predictor=predictor,

@@ -1,6 +1,6 @@
 """``fetometry stream``: argument parsing and the summary; the work is in ``fetometry.stream.processor.run_stream``.
 
-    fetometry stream INPUT --out DIR [--model NAME] [--pixel-size MM] [--backend torch|onnx]
+    fetometry stream INPUT --out DIR [--model NAME] [--pixel-size MM] [--backend auto|torch|onnx]
 
 INPUT is a video file (no calibration: give --pixel-size for mm values), a DICOM cine
 loop (calibrated by its ultrasound regions) or a capture device index (0, 1, ...).
@@ -9,12 +9,10 @@ loop (calibrated by its ultrasound regions) or a capture device index (0, 1, ...
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from fetometry import DISCLAIMER
-from fetometry.cli.common import add_model_argument, add_plane_check_argument
-from fetometry.inference.backend import BACKENDS
+from fetometry.cli.common import add_backend_argument, add_model_argument, add_plane_check_argument
 
 
 def add_parser(subparsers) -> None:
@@ -25,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--pixel-size", type=float, help="pixel size in mm (videos carry none; overrides a DICOM's calibration)"
     )
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="run the network with PyTorch or onnxruntime")
+    add_backend_argument(p)
     p.add_argument("--masks", action="store_true", help="also write DIR/masks/frame_NNNNNN_mask.png")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (a live device also stops on Ctrl-C)")
     p.add_argument("--batch-size", type=int, help="frames segmented together (default: the predictor's)")
@@ -48,24 +46,23 @@ def run(args: argparse.Namespace) -> int:
     from fetometry.pipeline import plane_checker_for
     from fetometry.stream.processor import run_stream
 
-    with tempfile.TemporaryDirectory(prefix="fetometry-stream-") as work_dir:
-        predictor = build_predictor(args.model, args.backend, Path(work_dir))
-        with open_source(args.input, pixel_size_mm=args.pixel_size) as source:
-            summary = run_stream(
-                source,
-                predictor,
-                args.out,
-                backend=args.backend,
-                write_masks=args.masks,
-                max_frames=args.max_frames,
-                progress=not args.quiet,
-                batch_size=args.batch_size,
-                window=args.window,
-                tolerance=args.tolerance,
-                min_history=min(3, max(1, args.window)),
-                plane_checker=plane_checker_for(args.plane_check),
-                plane_every=args.plane_every,
-            )
+    predictor = build_predictor(args.model, args.backend)
+    with open_source(args.input, pixel_size_mm=args.pixel_size) as source:
+        summary = run_stream(
+            source,
+            predictor,
+            args.out,
+            backend=predictor.config.get("backend", "torch"),
+            write_masks=args.masks,
+            max_frames=args.max_frames,
+            progress=not args.quiet,
+            batch_size=args.batch_size,
+            window=args.window,
+            tolerance=args.tolerance,
+            min_history=min(3, max(1, args.window)),
+            plane_checker=plane_checker_for(args.plane_check),
+            plane_every=args.plane_every,
+        )
     _print_summary(summary, Path(args.out))
     return 0
 

@@ -68,12 +68,18 @@ class PlaneRule:
     #: are first-trimester, where it calls many heads "Lips" or "Abdominal".
     min_trusted_head_mm: float = 100.0
     max_ood_distance: float = math.inf
+    #: Ultrasound has speckle everywhere in the fan: an image whose content is flat in more
+    #: than this share of its 7x7 windows (``flat_fraction``) is a drawing, a rendered
+    #: shape or a blurred-away frame, whatever SonoNet's embedding says. 1.0 = off.
+    max_flat_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("min_other_plane_probability", "max_head_probability_for_other"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value}: use a probability between 0 and 1")
+        if not 0.0 < self.max_flat_fraction <= 1.0:
+            raise ValueError(f"max_flat_fraction={self.max_flat_fraction}: use a share in (0, 1]")
         if not self.max_ood_distance > 0 or not self.min_trusted_head_mm >= 0:
             raise ValueError("max_ood_distance must be positive and min_trusted_head_mm non-negative")
 
@@ -104,6 +110,8 @@ class PlaneResult:
     ood_distance: float
     model: str
     rule: PlaneRule = field(repr=False, default_factory=PlaneRule)
+    #: Share of the image's content windows without texture (``flat_fraction``).
+    flat_fraction: float = 0.0
     status: str = HEAD_PLANE
     detail: str = ""
 
@@ -120,6 +128,12 @@ class PlaneResult:
                 f"the image is unlike the fetal head planes the models were trained on (distance "
                 f"{self.ood_distance:.1f}, at most {rule.max_ood_distance:.1f}; the closest plane "
                 f"{self.label}, {self.probability:.2f}): nothing is measured"
+            )
+            return replace(self, status=OUT_OF_DISTRIBUTION, detail=detail)
+        if self.flat_fraction > rule.max_flat_fraction:
+            detail = (
+                f"{self.flat_fraction:.0%} of the image is flat, without the speckle of ultrasound (at most "
+                f"{rule.max_flat_fraction:.0%}): a drawing or a blurred-away frame, not a scan; nothing is measured"
             )
             return replace(self, status=OUT_OF_DISTRIBUTION, detail=detail)
         named_other = (
@@ -146,6 +160,21 @@ class PlaneResult:
         values.pop("rule")
         values["head_plane"] = self.head_plane
         return values
+
+
+def flat_fraction(image: np.ndarray, *, window: int = 7, tolerance: float = 2.0 / 255) -> float:
+    """Share of the 7x7 windows lying wholly in the image's content (pixels above 0.02:
+    black outside the fan does not count) whose intensity SD is under 2 grey levels of
+    255. Measured (``benchmarks/plane_check.py``): HC18 images 0.15 median, 0.63 at most;
+    full-screen captures up to 0.75; SonoNet's 13 frames up to 0.26; rendered shapes,
+    gradients, checkerboards, text pages, constants and a blurred-away head 0.97-1.0."""
+    pixels = np.asarray(image, dtype=np.float32)
+    mean = cv2.blur(pixels, (window, window))
+    spread = np.sqrt(np.maximum(cv2.blur(pixels * pixels, (window, window)) - mean * mean, 0.0))
+    content = cv2.blur((pixels > 0.02).astype(np.float32), (window, window)) >= 1.0
+    if not content.any():
+        return 1.0
+    return float((spread[content] < tolerance).mean())
 
 
 def preprocess(image: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -239,7 +268,8 @@ class PlaneChecker:
         labels = self.model.labels
         for start in range(0, len(images), self.batch_size):
             probabilities, embeddings = self.scores(images[start : start + self.batch_size])
-            for probs, distance in zip(probabilities, self.ood_distance(embeddings)):
+            batch = images[start : start + self.batch_size]
+            for image, probs, distance in zip(batch, probabilities, self.ood_distance(embeddings)):
                 best = int(np.argmax(probs))
                 other = max(self._other_index, key=lambda i: probs[i])
                 result = PlaneResult(
@@ -251,6 +281,7 @@ class PlaneChecker:
                     ood_distance=float(distance),
                     model=self.name,
                     rule=self.rule,
+                    flat_fraction=flat_fraction(image),
                 )
                 results.append(result.decide())
         return results

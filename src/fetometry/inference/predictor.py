@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -40,6 +41,32 @@ def _is_onnx(path: Path) -> bool:
     return path.suffix == ".onnx" or (path.is_dir() and (path / "condition.onnx").is_file())
 
 
+#: The second look's settings when a weights config turns it on without its own.
+DEFAULT_SECOND_LOOK = {"margin": 1.5, "max_window": 0.8}
+
+
+def head_window(
+    mask: np.ndarray, canvas_hw: tuple[int, int], *, margin: float = 1.5, max_window: float = 0.8
+) -> tuple[slice, slice] | None:
+    """(rows, cols) of a window of the canvas's aspect ratio around the largest component
+    of ``mask``, ``margin`` times its box, inside the frame; None when there is no
+    component or the window would cover ``max_window`` or more of the frame's height or width."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    aspect = canvas_hw[1] / canvas_hw[0]
+    win_h = margin * max(h, w / aspect)
+    win_w = win_h * aspect
+    frame_h, frame_w = mask.shape
+    if win_h >= max_window * frame_h or win_w >= max_window * frame_w:
+        return None
+    top = int(round(min(max(y + h / 2 - win_h / 2, 0), frame_h - win_h)))
+    left = int(round(min(max(x + w / 2 - win_w / 2, 0), frame_w - win_w)))
+    return slice(top, top + int(round(win_h))), slice(left, left + int(round(win_w)))
+
+
 class Predictor:
     """Wraps a network that maps (B, 1, h, w) images to (B, 1, h, w) logits."""
 
@@ -59,6 +86,9 @@ class Predictor:
         self.tta = tta
         self.config = config or {}
         self.batch_size = batch_size
+        #: {"margin", "max_window"} of the second look at small heads, or None (off); from
+        #: the weights config's "second_look" block.
+        self.second_look = self.config.get("second_look")
 
     @classmethod
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "Predictor":
@@ -182,13 +212,35 @@ class Predictor:
             canvases.append(canvas)
             boxes.append(box)
         probs = self._probabilities(np.stack(canvases))
+        maps = [np.clip(unletterbox(prob, box), 0.0, 1.0) for prob, box in zip(probs, boxes)]
+        if self.second_look is not None:
+            maps = self._second_look(images, maps)
         results = []
-        for prob, box in zip(probs, boxes):
-            full = np.clip(unletterbox(prob, box), 0.0, 1.0)
+        for full in maps:
             mask = full >= self.threshold
             confidence = float(full[mask].mean()) if mask.any() else 0.0
             results.append(Prediction(full, mask, confidence))
         return results
+
+    def _second_look(self, images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
+        """Segment small heads again at a higher resolution: a window around the first
+        look's largest component, ``margin`` times its box and of the canvas's shape, is
+        letterboxed onto the whole canvas, and its map replaces the first one inside the
+        window. A head already filling most of the frame (window >= ``max_window`` of the
+        frame's height or width) keeps its first map."""
+        windows = [head_window(m >= self.threshold, self.canvas_hw, **self.second_look) for m in maps]
+        todo = [i for i, w in enumerate(windows) if w is not None]
+        if not todo:
+            return maps
+        crops = [images[i][windows[i]] for i in todo]
+        canvases, boxes = zip(*(letterbox(crop, self.canvas_hw) for crop in crops))
+        probs = self._probabilities(np.stack(canvases))
+        maps = list(maps)
+        for i, prob, box in zip(todo, probs, boxes):
+            refined = maps[i].copy()
+            refined[windows[i]] = np.clip(unletterbox(prob, box), 0.0, 1.0)
+            maps[i] = refined
+        return maps
 
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]

@@ -25,9 +25,11 @@ Per frame
 - Best frame: the highest ``quality_score`` among accepted frames with a defined
   consistency (all accepted frames if none has one); its overlay is saved.
 
-Speed: frames are read in a background thread while the model runs, and ellipse fitting
-of one batch runs in a second thread while the model segments the next batch (both
-OpenCV and PyTorch release the GIL), so the stages overlap when more than one core is free.
+Speed: frames are read in a background thread while the model runs, and the ellipse fits
+and gates of the batches already segmented run in ``fit_workers`` threads while the model
+segments the next batch (OpenCV, NumPy, onnxruntime and PyTorch release the GIL), so
+the stages overlap on the cores there are. The temporal terms are then applied in frame
+order.
 """
 
 from __future__ import annotations
@@ -35,9 +37,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import queue
 import statistics
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -57,6 +57,7 @@ from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import write_mask
 from fetometry.io.video import Frame, FrameSource
 from fetometry.pipeline import PLANE_COLUMNS, ImageResult, result_from_prediction
+from fetometry.threads import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -247,41 +248,8 @@ class FrameResult:
 # --------------------------------------------------------------------------- threads
 
 
-_END = object()
-
-
-def prefetch(frames: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
-    """Read ``frames`` in a background thread, ``depth`` frames ahead of the consumer."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def reader() -> None:
-        try:
-            for frame in frames:
-                while not stop.is_set():
-                    try:
-                        buffer.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_END)
-        except BaseException as error:  # handed to the consumer, raised there
-            buffer.put(error)
-
-    thread = threading.Thread(target=reader, name="fetometry-frame-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+#: A frame's temporal state before the tracker has seen it.
+_UNTRACKED = TemporalState(None, False, None)
 
 
 def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
@@ -312,9 +280,13 @@ class StreamProcessor:
         min_history: int = DEFAULT_MIN_HISTORY,
         batch_size: int | None = None,
         threads: bool = True,
+        fit_workers: int = 2,
         plane_checker: PlaneChecker | None = None,
         plane_every: int = 1,
     ):
+        if fit_workers < 1:
+            raise StreamError(f"fit_workers={fit_workers}: give at least 1")
+        self.fit_workers = fit_workers
         if plane_every < 1:
             raise StreamError(f"plane_every={plane_every}: check the plane on every k-th frame, k >= 1")
         self.plane_checker = plane_checker
@@ -344,9 +316,10 @@ class StreamProcessor:
             planes.append((self._last_plane, frame.index in checked))
         return planes
 
-    def _finish(
+    def _analyse(
         self, frame: Frame, prediction: Prediction, plane: PlaneResult | None, plane_checked: bool
     ) -> FrameResult:
+        """Everything about one frame that does not depend on the frames before it."""
         result = result_from_prediction(
             self.predictor,
             f"frame_{frame.index:06d}",
@@ -356,35 +329,42 @@ class StreamProcessor:
             plane=plane,
         )
         quality = assess_frame(result, frame.image.shape)
-        hc_mm = None if result.measurement is None else result.measurement.hc_mm
-        temporal = self.tracker.update(perimeter_px(result.ellipse), hc_mm, quality.passed)
         return FrameResult(
-            frame.index, frame.time_ms, result, quality, temporal, image=frame.image, plane_checked=plane_checked
+            frame.index, frame.time_ms, result, quality, _UNTRACKED, image=frame.image, plane_checked=plane_checked
         )
 
-    def _finish_batch(self, frames: list[Frame], predictions: list[Prediction], planes: list) -> list[FrameResult]:
+    def _analyse_batch(self, frames: list[Frame], predictions: list[Prediction], planes: list) -> list[FrameResult]:
         return [
-            self._finish(frame, prediction, *plane) for frame, prediction, plane in zip(frames, predictions, planes)
+            self._analyse(frame, prediction, *plane) for frame, prediction, plane in zip(frames, predictions, planes)
         ]
 
+    def _track(self, frames: list[FrameResult]) -> Iterator[FrameResult]:
+        """The temporal terms, in frame order (the tracker's history is causal)."""
+        for frame in frames:
+            frame.temporal = self.tracker.update(frame.perimeter_px, frame.hc_mm, frame.quality.passed)
+            yield frame
+
     def process(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
-        """All frames, in order; the tracker's state carries over between calls."""
+        """All frames, in order; the tracker's state carries over between calls.
+
+        With threads, frames are read ``2 x batch`` ahead in a reader thread, the network
+        runs in this thread, and ``fit_workers`` threads fit and gate the batches already
+        segmented while it segments the next; their results are taken in order, so the
+        temporal terms see the frames in order."""
         if not self.threads:
             for batch in _batches(frames, self.batch_size):
-                yield from self._finish_batch(
-                    batch, self.predictor.predict_batch([f.image for f in batch]), self._planes(batch)
-                )
+                predictions = self.predictor.predict_batch([f.image for f in batch])
+                yield from self._track(self._analyse_batch(batch, predictions, self._planes(batch)))
             return
         pending: deque[Future] = deque()
-        # One fitting worker: batches finish in order, so the tracker sees frames in order.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetometry-fit") as fitter:
+        with ThreadPoolExecutor(max_workers=self.fit_workers, thread_name_prefix="fetometry-fit") as fitter:
             for batch in _batches(prefetch(frames, depth=2 * self.batch_size), self.batch_size):
                 predictions = self.predictor.predict_batch([f.image for f in batch])
-                pending.append(fitter.submit(self._finish_batch, batch, predictions, self._planes(batch)))
-                while len(pending) > 1 or (pending and pending[0].done()):
-                    yield from pending.popleft().result()
+                pending.append(fitter.submit(self._analyse_batch, batch, predictions, self._planes(batch)))
+                while len(pending) > self.fit_workers or (pending and pending[0].done()):
+                    yield from self._track(pending.popleft().result())
             while pending:
-                yield from pending.popleft().result()
+                yield from self._track(pending.popleft().result())
 
 
 # --------------------------------------------------------------------------- outputs

@@ -13,6 +13,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+AUGMENTATIONS = ("ultrasound", "scanners", "flips")
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (recorded in its manifest)."""
@@ -31,7 +34,9 @@ class TrainConfig:
     bce_weight: float = 0.5
     augment_strength: float = 1.0
     #: "ultrasound" (flips, affine, intensity, speckle, blur, shadow; scaled by
-    #: augment_strength) or "flips" (the plain recipe of the benchmark's reference row).
+    #: augment_strength), "scanners" (that, then other scanners' physics and capture
+    #: styles: fetometry.data.scanner_styles) or "flips" (the plain recipe of the
+    #: benchmark's reference row).
     augmentation: str = "ultrasound"
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -57,6 +62,11 @@ class TrainConfig:
     ema_decay: float = 0.0
     #: Stop when validation Dice has not improved for this many epochs; 0 = never.
     early_stopping_patience: int = 0
+    #: Which weights the run exports: "best" (the epoch of the highest validation Dice) or
+    #: "last" (the final weights; with EMA the averaged ones). Domain-generalising
+    #: augmentation is judged out of domain, which the in-domain validation Dice cannot
+    #: see: its best epoch can be the first, before the augmentation has taught anything.
+    export_checkpoint: str = "best"
     #: Subject-grouped k-fold cross-validation: train fold ``fold`` of ``folds`` (its
     #: validation subjects are 1/folds of all); 0 = the fixed split of ``val_fraction``.
     folds: int = 0
@@ -89,8 +99,10 @@ class TrainConfig:
         config = cls(**data)
         if config.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device={config.device!r}: use 'auto', 'cpu' or 'cuda'")
-        if config.augmentation not in ("ultrasound", "flips"):
-            raise ValueError(f"augmentation={config.augmentation!r}: use 'ultrasound' or 'flips'")
+        if config.export_checkpoint not in ("best", "last"):
+            raise ValueError(f"export_checkpoint={config.export_checkpoint!r}: use 'best' or 'last'")
+        if config.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation={config.augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
         return config
 
     def to_dict(self) -> dict:

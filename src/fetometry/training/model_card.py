@@ -107,8 +107,14 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
         "```json",
         json.dumps(recipe, indent=2),
         "```",
-        f"Best epoch by validation Dice: {training.get('best_epoch')} of {training.get('epochs_run')}; "
-        f"training wall time {training.get('wall_time_s', 0) / 60:.0f} min.",
+        (
+            f"Best epoch by validation Dice: {training.get('best_epoch')} of {training.get('epochs_run')}; "
+            if training.get("exported", "best") == "best"
+            else f"Exported: the last epoch's weights ({training.get('epochs_run')} epochs; the recipe's "
+            "export_checkpoint = last), not the best validation epoch "
+            f"({training.get('best_epoch')}); "
+        )
+        + f"training wall time {training.get('wall_time_s', 0) / 60:.0f} min.",
         *_initialisation_lines(training.get("initialised_from")),
         "",
         "## Hardware",

@@ -108,12 +108,20 @@ def _initialisation(config: TrainConfig, this_run_wall_time_s: float) -> dict | 
     return initial
 
 
+def exported_checkpoint(config: TrainConfig) -> str:
+    """The checkpoint file the recipe exports: the best epoch, or the last (EMA) weights."""
+    if config.export_checkpoint == "best":
+        return "best.safetensors"
+    return "last_ema.safetensors" if config.ema_decay > 0 else "last.safetensors"
+
+
 def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration: dict, data: dict) -> Path:
-    """best.safetensors + config.json (architecture, canvas, calibration, provenance)."""
+    """The run's exported checkpoint (``config.export_checkpoint``) + config.json
+    (architecture, canvas, calibration, provenance)."""
     from fetometry.models import create_model
 
     model = create_model(config.model, config.variant, **config.model_kwargs)
-    load_weights(model, run_dir / "checkpoints" / "best.safetensors")
+    load_weights(model, run_dir / "checkpoints" / exported_checkpoint(config))
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(model, folder / "model.safetensors")
     shutil.copyfile(run_dir / "split.json", folder / "split.json")  # which images trained it
@@ -129,6 +137,7 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
         "training": {
             "recipe": config.to_dict(),
             "best_epoch": manifest["best_epoch"],
+            "exported": config.export_checkpoint,
             "epochs_run": manifest["epochs_run"],
             "wall_time_s": manifest["wall_time_s"],
             "hardware": manifest["hardware"],  # where it trained, which need not be where it is exported

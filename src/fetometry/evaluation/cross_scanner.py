@@ -1,0 +1,157 @@
+"""Out-of-domain test sets built from HC18 validation heads: other capture styles, other
+scanner physics, shadowed lateral walls, large heads.
+
+One centre's images are all there is, so the other centres are rendered: each style
+maps (image, reference mask, pixel size) to a new image, the reference mask moved with
+it, and the new pixel size, so the reference HC in mm (the CSV's) still holds. The
+settings differ from the training augmentation's (:mod:`fetometry.data.scanner_styles`):
+another font, layout and frame shape for the capture, parameters past the training
+ranges for the physics, and the lateral shadow cut from the fitted reference ellipse
+by angle rather than from the mask's gradient. They are still this project's idea of
+another centre, and are reported as that, beside what the independent check measures on
+real images from another centre.
+
+``STYLES``: name -> function(image, mask, pixel_size_mm) -> (image, mask, pixel_size_mm).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from fetometry.data.scanner_styles import (
+    burn_in,
+    compress,
+    draw_grey_bar,
+    draw_ruler,
+    draw_text,
+    place_in_frame,
+    resample,
+    time_gain,
+    zoom_on,
+)
+
+Style = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, float]]
+
+#: Full-screen capture: the frame's width over its height (Voluson screens are about 16:9)
+#: and the share of the frame's height the fan takes.
+CAPTURE_ASPECT = 1.85
+CAPTURE_FAN_SCALE = 0.72
+#: The large-head style magnifies until the head's reference box fills this share of the
+#: frame height (or of its width, whichever comes first).
+LARGE_HEAD_FILL = 0.9
+#: Lateral shadow: the skull band within this many degrees of horizontal (seen from the
+#: head's centre) is darkened by LATERAL_DARKNESS.
+LATERAL_HALF_ANGLE_DEG = 40.0
+LATERAL_DARKNESS = 0.85
+
+
+def capture(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """A vendor screen: a grey side panel of text, a header, the fan at 0.72 scale, a
+    depth ruler with 10 mm ticks and a grey-scale bar."""
+    height, width = image.shape
+    frame_h = round(height / CAPTURE_FAN_SCALE * 0.95)
+    frame_w = round(frame_h * CAPTURE_ASPECT)
+    scale = CAPTURE_FAN_SCALE * frame_h / height
+    left = round(0.22 * frame_w)
+    top = round(0.08 * frame_h)
+    frame, moved = place_in_frame(image, mask, (frame_h, frame_w), scale, (left, top))
+    frame[:, : round(0.18 * frame_w)] = 0.16
+    layer = np.zeros(frame.shape, np.uint8)
+    text_px = 0.028 * frame_h
+    font = cv2.FONT_HERSHEY_COMPLEX  # not one of the training augmentation's fonts
+    for row, line in enumerate(("VOLUSON-STYLE", "OB/GYN", "C1-5-D", "FR 31Hz", "GN -4", "DR 66", "PRF 1.2kHz")):
+        draw_text(layer, line, (round(0.01 * frame_w), round((row + 2) * text_px * 1.9)), text_px, font)
+    draw_text(layer, "HOSPITAL 04.12.2026 10:41:07  MI 0.9 TIs 0.2", (left, round(0.05 * frame_h)), text_px, font)
+    new_pixel = pixel_size_mm / scale
+    fan_right = round(left + scale * width)
+    draw_ruler(layer, fan_right + 6, top, round(top + scale * height), 10.0 / new_pixel)
+    burn_in(frame, layer, 0.92)
+    draw_grey_bar(frame, round(0.95 * frame_w), round(0.2 * frame_h), round(0.6 * frame_h), max(3, frame_w // 90))
+    return frame, moved, new_pixel
+
+
+def scanner_physics(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """Another scanner's processing: a steep TGC, a narrow dynamic range (past the
+    training range), a coarser grid (0.4, past it too) and a lower overall gain."""
+    out = time_gain(image, np.float32([1.35, 1.0, 0.7, 0.55, 0.75]))
+    out = compress(out, 0.95)
+    out = resample(out, 0.4) * np.float32(0.85)
+    out[image <= 0] = 0
+    return np.clip(out, 0, 1).astype(np.float32), mask, pixel_size_mm
+
+
+def lateral_shadow(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """The skull's left and right walls gone: the band +-4% of the head's semi-minor axis
+    around the reference ellipse, within 40 degrees of horizontal seen from the head's
+    centre, filled from its surroundings (OpenCV's Telea inpainting) and blended in with
+    weight 0.85."""
+    ellipse = _reference_ellipse(mask)
+    if ellipse is None:
+        return image, mask, pixel_size_mm
+    (cx, cy), (d1, d2), _ = ellipse
+    height, width = image.shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    outline = cv2.ellipse(np.zeros((height, width), np.uint8), ellipse, 255, max(2, round(0.04 * min(d1, d2))))
+    angle = np.degrees(np.arctan2(np.abs(y - cy), np.abs(x - cx)))
+    band = ((outline > 0) & (angle <= LATERAL_HALF_ANGLE_DEG)).astype(np.uint8)
+    filled = cv2.inpaint(np.round(image * 255).astype(np.uint8), band, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
+    weight = LATERAL_DARKNESS * cv2.GaussianBlur(band.astype(np.float32), (0, 0), 1.5)
+    return (image * (1 - weight) + filled * weight).astype(np.float32), mask, pixel_size_mm
+
+
+def large_head(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """Magnified about the head until its box fills 90% of the frame (a late-pregnancy head
+    at a shallow depth); the head stays inside the frame. Heads that already fill it are
+    left as they are."""
+    ys, xs = np.nonzero(mask > 0.5)
+    if ys.size == 0:
+        return image, mask, pixel_size_mm
+    height, width = image.shape
+    box_h, box_w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    zoom = min(LARGE_HEAD_FILL * height / box_h, LARGE_HEAD_FILL * width / box_w)
+    if zoom <= 1.05:
+        return image, mask, pixel_size_mm
+    # The fixed point that maps the head's box centre to the frame centre under the zoom.
+    box_cx, box_cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    fixed = ((width / 2 - zoom * box_cx) / (1 - zoom), (height / 2 - zoom * box_cy) / (1 - zoom))
+    out, moved = zoom_on(image, mask, (float(fixed[0]), float(fixed[1])), zoom)
+    return out, moved, pixel_size_mm / zoom
+
+
+def combined(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """Lateral shadow, then another scanner's physics, then the capture."""
+    for style in (lateral_shadow, scanner_physics, capture):
+        image, mask, pixel_size_mm = style(image, mask, pixel_size_mm)
+    return image, mask, pixel_size_mm
+
+
+def _reference_ellipse(mask: np.ndarray):
+    contours, _ = cv2.findContours((mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    largest = max(contours, key=cv2.contourArea)
+    return cv2.fitEllipse(largest) if len(largest) >= 5 else None
+
+
+STYLES: dict[str, Style] = {
+    "hc18": lambda image, mask, pixel_size_mm: (image, mask, pixel_size_mm),
+    "capture": capture,
+    "scanner-physics": scanner_physics,
+    "lateral-shadow": lateral_shadow,
+    "large-head": large_head,
+    "combined": combined,
+}
+
+
+def render(style: str, image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """One HC18 head in ``style``: (image, mask (bool), pixel size in mm)."""
+    if style not in STYLES:
+        raise KeyError(f"unknown style {style!r}: use one of {', '.join(STYLES)}")
+    out, moved, pixel = STYLES[style](image.astype(np.float32), mask.astype(np.float32), float(pixel_size_mm))
+    if not math.isfinite(pixel) or pixel <= 0:
+        raise ValueError(f"{style}: the pixel size became {pixel}")
+    return np.clip(out, 0, 1).astype(np.float32), moved > 0.5, pixel

@@ -1,0 +1,68 @@
+"""Overlapping the stages of a measurement on the cores there are.
+
+Decoding (OpenCV, pydicom), the network (onnxruntime, PyTorch) and the ellipse fit
+(NumPy, OpenCV, SciPy) release the GIL for most of their time, so plain threads overlap
+them: ``prefetch`` reads ahead of the consumer, ``fit_pool`` fits the images of a batch
+side by side. Results keep their input order.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+_END = object()
+
+
+def prefetch(items: Iterable, depth: int = 8) -> Iterator:
+    """Produce ``items`` in a background thread, ``depth`` ahead of the consumer; an
+    exception in the producer is raised in the consumer, at its place in the order."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def producer() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            buffer.put(error)
+
+    thread = threading.Thread(target=producer, name="fetometry-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def worker_count() -> int:
+    """Threads for per-image work: the cores this process may use (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+@functools.lru_cache(maxsize=1)
+def fit_pool() -> ThreadPoolExecutor:
+    """The process's pool for per-image work (one per process, its threads reused)."""
+    return ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fetometry-fit")

@@ -1,0 +1,96 @@
+"""Other scanners and capture styles: the training augmentation and the out-of-domain renderer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fetometry.biometry.ellipse import ellipse_from_probability
+from fetometry.biometry.measures import measure_ellipse
+from fetometry.data.scanner_styles import ScannerAugmenter, lateral_dropout, place_in_frame, sector
+from fetometry.data.synthetic import make_phantom
+from fetometry.evaluation.cross_scanner import STYLES, render
+from fetometry.training.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(
+        rng_or_seed=3, semi_major_px=150, semi_minor_px=120, angle_rad=0.3, center=(400, 270), pixel_size_mm=0.15
+    )
+
+
+def _ring(height=256, width=384, a=110, b=90):
+    """A bright elliptical skull ring on grey tissue, and its filled mask."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = np.sqrt(((x - width / 2) / a) ** 2 + ((y - height / 2) / b) ** 2)
+    image = np.full((height, width), 0.3, np.float32)
+    image[np.abs(r - 1) < 0.04] = 0.95
+    return image, (r <= 1.02).astype(np.float32)
+
+
+def test_scanner_augmenter_is_deterministic_and_keeps_shapes(phantom):
+    augment = ScannerAugmenter()
+    image, mask = phantom.image[::2, ::2].copy(), phantom.mask[::2, ::2].astype(np.float32)
+    changed = 0
+    for seed in range(12):
+        a, m = augment(image, mask, np.random.default_rng(seed))
+        b, n = augment(image, mask, np.random.default_rng(seed))
+        assert np.array_equal(a, b) and np.array_equal(m, n)
+        assert a.shape == image.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+        assert m.sum() > 0.2 * mask.sum()  # the head is still there (zoom may clip it, never remove it)
+        changed += not np.allclose(a, image)
+    assert changed >= 10
+    same, same_mask = ScannerAugmenter(strength=0)(image, mask, np.random.default_rng(0))
+    assert np.array_equal(same, image) and np.array_equal(same_mask, mask)
+
+
+def test_capture_overlays_never_touch_the_head():
+    image, mask = _ring()
+    augment = ScannerAugmenter()
+    rng = np.random.default_rng(5)
+    framed, moved = place_in_frame(image, mask, image.shape, 0.6, (100, 20), background=0.2)
+    before = framed.copy()
+    augment._overlays(framed, moved, rng, (100, 20), 0.6)
+    inside = moved > 0.05
+    assert np.array_equal(framed[inside], before[inside])
+    assert not np.array_equal(framed, before)  # something was burned in around it
+
+
+def test_lateral_dropout_fades_the_side_walls_not_the_top_and_bottom():
+    image, mask = _ring()
+    out = lateral_dropout(image, mask, darkness=0.9, band_px=6)
+    h, w = image.shape
+    side = (slice(h // 2 - 10, h // 2 + 10), slice(w // 2 + 100, w // 2 + 120))
+    top = (slice(h // 2 - 100, h // 2 - 80), slice(w // 2 - 10, w // 2 + 10))
+    assert out[side].max() < 0.6 * image[side].max()
+    assert out[top].max() == pytest.approx(image[top].max(), abs=0.05)
+    assert np.all(out <= image + 1e-6)  # it only removes echo
+
+
+def test_sector_fan_is_a_fan():
+    fan = sector((100, 200), (100.0, -20.0), 0.5, 110.0)
+    assert fan[50, 100] > 0.99 and fan[5, 5] < 0.01 and fan[99, 100] < 0.5
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_each_out_of_domain_style_keeps_the_reference_hc(style, phantom):
+    """The moved mask at the new pixel size measures the same head (within 0.5%): the
+    CSV's HC in mm stays the reference."""
+    image, mask, pixel = render(style, phantom.image, phantom.mask, phantom.pixel_size_mm)
+    assert image.dtype == np.float32 and mask.dtype == bool and 0 <= image.min() and image.max() <= 1
+    hc = measure_ellipse(ellipse_from_probability(mask.astype(np.float32)), pixel).hc_mm
+    assert hc == pytest.approx(phantom.hc_mm, rel=0.005)
+    if style != "hc18":
+        assert not np.array_equal(image, phantom.image) or image.shape != phantom.image.shape
+
+
+def test_unknown_style_is_named():
+    with pytest.raises(KeyError, match="capture"):
+        render("mri", np.zeros((10, 10)), np.zeros((10, 10)), 0.1)
+
+
+def test_scanners_is_a_recipe_choice():
+    assert TrainConfig.from_dict({"augmentation": "scanners"}).augmentation == "scanners"
+    with pytest.raises(ValueError, match="scanners"):
+        TrainConfig.from_dict({"augmentation": "any"})

@@ -1,0 +1,68 @@
+"""The predictor's second look at small heads (a window around the first look's head,
+segmented again at the canvas's full resolution)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fetometry.inference.predictor import DEFAULT_SECOND_LOOK, Predictor, head_window
+
+
+class Brightness(nn.Module):
+    """Logits from brightness: bright pixels are head. Counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return (x - 0.5) * 40.0
+
+
+def _disc(hw=(540, 800), centre=(200, 150), radius=40) -> np.ndarray:
+    y, x = np.mgrid[0 : hw[0], 0 : hw[1]]
+    return (((x - centre[0]) ** 2 + (y - centre[1]) ** 2) <= radius**2).astype(np.float32)
+
+
+def test_head_window_frames_a_small_head_in_the_canvas_shape():
+    mask = _disc() > 0.5
+    rows, cols = head_window(mask, (256, 384), **DEFAULT_SECOND_LOOK)
+    assert rows.start <= 110 and rows.stop >= 190 and cols.start <= 160 and cols.stop >= 240
+    assert (cols.stop - cols.start) / (rows.stop - rows.start) == pytest.approx(1.5, rel=0.02)
+    assert rows.start >= 0 and cols.start >= 0 and rows.stop <= 540 and cols.stop <= 800
+
+
+def test_head_window_is_none_without_a_head_or_for_a_head_filling_the_frame():
+    assert head_window(np.zeros((540, 800), bool), (256, 384)) is None
+    assert head_window(_disc(radius=240, centre=(400, 270)) > 0.5, (256, 384)) is None
+
+
+def test_second_look_segments_small_heads_again_and_leaves_large_ones():
+    model = Brightness()
+    predictor = Predictor(model, canvas_hw=(64, 96), config={"second_look": dict(DEFAULT_SECOND_LOOK)})
+    small, large = _disc(), _disc(radius=250, centre=(400, 270))
+    first = Predictor(Brightness(), canvas_hw=(64, 96)).predict_batch([small, large])
+    second = predictor.predict_batch([small, large])
+    assert model.calls == 2  # the first look, then one batch of windows
+    assert np.array_equal(second[1].probability, first[1].probability)
+    window = head_window(first[0].mask, (64, 96), **DEFAULT_SECOND_LOOK)
+    outside = np.ones(small.shape, bool)
+    outside[window] = False
+    assert np.array_equal(second[0].probability[outside], first[0].probability[outside])
+    # At four times the canvas resolution the disc's outline is closer to the truth.
+    truth = small > 0.5
+
+    def error(p):
+        return np.logical_xor(p.mask, truth).sum()
+
+    assert error(second[0]) < error(first[0])
+
+
+def test_second_look_is_off_unless_the_config_asks():
+    model = Brightness()
+    Predictor(model, canvas_hw=(64, 96)).predict_batch([_disc()])
+    assert model.calls == 1
