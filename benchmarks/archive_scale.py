@@ -82,13 +82,13 @@ def build_inputs(data: Path, n: int, work: Path) -> tuple[Path, Path, int]:
 
 
 def run_local(listing: Path, pixel_csv: Path, out: Path, model: str | None) -> dict:
-    from fetometry.inference.predictor import Predictor
+    from fetometry.inference.backend import build_predictor
     from fetometry.pipeline import collect_inputs, plane_checker_for, predict_images, write_predictions
 
     t0 = time.perf_counter()
     inputs = collect_inputs(listing, pixel_csv=pixel_csv)
     t1 = time.perf_counter()
-    predictor = Predictor.from_weights(model)
+    predictor = build_predictor(model, "auto")  # as `fetometry predict` builds it
     checker = plane_checker_for("on")
     t2 = time.perf_counter()
     results = predict_images(predictor, inputs, progress=False, plane_checker=checker)
@@ -113,11 +113,11 @@ def shard_write_cost(listing: Path, pixel_csv: Path, model: str | None, work: Pa
     """Seconds per row to write a shard (masks + CSV rows + Parquet) vs the local engine's
     write_predictions, on the same results: the archive format's own cost per image."""
     from fetometry.archive.shards import ArchiveLayout, write_shard
-    from fetometry.inference.predictor import Predictor
+    from fetometry.inference.backend import build_predictor
     from fetometry.pipeline import collect_inputs, predict_images, write_predictions
 
     inputs = collect_inputs(listing, pixel_csv=pixel_csv)[:32]
-    results = predict_images(Predictor.from_weights(model), inputs, progress=False)
+    results = predict_images(build_predictor(model, "auto"), inputs, progress=False)
     warm = ArchiveLayout(work / "write_warm")  # pyarrow's import is the job's cost, not the image's
     warm.make()
     write_shard(warm, 0, inputs[:1], results[:1])

@@ -65,7 +65,7 @@ def startup_s(args: list[str]) -> float:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "fetometry", "-q", *[a.replace("OUT", out) for a in args]],
+                [sys.executable, "-m", "fetometry.cli", "-q", *[a.replace("OUT", out) for a in args]],
                 check=True,
                 capture_output=True,
             )

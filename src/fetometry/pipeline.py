@@ -18,6 +18,7 @@ import csv
 import functools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -357,6 +358,10 @@ def _with_dicom_calibration(item: ImageInput, read: InputPixels) -> ImageInput:
         return replace(item, pixel_size_problem=str(error))
 
 
+#: Batches measured at once by ``predict_images``.
+BATCHES_IN_FLIGHT = 2
+
+
 def predict_images(
     predictor: Predictor,
     inputs: Sequence[ImageInput],
@@ -370,39 +375,53 @@ def predict_images(
     ``gate=False`` measures every fitted ellipse without the quality gate: how a
     benchmark scores a model (the HC18 protocol has no option to decline an image);
     ``plane_checker`` adds the plane check (``plane_checker_for("on")``)."""
-    results: list[ImageResult] = []
     bar = tqdm(total=len(inputs), desc="measuring", unit="img", disable=not progress)
+    # Rows in the order they are known (a batch's rows when it is measured); two batches
+    # are measured at once, so one's fits overlap the other's network and plane check.
+    slots: list[list[ImageResult] | Future] = []
     batch: list[tuple[ImageInput, np.ndarray]] = []
 
-    def flush() -> None:
-        results.extend(
-            measure_batch(
-                predictor,
-                [image for _, image in batch],
-                filenames=[item.path.name for item, _ in batch],
-                pixel_sizes_mm=[item.pixel_size_mm for item, _ in batch],
-                pixel_size_problems=[item.pixel_size_problem for item, _ in batch],
-                plane_checker=plane_checker,
-                gate=gate,
-            )
+    def measure_now(items: list[tuple[ImageInput, np.ndarray]]) -> list[ImageResult]:
+        rows = measure_batch(
+            predictor,
+            [image for _, image in items],
+            filenames=[item.path.name for item, _ in items],
+            pixel_sizes_mm=[item.pixel_size_mm for item, _ in items],
+            pixel_size_problems=[item.pixel_size_problem for item, _ in items],
+            plane_checker=plane_checker,
+            gate=gate,
         )
-        bar.update(len(batch))
-        batch.clear()
+        bar.update(len(items))
+        return rows
 
-    # Files are decoded in a background thread while the batch before them is measured.
-    for item, image, error in prefetch(_read_all(inputs), depth=2 * predictor.batch_size):
-        if image is None:
-            log.warning("%s", error)
-            results.append(
-                ImageResult(item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm, model=predictor.name)
-            )
-            bar.update(1)
-            continue
-        batch.append((item, image))
-        if len(batch) == predictor.batch_size:
+    with ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT, thread_name_prefix="fetometry-batch") as batches:
+
+        def flush() -> None:
+            slots.append(batches.submit(measure_now, list(batch)))
+            batch.clear()
+            pending = [slot for slot in slots if isinstance(slot, Future) and not slot.done()]
+            if len(pending) >= BATCHES_IN_FLIGHT:
+                pending[0].result()
+
+        # Files are decoded in a background thread while the batches before them are measured.
+        for item, image, error in prefetch(_read_all(inputs), depth=2 * predictor.batch_size):
+            if image is None:
+                log.warning("%s", error)
+                slots.append(
+                    [
+                        ImageResult(
+                            item.path.name, UNREADABLE, error, pixel_size_mm=item.pixel_size_mm, model=predictor.name
+                        )
+                    ]
+                )
+                bar.update(1)
+                continue
+            batch.append((item, image))
+            if len(batch) == predictor.batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+        results = [row for slot in slots for row in (slot.result() if isinstance(slot, Future) else slot)]
     bar.close()
     return results
 

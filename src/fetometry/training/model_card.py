@@ -75,6 +75,30 @@ def _status_lines(status: str | None) -> list[str]:
     return [f"> **{status}**", ""] if status else []
 
 
+def _limits(config: dict) -> list[str]:
+    recipe = config.get("training", {}).get("recipe", {})
+    lines = [
+        "Trained on HC18 images of one centre (Radboud UMC, Voluson E8 / Voluson 730 scanners). "
+        "The network measures the head in a standard plane; it does not check that the plane is "
+        "correct (fetometry's plane check, SonoNet-16, does that before a measurement is reported). "
+        "Every measurement needs review by a clinician."
+    ]
+    if recipe.get("augmentation") == "scanners":
+        lines.append(
+            "Other scanners and capture styles were imitated in training (the `scanners` augmentation) "
+            "and tested only on HC18 heads re-rendered in other styles (docs/BENCHMARKS.md, "
+            '"Heads from any scanner"); real images of other centres are untested here.'
+        )
+    else:
+        lines.append("Other scanners and settings are untested.")
+    if config.get("second_look"):
+        lines.append(
+            "Heads small in the frame are segmented a second time in a window around them "
+            f"(`second_look`: {json.dumps(config['second_look'])} in config.json)."
+        )
+    return lines
+
+
 def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -120,15 +144,14 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
         "## Hardware",
         *([f"GPU: {hardware['gpu']} (CUDA {hardware.get('cuda')})."] if "gpu" in hardware else []),
         f"{hardware.get('cpu', 'unknown CPU')}; torch {hardware.get('torch')}; {hardware.get('platform', '')}. "
-        f"Trained {training.get('date')} (commit {training.get('git_commit')}).",
+        f"Trained {training.get('date')} (commit {training.get('git_commit')})."
+        + (f" Note: {training['git_commit_note']}." if training.get("git_commit_note") else ""),
         "",
         "## Metrics",
         *_metrics_section(metrics),
         "",
         "## Limits",
-        "Trained on HC18 images of one centre (Radboud UMC, Voluson E8 / Voluson 730 scanners); "
-        "other scanners and settings are untested. It measures the head in a standard plane; it "
-        "does not check that the plane is correct. Every measurement needs review by a clinician.",
+        *_limits(config),
         "",
     ]
     path = folder / "MODEL_CARD.md"
