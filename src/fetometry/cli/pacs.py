@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fetometry.cli.common import add_model_argument
+from fetometry.cli.common import add_backend_argument, add_model_argument
 
 EXIT_AUTH = 2
 EXIT_UNAVAILABLE = 3
@@ -43,6 +43,7 @@ def add_parser(subparsers) -> None:
         help="SQLite bookkeeping: change cursor and one row per instance (default: %(default)s)",
     )
     add_model_argument(watch)
+    add_backend_argument(watch)
     watch.add_argument(
         "--poll-seconds", type=float, default=10.0, metavar="S", help="seconds between passes (default %(default)s)"
     )
@@ -78,9 +79,9 @@ def _watch(args: argparse.Namespace) -> int:
     state = WatchState(args.state)
     try:
         client.system()  # fail fast on a wrong password or address, before loading the model
-        from fetometry.inference.predictor import Predictor
+        from fetometry.inference.backend import build_predictor
 
-        predictor = Predictor.from_weights(args.model)
+        predictor = build_predictor(args.model, args.backend)
         watcher = Watcher(client, state, predictor)
         print(f"pacs watch: {args.orthanc}, model {watcher.identity.name}, cursor {state.cursor}", file=sys.stderr)
         summary = watcher.run_once() if args.once else watcher.watch(args.poll_seconds)
