@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -379,6 +380,7 @@ def predict_images(
     # Rows in the order they are known (a batch's rows when it is measured); two batches
     # are measured at once, so one's fits overlap the other's network and plane check.
     slots: list[list[ImageResult] | Future] = []
+    in_flight: deque[Future] = deque()
     batch: list[tuple[ImageInput, np.ndarray]] = []
 
     def measure_now(items: list[tuple[ImageInput, np.ndarray]]) -> list[ImageResult]:
@@ -397,11 +399,12 @@ def predict_images(
     with ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT, thread_name_prefix="fetometry-batch") as batches:
 
         def flush() -> None:
-            slots.append(batches.submit(measure_now, list(batch)))
+            future = batches.submit(measure_now, list(batch))
+            slots.append(future)
+            in_flight.append(future)
             batch.clear()
-            pending = [slot for slot in slots if isinstance(slot, Future) and not slot.done()]
-            if len(pending) >= BATCHES_IN_FLIGHT:
-                pending[0].result()
+            if len(in_flight) >= BATCHES_IN_FLIGHT:  # bounds the decoded images held in memory
+                in_flight.popleft().result()
 
         # Files are decoded in a background thread while the batches before them are measured.
         for item, image, error in prefetch(_read_all(inputs), depth=2 * predictor.batch_size):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from fetometry.cli.common import add_prediction_arguments
@@ -47,21 +48,21 @@ def run(args: argparse.Namespace) -> int:
             return 2
     from fetometry.pipeline import predict_path
 
-    results = predict_path(
-        args.input,
-        args.out,
-        model=args.model,
-        pixel_size_mm=args.pixel_size,
-        pixel_csv=args.pixel_csv,
-        tta=args.tta,
-        progress=not args.quiet,
-        plane_check=args.plane_check,
-        backend=args.backend,
-    )
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-    return _report(args.out, len(results), counts)
+    results = predict_path(args.input, args.out, **_measurement_options(args))
+    return _report(args.out, len(results), dict(Counter(result.status for result in results)))
+
+
+def _measurement_options(args: argparse.Namespace) -> dict:
+    """What both engines take alike: the model, its backend, TTA, the plane check, pixel sizes."""
+    return {
+        "model": args.model,
+        "backend": args.backend,
+        "tta": args.tta,
+        "plane_check": args.plane_check,
+        "pixel_size_mm": args.pixel_size,
+        "pixel_csv": args.pixel_csv,
+        "progress": not args.quiet,
+    }
 
 
 def _run_ray(args: argparse.Namespace) -> int:
@@ -71,17 +72,11 @@ def _run_ray(args: argparse.Namespace) -> int:
         args.input,
         args.out,
         address=args.address,
-        model=args.model,
-        tta=args.tta,
-        plane_check=args.plane_check,
-        pixel_size_mm=args.pixel_size,
-        pixel_csv=args.pixel_csv,
         resume=args.resume,
         shard_batches=args.shard_batches,
         actors=args.actors,
         threads_per_actor=args.threads_per_actor,
-        progress=not args.quiet,
-        backend=args.backend,
+        **_measurement_options(args),
     )
     print(
         f"ray: {summary.measured_now} images measured in {summary.seconds:.1f} s "
