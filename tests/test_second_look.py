@@ -66,3 +66,49 @@ def test_second_look_is_off_unless_the_config_asks():
     model = Brightness()
     Predictor(model, canvas_hw=(64, 96)).predict_batch([_disc()])
     assert model.calls == 1
+
+
+def _second_look_predictor(model: nn.Module) -> Predictor:
+    return Predictor(model, canvas_hw=(64, 96), config={"second_look": dict(DEFAULT_SECOND_LOOK)})
+
+
+def test_predict_in_window_runs_one_pass_and_matches_the_two_pass_prediction():
+    model = Brightness()
+    predictor = _second_look_predictor(model)
+    disc = _disc()
+    full = predictor.predict(disc)
+    # The window the two-pass prediction took: around its first look's head.
+    window = head_window(Predictor(Brightness(), canvas_hw=(64, 96)).predict(disc).mask, (64, 96))
+    model.calls = 0
+    (tracked,) = predictor.predict_in_window([disc], window)
+    assert model.calls == 1
+    # At that window: the same map inside, zero outside.
+    assert np.array_equal(tracked.probability[window], full.probability[window])
+    outside = np.ones(disc.shape, bool)
+    outside[window] = False
+    assert not tracked.probability[outside].any()
+    assert predictor.next_window(tracked) == head_window(tracked.mask, (64, 96), **DEFAULT_SECOND_LOOK)
+
+
+def test_predict_in_window_refuses_a_head_that_left_the_window():
+    predictor = _second_look_predictor(Brightness())
+    window = predictor.next_window(predictor.predict(_disc(centre=(200, 150))))
+    moved, gone = _disc(centre=(260, 150)), np.zeros((540, 800), np.float32)
+    kept, lost, empty = predictor.predict_in_window([_disc(centre=(205, 152)), moved, gone], window)
+    assert kept is not None and kept.mask.any()
+    assert lost is None and empty is None
+
+
+def test_predict_in_window_accepts_a_head_at_the_frame_edge():
+    # The window is clamped to the frame's left edge; the head touches the frame there.
+    predictor = _second_look_predictor(Brightness())
+    disc = _disc(centre=(20, 150))
+    window = predictor.next_window(predictor.predict(disc))
+    assert window[1].start == 0
+    (tracked,) = predictor.predict_in_window([disc], window)
+    assert tracked is not None
+
+
+def test_next_window_is_none_without_a_second_look():
+    predictor = Predictor(Brightness(), canvas_hw=(64, 96))
+    assert predictor.next_window(predictor.predict(_disc())) is None

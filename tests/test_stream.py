@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fetometry.data.synthetic import make_phantom
 from fetometry.io.video import ArraySource, Frame, VideoReadError, open_source, open_video
@@ -148,7 +149,7 @@ class MaskPredictor:
     """Stands in for a Predictor: the probability map is the phantom's exact mask times
     a per-frame level, so the processor's logic is tested without a network."""
 
-    batch_size, hc_offset_px, name, config = 2, 0.0, "exact-mask", {}
+    batch_size, hc_offset_px, name, config, second_look = 2, 0.0, "exact-mask", {}, None
 
     def __init__(self, masks: dict[int, np.ndarray], levels: dict[int, float]):
         self.masks, self.levels, self.calls = masks, levels, 0
@@ -164,6 +165,9 @@ class MaskPredictor:
             out.append(Prediction(probability, mask, float(probability[mask].mean()) if mask.any() else 0.0))
         self.calls += 1
         return out
+
+    def next_window(self, prediction):
+        return None  # no second look: every frame is one pass, nothing to track
 
 
 def exact_mask_frames(n: int) -> tuple[list[Frame], dict[int, np.ndarray], float]:
@@ -456,3 +460,69 @@ def test_dicom_cine_is_calibrated_by_its_regions(tmp_path, cine):
     no_suffix = path.rename(tmp_path / "IM0001")  # scanners often write names without a suffix
     with open_source(no_suffix) as source:
         assert source.frame_count == 3 and source.pixel_size_mm == pytest.approx(0.2)
+
+
+class Brightness(torch.nn.Module):
+    """A network for tracking tests: bright pixels are head (logits from brightness);
+    counts the images it segments."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return (x - 0.5) * 40.0
+
+
+def _disc_frames(centres: list[tuple[float, float]], radius: float = 90.0) -> list[Frame]:
+    y, x = np.mgrid[0:540, 0:800]
+    return [
+        Frame(i, 40.0 * i, (((x - cx) ** 2 + (y - cy) ** 2) <= radius**2).astype(np.float32))
+        for i, (cx, cy) in enumerate(centres)
+    ]
+
+
+def _tracking_run(frames: list[Frame], *, track: bool, refresh_every: int = 30):
+    from fetometry.inference.predictor import DEFAULT_SECOND_LOOK, Predictor
+
+    network = Brightness()
+    predictor = Predictor(network, canvas_hw=(64, 96), config={"second_look": dict(DEFAULT_SECOND_LOOK)})
+    processor = StreamProcessor(
+        predictor, pixel_size_mm=0.2, batch_size=2, threads=False, track=track, refresh_every=refresh_every
+    )
+    return [r.to_row() for r in processor.process(frames)], processor, network.images
+
+
+def test_tracking_segments_each_frame_once_and_measures_like_the_untracked_stream():
+    frames = _disc_frames([(300 + 3 * i, 250 + i) for i in range(12)])
+    tracked, processor, tracked_images = _tracking_run(frames, track=True)
+    untracked, _, untracked_images = _tracking_run(frames, track=False)
+    assert processor.frames_tracked == 10  # all but the first batch
+    assert untracked_images == 2 * 12 and tracked_images == 2 * 2 + 10
+    assert [r["status"] for r in tracked] == [r["status"] for r in untracked] == ["ok"] * 12
+    for a, b in zip(tracked, untracked):
+        assert a["hc_mm"] == pytest.approx(b["hc_mm"], rel=0.01)
+
+
+def test_a_head_that_jumps_out_of_the_window_takes_the_full_segmentation():
+    centres = [(200, 200)] * 4 + [(600, 380)] * 4  # frame 4: the head is elsewhere
+    frames = _disc_frames(centres)
+    tracked, processor, _ = _tracking_run(frames, track=True)
+    untracked, _, _ = _tracking_run(frames, track=False)
+    assert processor.frames_tracked == 2 + 2  # frames 2-3, then 6-7 at the new window
+    assert [r["status"] for r in tracked] == ["ok"] * 8
+    assert tracked[4]["center_x_px"] == pytest.approx(untracked[4]["center_x_px"], abs=0.5)
+    assert tracked[4]["center_x_px"] == pytest.approx(600, abs=2)
+
+
+def test_tracking_refreshes_with_the_full_segmentation_every_k_frames():
+    frames = _disc_frames([(300, 250)] * 8)
+    _, processor, _ = _tracking_run(frames, track=True, refresh_every=4)
+    # Batches (0,1) and (4,5) hold a multiple of 4: full; (2,3) and (6,7) tracked.
+    assert processor.frames_tracked == 4
+
+
+def test_tracking_options_are_checked():
+    with pytest.raises(StreamError, match="refresh_every"):
+        StreamProcessor(MaskPredictor({}, {}), pixel_size_mm=None, batch_size=1, refresh_every=0)

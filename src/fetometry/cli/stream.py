@@ -38,6 +38,14 @@ def add_parser(subparsers) -> None:
         default=1,
         help="run the plane classifier on every k-th frame; the frames between carry its verdict (default 1)",
     )
+    p.add_argument(
+        "--track",
+        choices=("on", "off"),
+        default="on",
+        help="on: a model with a second look segments each frame once, at the head window of the frame "
+        "before (the full two passes every 30 frames and whenever the head leaves the window); "
+        "off: every frame as `fetometry predict` segments a still image (default on)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             min_history=min(3, max(1, args.window)),
             plane_checker=plane_checker_for(args.plane_check),
             plane_every=args.plane_every,
+            track=args.track == "on",
         )
     _print_summary(summary, Path(args.out))
     return 0

@@ -67,6 +67,26 @@ def head_window(
     return slice(top, top + int(round(win_h))), slice(left, left + int(round(win_w)))
 
 
+def _inside_window(mask: np.ndarray, window: tuple[slice, slice], frame_shape: tuple[int, int]) -> bool:
+    """Whether the largest component of ``mask`` (the window's) keeps off every edge of
+    the window that lies inside the frame (an edge on the frame's border may be touched:
+    the first look would see no more of the head there)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return False
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    rows, cols = window
+    height, width = mask.shape
+    touches = {
+        "top": y == 0 and rows.start > 0,
+        "bottom": y + h == height and rows.start + height < frame_shape[0],
+        "left": x == 0 and cols.start > 0,
+        "right": x + w == width and cols.start + width < frame_shape[1],
+    }
+    return not any(touches.values())
+
+
 class Predictor:
     """Wraps a network that maps (B, 1, h, w) images to (B, 1, h, w) logits."""
 
@@ -215,12 +235,42 @@ class Predictor:
         maps = [np.clip(unletterbox(prob, box), 0.0, 1.0) for prob, box in zip(probs, boxes)]
         if self.second_look is not None:
             maps = self._second_look(images, maps)
-        results = []
-        for full in maps:
-            mask = full >= self.threshold
-            confidence = float(full[mask].mean()) if mask.any() else 0.0
-            results.append(Prediction(full, mask, confidence))
-        return results
+        return [self._prediction(full) for full in maps]
+
+    def _prediction(self, full: np.ndarray) -> Prediction:
+        mask = full >= self.threshold
+        confidence = float(full[mask].mean()) if mask.any() else 0.0
+        return Prediction(full, mask, confidence)
+
+    def next_window(self, prediction: Prediction) -> tuple[slice, slice] | None:
+        """The second look's window around ``prediction``'s head, for ``predict_in_window``
+        on the next frames of a loop; None when the second look is off or does not apply."""
+        if self.second_look is None:
+            return None
+        return head_window(prediction.mask, self.canvas_hw, **self.second_look)
+
+    def predict_in_window(self, images: list[np.ndarray], window: tuple[slice, slice]) -> list[Prediction | None]:
+        """The second look alone, at a window carried from an earlier frame: one network
+        pass per image instead of two. The map is the window's, zero outside it. None for
+        an image whose head is not inside the window (no component, or the largest one
+        touches an edge of the window that is not an edge of the frame): it needs
+        ``predict_batch``. Used by ``fetometry stream``, where the head moves a few pixels
+        between frames (``fetometry.stream.processor``)."""
+        if not images:
+            return []
+        crops = [image[window] for image in images]
+        canvases, boxes = zip(*(letterbox(crop, self.canvas_hw) for crop in crops))
+        probs = self._probabilities(np.stack(canvases))
+        predictions: list[Prediction | None] = []
+        for image, prob, box in zip(images, probs, boxes):
+            inside = np.clip(unletterbox(prob, box), 0.0, 1.0)
+            if not _inside_window(inside >= self.threshold, window, image.shape):
+                predictions.append(None)
+                continue
+            full = np.zeros(image.shape, dtype=np.float32)
+            full[window] = inside
+            predictions.append(self._prediction(full))
+        return predictions
 
     def _second_look(self, images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
         """Segment small heads again at a higher resolution: a window around the first

@@ -30,6 +30,19 @@ and gates of the batches already segmented run in ``fit_workers`` threads while 
 segments the next batch (OpenCV, NumPy, onnxruntime and PyTorch release the GIL), so
 the stages overlap on the cores there are. The temporal terms are then applied in frame
 order.
+
+Tracking (``track``, on by default): a still image takes two network passes when its head
+is small in the frame (``Predictor``'s second look: the first pass finds the head, the
+second segments a window around it at a higher resolution). Between frames of a loop the
+head moves a few pixels, so the stream carries the window of the batch before and runs
+the second pass alone (``Predictor.predict_in_window``). This is the one place where a
+frame's segmentation differs from ``fetometry predict`` on the same image: the window
+comes from the frame before rather than from this frame's first pass, and the map is
+zero outside the window. A frame whose head touches the window's edge (or has none in
+it) takes the full two passes, and so does every batch holding a frame index divisible by
+``refresh_every``, so a head entering elsewhere in the frame is found within a second.
+``docs/BENCHMARKS.md`` ("Every scale") measures its speed and its agreement with the
+untracked stream.
 """
 
 from __future__ import annotations
@@ -91,6 +104,9 @@ FRAME_COLUMNS = [
 DEFAULT_WINDOW = 9
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_MIN_HISTORY = 3
+#: With tracking, every batch holding a frame index divisible by this runs the full
+#: two-pass segmentation (about once a second at 30 frames/s).
+DEFAULT_REFRESH_EVERY = 30
 
 
 class StreamError(ValueError):
@@ -283,6 +299,8 @@ class StreamProcessor:
         fit_workers: int = 2,
         plane_checker: PlaneChecker | None = None,
         plane_every: int = 1,
+        track: bool = True,
+        refresh_every: int = DEFAULT_REFRESH_EVERY,
     ):
         if fit_workers < 1:
             raise StreamError(f"fit_workers={fit_workers}: give at least 1")
@@ -300,6 +318,32 @@ class StreamProcessor:
         if self.batch_size < 1:
             raise StreamError(f"batch_size={batch_size}: give at least 1")
         self.threads = threads
+        if refresh_every < 1:
+            raise StreamError(f"refresh_every={refresh_every}: give at least 1")
+        self.track = track
+        self.refresh_every = refresh_every
+        self._window: tuple[slice, slice] | None = None
+        #: Frames segmented by the window alone (``Predictor.predict_in_window``).
+        self.frames_tracked = 0
+
+    def _segment(self, frames: list[Frame]) -> list[Prediction]:
+        """The batch's predictions. Tracking: with a window carried from the batch before,
+        only the second look runs (one pass per frame instead of two); a frame whose head
+        left the window, and every batch holding a multiple of ``refresh_every``, take the
+        full ``predict_batch`` (first look, then the second look at its own window)."""
+        images = [f.image for f in frames]
+        refresh = any(f.index % self.refresh_every == 0 for f in frames)
+        if not self.track or self._window is None or refresh:
+            predictions = self.predictor.predict_batch(images)
+        else:
+            tracked = self.predictor.predict_in_window(images, self._window)
+            lost = [image for image, prediction in zip(images, tracked) if prediction is None]
+            redone = iter(self.predictor.predict_batch(lost))
+            predictions = [next(redone) if prediction is None else prediction for prediction in tracked]
+            self.frames_tracked += len(images) - len(lost)
+        if self.track:
+            self._window = self.predictor.next_window(predictions[-1])
+        return predictions
 
     def _planes(self, frames: list[Frame]) -> list[tuple[PlaneResult | None, bool]]:
         """(plane scores, checked on this frame) per frame: the classifier runs on every
@@ -353,13 +397,13 @@ class StreamProcessor:
         temporal terms see the frames in order."""
         if not self.threads:
             for batch in _batches(frames, self.batch_size):
-                predictions = self.predictor.predict_batch([f.image for f in batch])
+                predictions = self._segment(batch)
                 yield from self._track(self._analyse_batch(batch, predictions, self._planes(batch)))
             return
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=self.fit_workers, thread_name_prefix="fetometry-fit") as fitter:
             for batch in _batches(prefetch(frames, depth=2 * self.batch_size), self.batch_size):
-                predictions = self.predictor.predict_batch([f.image for f in batch])
+                predictions = self._segment(batch)
                 pending.append(fitter.submit(self._analyse_batch, batch, predictions, self._planes(batch)))
                 while len(pending) > self.fit_workers or (pending and pending[0].done()):
                     yield from self._track(pending.popleft().result())
@@ -479,11 +523,25 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
             else f"{processor.plane_checker.name} on every {processor.plane_every}. frame (frames between carry its verdict; "
             "only a frame checked itself and seen as a head plane can be the best frame)"
         ),
+        "segmentation": _segmentation_summary(processor),
+        "frames_tracked": processor.frames_tracked,
         "temporal_consistency": f"1 - |P - median of the last {tracker.window} gated perimeters| / median / {tracker.tolerance:g}, clipped to [0, 1]; undefined for the first {tracker.min_history} gated frames",
         "smoothing": f"median HC of the last {tracker.window} accepted frames",
         "disclaimer": DISCLAIMER,
         "version": __version__,
     }
+
+
+def _segmentation_summary(processor: StreamProcessor) -> str:
+    if processor.predictor.second_look is None:
+        return "one pass per frame (the model takes no second look)"
+    if not processor.track:
+        return "first look and second look on every frame, as `fetometry predict`"
+    return (
+        "tracked: the second look alone at the window of the frame before; the full two passes on "
+        f"the first batch, every batch with a frame index divisible by {processor.refresh_every}, "
+        "and every frame whose head left the window"
+    )
 
 
 def run_stream(
