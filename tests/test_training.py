@@ -267,3 +267,28 @@ def test_the_recipe_chooses_the_exported_checkpoint():
     assert exported_checkpoint(ema) == "last_ema.safetensors"
     with pytest.raises(ValueError, match="export_checkpoint"):
         TrainConfig.from_dict({"export_checkpoint": "median"})
+
+
+def test_prediction_offset_follows_the_models_boundary(monkeypatch):
+    """A model whose boundary lies 3 px outside the reference masks' gets an offset 3 px
+    above the mask offset: the calibration reads the model's own fitted ellipses."""
+    import cv2
+
+    from fetometry.inference.predictor import Prediction, Predictor
+    from fetometry.resources import SAMPLES_DIR
+    from fetometry.training.run import calibrate_on, calibrate_on_predictions
+
+    samples = load_hc18(SAMPLES_DIR)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    # calibrate_on_predictions segments the samples in their order
+    grown = iter(cv2.dilate(s.load_mask().astype(np.uint8), disc).astype(np.float32) for s in samples)
+
+    def predict_batch(images):
+        return [Prediction(probability=p, mask=p > 0.5, confidence=1.0) for p in (next(grown) for _ in images)]
+
+    predictor = Predictor.from_weights()
+    monkeypatch.setattr(predictor, "predict_batch", predict_batch)
+    from_masks = calibrate_on(samples, progress=False)["hc_offset_px"]
+    from_predictions = calibrate_on_predictions(predictor, samples)
+    assert from_predictions["calibration_images"] == len(samples)
+    assert from_predictions["hc_offset_px"] - from_masks == pytest.approx(3.0, abs=0.3)

@@ -123,9 +123,7 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
         "",
         f"Split by subject (seed {recipe.get('split_seed')}, validation fraction {recipe.get('val_fraction')}); "
         "the images of each split are listed in `split.json` beside these weights.",
-        f"HC calibration: boundary offset {config.get('hc_offset_px', 0):.3f} px, the median over "
-        f"{config.get('calibration_images', 0)} TRAINING-split reference masks (the filled HC18 masks lie "
-        "about 1.4 px outside the sonographer's ellipse).",
+        _calibration_line(config),
         "",
         "## Recipe",
         "```json",
@@ -157,3 +155,21 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _calibration_line(config: dict) -> str:
+    """Where the HC offset comes from: the reference masks (the trainer) or the model's own
+    fitted ellipses (benchmarks/calibrate_offset.py), both on the training split."""
+    offset, images = config.get("hc_offset_px", 0), config.get("calibration_images", 0)
+    if "hc_offset_px_masks" in config:
+        return (
+            f"HC calibration: boundary offset {offset:.3f} px, the median over {images} TRAINING-split "
+            f"images of the offset between this model's own fitted ellipses and the reference HC "
+            f"(the reference masks' offset is {config['hc_offset_px_masks']:.3f} px; the filled HC18 masks "
+            "lie about 1.4 px outside the sonographer's ellipse, and the model's boundary a fraction of a "
+            "pixel inside the masks')."
+        )
+    return (
+        f"HC calibration: boundary offset {offset:.3f} px, the median over {images} TRAINING-split "
+        "reference masks (the filled HC18 masks lie about 1.4 px outside the sonographer's ellipse)."
+    )
