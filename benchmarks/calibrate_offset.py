@@ -29,33 +29,15 @@ from fetometry.data.loaders import load
 from fetometry.data.splits import model_split
 from fetometry.inference.predictor import Predictor
 from fetometry.machine import hardware_description
-from fetometry.pipeline import measure_batch
 from fetometry.resources import resolve_weights
-from fetometry.training.run import calibrate_on_predictions
-
-BATCH = 4
+from fetometry.training.run import calibrate_on_predictions, fitted_ellipses
 
 
-def fitted_ellipses(predictor, samples) -> list:
-    """The ellipse ``measure`` fits to each sample (None where none is fitted)."""
-    ellipses = []
-    for start in range(0, len(samples), BATCH):
-        chunk = samples[start : start + BATCH]
-        results = measure_batch(
-            predictor,
-            [s.load_image() for s in chunk],
-            filenames=[s.name for s in chunk],
-            pixel_sizes_mm=[s.pixel_size_mm for s in chunk],
-            gate=False,
-        )
-        ellipses.extend(r.ellipse for r in results)
-    return ellipses
-
-
-def hc_errors(ellipses, samples, offset_px: float) -> dict:
+def hc_errors(fitted, samples, offset_px: float) -> dict:
+    """HC error over every fitted ellipse (the HC18 protocol scores every image)."""
     errors = [
         measure_ellipse(e, s.pixel_size_mm, offset_px=offset_px).hc_mm - s.hc_mm
-        for e, s in zip(ellipses, samples)
+        for (e, _), s in zip(fitted, samples)
         if e is not None and s.pixel_size_mm is not None and s.hc_mm is not None
     ]
     return {

@@ -292,3 +292,14 @@ def test_prediction_offset_follows_the_models_boundary(monkeypatch):
     from_predictions = calibrate_on_predictions(predictor, samples)
     assert from_predictions["calibration_images"] == len(samples)
     assert from_predictions["hc_offset_px"] - from_masks == pytest.approx(3.0, abs=0.3)
+
+
+def test_model_card_names_where_the_offset_comes_from():
+    from fetometry.training.model_card import _calibration_line
+
+    masks = _calibration_line({"hc_offset_px": 1.4, "calibration_images": 600})
+    assert "reference masks" in masks and "fitted ellipses" not in masks
+    own = _calibration_line({"hc_offset_px": 1.1, "hc_offset_px_masks": 1.4, "calibration_images": 600})
+    assert "own fitted ellipses" in own and "0.30 px inside" in own
+    wider = _calibration_line({"hc_offset_px": 1.9, "hc_offset_px_masks": 1.4, "calibration_images": 600})
+    assert "0.50 px outside" in wider

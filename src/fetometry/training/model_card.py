@@ -162,12 +162,14 @@ def _calibration_line(config: dict) -> str:
     fitted ellipses (benchmarks/calibrate_offset.py), both on the training split."""
     offset, images = config.get("hc_offset_px", 0), config.get("calibration_images", 0)
     if "hc_offset_px_masks" in config:
+        shift = offset - config["hc_offset_px_masks"]
+        side = "outside" if shift > 0 else "inside"
         return (
             f"HC calibration: boundary offset {offset:.3f} px, the median over {images} TRAINING-split "
-            f"images of the offset between this model's own fitted ellipses and the reference HC "
-            f"(the reference masks' offset is {config['hc_offset_px_masks']:.3f} px; the filled HC18 masks "
-            "lie about 1.4 px outside the sonographer's ellipse, and the model's boundary a fraction of a "
-            "pixel inside the masks')."
+            "images of the offset between this model's own fitted ellipses and the reference HC. The "
+            f"reference masks' offset is {config['hc_offset_px_masks']:.3f} px (the filled HC18 masks lie "
+            f"about 1.4 px outside the sonographer's ellipse), so this model's boundary lies "
+            f"{abs(shift):.2f} px {side} the masks'."
         )
     return (
         f"HC calibration: boundary offset {offset:.3f} px, the median over {images} TRAINING-split "

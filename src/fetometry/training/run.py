@@ -55,19 +55,14 @@ def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
     }
 
 
-def calibrate_on_predictions(predictor, samples: list[Sample], *, batch_size: int = 4) -> dict:
-    """Median boundary offset (px) between the model's OWN fitted ellipses (``measure``'s
-    path: segment, second look, fit) and the reference HC, on TRAINING samples only.
-
-    The mask offset (``calibrate_on``) corrects the reference masks' boundary; a model's
-    boundary sits a fraction of a pixel away from that, and this offset corrects the
-    model's (benchmarks/calibrate_offset.py measures both on the validation split)."""
+def fitted_ellipses(predictor, samples: list[Sample], *, batch_size: int = 4) -> list:
+    """The ellipse ``measure``'s path (segment, second look, fit; no plane check, no gate)
+    fits to each sample, in order: (ellipse or None, the reason when None)."""
     from fetometry.pipeline import measure_batch
 
-    usable = [s for s in samples if s.pixel_size_mm is not None and s.hc_mm is not None]
-    ellipses, sizes, references = [], [], []
-    for start in range(0, len(usable), batch_size):
-        chunk = usable[start : start + batch_size]
+    fitted = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
         results = measure_batch(
             predictor,
             [s.load_image() for s in chunk],
@@ -75,13 +70,26 @@ def calibrate_on_predictions(predictor, samples: list[Sample], *, batch_size: in
             pixel_sizes_mm=[s.pixel_size_mm for s in chunk],
             gate=False,
         )
-        for sample, result in zip(chunk, results):
-            if result.ellipse is None:
-                log.warning("prediction calibration skips %s: %s", sample.name, result.detail)
-                continue
-            ellipses.append(result.ellipse)
-            sizes.append(sample.pixel_size_mm)
-            references.append(sample.hc_mm)
+        fitted.extend((r.ellipse, r.detail) for r in results)
+    return fitted
+
+
+def calibrate_on_predictions(predictor, samples: list[Sample]) -> dict:
+    """Median boundary offset (px) between the model's OWN fitted ellipses
+    (``fitted_ellipses``) and the reference HC, on TRAINING samples only.
+
+    The mask offset (``calibrate_on``) corrects the reference masks' boundary; a model's
+    boundary sits a fraction of a pixel away from that, and this offset corrects the
+    model's (benchmarks/calibrate_offset.py measures both on the validation split)."""
+    usable = [s for s in samples if s.pixel_size_mm is not None and s.hc_mm is not None]
+    ellipses, sizes, references = [], [], []
+    for sample, (ellipse, reason) in zip(usable, fitted_ellipses(predictor, usable)):
+        if ellipse is None:
+            log.warning("prediction calibration skips %s: %s", sample.name, reason)
+            continue
+        ellipses.append(ellipse)
+        sizes.append(sample.pixel_size_mm)
+        references.append(sample.hc_mm)
     if not ellipses:
         raise ValueError("no training image with a pixel size, a reference HC and a fitted head to calibrate on")
     return {
