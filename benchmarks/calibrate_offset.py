@@ -59,7 +59,8 @@ def main() -> None:
     started = time.perf_counter()
     predictor = Predictor.from_weights(args.model)
     parts = model_split(predictor.config, source="recipe").select(load(args.data))
-    mask_offset = float(predictor.config.get("hc_offset_px_masks", predictor.hc_offset_px))
+    masks = predictor.config.hc_offset_px_masks
+    mask_offset = predictor.hc_offset_px if masks is None else masks
     calibration = calibrate_on_predictions(predictor, parts["train"])
     validation = fitted_ellipses(predictor, parts["val"])
     report = {

@@ -109,11 +109,11 @@ def calibration_key(predictor, held_out) -> str | None:
     (an ensemble or an ONNX export): nothing to key on, so it is never cached."""
     import fetometry
 
-    folder = predictor.config.get("weights_dir")
+    folder = predictor.config.weights_dir
     if not folder or not (Path(folder) / "model.safetensors").is_file():
         return None
     digest = hashlib.sha256((Path(folder) / "model.safetensors").read_bytes())
-    digest.update(json.dumps(predictor.config, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(predictor.config.to_dict(), sort_keys=True, default=str).encode())
     digest.update(json.dumps([(s.name, s.pixel_size_mm, s.hc_mm) for s in held_out]).encode())
     for source in sorted(Path(fetometry.__file__).parent.rglob("*.py")):
         digest.update(source.read_bytes())

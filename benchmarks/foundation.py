@@ -119,14 +119,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     samples = load_hc18(args.data)
     predictor = Predictor.from_weights(args.model)
-    recipe = predictor.config["training"]["recipe"]
+    recipe = predictor.config.recipe
     splits = splits_for(samples, recipe)
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": hardware_description(),
         "model": args.model,
-        "weights_config": {k: v for k, v in predictor.config.items() if k != "training"},
-        "training": predictor.config["training"],
+        "weights_config": {k: v for k, v in predictor.config.to_dict().items() if k != "training"},
+        "training": dict(predictor.config.training),
         "split": {k: len(v) for k, v in splits.items()},
     }
     report["geometry"] = geometry(splits)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"foundation_{Path(args.model).name}.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     if args.write_card:
-        write_model_card(predictor.config["weights_dir"], report)
+        write_model_card(predictor.config.weights_dir, report)
     print(markdown(report))
     return 0
 

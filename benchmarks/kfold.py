@@ -38,7 +38,7 @@ def run_fold(config: TrainConfig, samples, data: str, runs: Path) -> dict:
     predictor = Predictor.from_weights(folder)
     val = training_splits(samples, config)["val"]
     summary = score_predictor(predictor, val, progress=True)["summary"]
-    training = predictor.config["training"]
+    training = predictor.config.training
     return {
         "fold": config.fold,
         "n_val": len(val),

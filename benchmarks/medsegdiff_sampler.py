@@ -80,8 +80,8 @@ def hc18_validation(weights: str, count: int, data: str):
     from fetometry.training.dataset import SegmentationDataset
 
     predictor = Predictor.from_weights(weights)
-    val = validation_split(load_hc18(data), predictor.config["training"]["recipe"])[:count]
-    dataset = SegmentationDataset(val, tuple(predictor.config["canvas_hw"]), progress=False)
+    val = validation_split(load_hc18(data), predictor.config.recipe)[:count]
+    dataset = SegmentationDataset(val, predictor.config.canvas_hw, progress=False)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     masks = torch.stack([dataset[i][1] for i in range(len(dataset))])
     return predictor.model.eval(), images, masks

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": hardware_description(),
-        "weights": predictor.config.get("weights_dir", args.weights),
+        "weights": predictor.config.weights_dir or args.weights,
         "tta": args.tta,
         "n": len(val),
         "runs": runs,

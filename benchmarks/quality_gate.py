@@ -264,9 +264,9 @@ def model_slug(model: str) -> str:
 
 def weights_folders(predictor: Predictor) -> list[Path]:
     """The weights folder(s) behind a predictor (an ensemble's members)."""
-    if "members" in predictor.config:
-        return [Path(m) for m in predictor.config["members"]]
-    return [Path(predictor.config["weights_dir"])]
+    if predictor.config.members:
+        return [Path(m) for m in predictor.config.members]
+    return [Path(predictor.config.weights_dir)]
 
 
 def split_assignment(folders: list[Path]) -> tuple[dict[str, str], str]:
@@ -413,7 +413,7 @@ def main(argv=None) -> int:
         "range_margin": RANGE_MARGIN,
         "rule": RULE,
         "chosen_on_train": asdict(chosen),
-        "config_quality_before": predictor.config.get("quality"),
+        "config_quality_before": predictor.config.quality and predictor.config.quality.to_config(),
         "shipped_defaults": asdict(DEFAULT_THRESHOLDS),
         "defaults_match_choice": chosen == DEFAULT_THRESHOLDS,
         "train": {

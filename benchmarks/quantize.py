@@ -82,7 +82,7 @@ def main() -> None:
         [letterbox(s.load_image(), fp32.canvas_hw)[0] for s in train[:: max(1, len(train) // args.calibration)]]
     )
     with tempfile.TemporaryDirectory() as scratch:
-        int8_path = quantize(cached_onnx(fp32.config["weights_dir"]), Path(scratch) / "int8.onnx", canvases)
+        int8_path = quantize(cached_onnx(fp32.config.weights_dir), Path(scratch) / "int8.onnx", canvases)
         int8 = Predictor(
             load_onnx_model(int8_path, threads=args.threads),
             canvas_hw=fp32.canvas_hw,

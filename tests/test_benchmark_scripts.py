@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from fetometry.weights_config import WeightsConfig
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -38,7 +40,7 @@ def counted_fits(monkeypatch):
 def stand_in(folder: Path, weights: bytes = b"weights", offset: float = 1.0):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.safetensors").write_bytes(weights)
-    return SimpleNamespace(config={"weights_dir": str(folder), "hc_offset_px": offset})
+    return SimpleNamespace(config=WeightsConfig(weights_dir=str(folder), hc_offset_px=offset))
 
 
 def samples(hc: float = 170.0):
@@ -66,7 +68,7 @@ def test_the_residual_fit_is_computed_once_per_weights_config_and_images(tmp_pat
 
 def test_a_predictor_without_a_weights_folder_is_never_cached(tmp_path, counted_fits):
     explain = load_script("explainability")
-    ensemble = SimpleNamespace(config={"members": ["a", "b"]})
+    ensemble = SimpleNamespace(config=WeightsConfig(members=("a", "b")))
     for _ in range(2):
         explain.cached_residual_fit(ensemble, samples(), tmp_path / "cache")
     assert len(counted_fits) == 2 and not (tmp_path / "cache").exists()

@@ -48,7 +48,7 @@ def test_demo_measures_the_bundled_samples(tmp_path):
 
 
 def test_default_model_on_shared_validation_images(shared_hc18, predictor):
-    recipe = predictor.config["training"]["recipe"]
+    recipe = predictor.config.recipe
     splits = split_samples(
         load_hc18(shared_hc18),
         {"train": 1 - recipe["val_fraction"], "val": recipe["val_fraction"]},

@@ -79,7 +79,7 @@ def undated(predictor, source_bytes):
 @pytest.fixture(scope="module")
 def ids(predictor) -> dict:
     return dict(
-        model_name=predictor.name, model_version="0.1.0", weights_sha256=weights_digest(predictor.config["weights_dir"])
+        model_name=predictor.name, model_version="0.1.0", weights_sha256=weights_digest(predictor.config.weights_dir)
     )
 
 
@@ -267,7 +267,7 @@ def test_nothing_is_logged(dated, source, ids, tmp_path, caplog):
 
 
 def test_weights_digest_is_the_files_sha256(predictor):
-    folder = Path(predictor.config["weights_dir"])
+    folder = Path(predictor.config.weights_dir)
     expected = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert weights_digest(folder) == expected == weights_digest(folder.name)  # by shipped name too
 

@@ -32,6 +32,7 @@ from fetometry.io.images import ImageReadError
 from fetometry.io.uploads import UnsupportedFileTypeError, safe_filename
 from fetometry.pipeline import CSV_COLUMNS
 from fetometry.resources import SAMPLES_DIR
+from fetometry.weights_config import WeightsConfig
 
 SAMPLE = SAMPLES_DIR / "training_set" / "345_HC.png"
 #: With the phantom's 110 x 88 px semi-axes: HC about 106 mm, mid-range for 14-15 weeks.
@@ -43,7 +44,7 @@ class OraclePredictor:
 
     name = "oracle"
     hc_offset_px = 0.0
-    config: dict = {}
+    config = WeightsConfig()
 
     def __init__(self, mask: np.ndarray):
         self.mask = mask

@@ -49,8 +49,8 @@ from fetometry.explain.uncertainty import (
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.models import create_model, get_spec
 from fetometry.models.base import SEGMENTER, SegmentationNetwork
-from fetometry.models.weights import read_config
 from fetometry.resources import resolve_weights, shipped_models
+from fetometry.weights_config import WeightsConfig
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -149,8 +149,8 @@ def test_every_architecture_names_a_layer_and_gives_finite_maps_of_the_image_siz
 
 
 def _shipped_kind(name: str) -> str:
-    config = read_config(resolve_weights(name))
-    return get_spec(config["model"], config["variant"]).kind
+    config = WeightsConfig.read(resolve_weights(name))
+    return get_spec(config.model, config.variant).kind
 
 
 #: Every shipped weights folder of a segmenter (the plane classifier's folder is not one).
@@ -175,7 +175,7 @@ def test_gradcam_runs_on_every_shipped_segmenter_with_its_default_layer(name, ph
 
 
 def test_the_shipped_segmenters_include_every_architecture_and_the_reference():
-    models = {read_config(resolve_weights(name))["model"] for name in SHIPPED_SEGMENTERS}
+    models = {WeightsConfig.read(resolve_weights(name)).model for name in SHIPPED_SEGMENTERS}
     assert {"attention-unet", "unext", "duck-net", "transunet", "medsegdiff-v2", "monai-attention-unet"} <= models
 
 

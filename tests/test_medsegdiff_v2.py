@@ -289,7 +289,7 @@ def test_shipped_model_spread_is_larger_on_corrupted_images_than_on_clean_ones()
     from fetometry.resources import SAMPLES_DIR
 
     predictor = Predictor.from_weights("medsegdiff-v2")
-    canvases = [letterbox(s.load_image(), tuple(predictor.config["canvas_hw"]))[0] for s in load_hc18(SAMPLES_DIR)[:6]]
+    canvases = [letterbox(s.load_image(), predictor.config.canvas_hw)[0] for s in load_hc18(SAMPLES_DIR)[:6]]
     clean = torch.from_numpy(np.stack(canvases).astype(np.float32))[:, None]
     noise = torch.rand(clean.shape, generator=torch.Generator().manual_seed(0))
     corrupted = 0.2 * clean + 0.8 * noise
@@ -305,7 +305,7 @@ def test_shipped_model_spread_is_larger_on_noisy_phantoms_than_on_clean_ones():
     from fetometry.inference.predictor import Predictor
 
     predictor = Predictor.from_weights("medsegdiff-v2")
-    height, width = predictor.config["canvas_hw"]
+    height, width = predictor.config.canvas_hw
 
     def drawn(noise: float) -> torch.Tensor:
         items = [make_phantom(height=height, width=width, rng_or_seed=25000 + i, noise=noise) for i in range(6)]

@@ -32,6 +32,7 @@ from fetometry.models import available_models, create_model
 from fetometry.models.sononet import SONONET_LABELS
 from fetometry.pipeline import CSV_COLUMNS, OK, measure, measure_batch, result_from_prediction
 from fetometry.resources import SAMPLES_DIR, resolve_weights
+from fetometry.weights_config import WeightsConfig
 
 SONONET_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sononet"
 needs_sononet = pytest.mark.skipif(not (SONONET_DIR / "SonoNet16.npz").is_file(), reason="needs ../shared/data/sononet")
@@ -176,14 +177,14 @@ def test_rule_validation():
     with pytest.raises(ValueError, match="probability"):
         PlaneRule(min_other_plane_probability=1.5)
     with pytest.raises(ValueError, match="unknown plane_rule"):
-        PlaneRule.from_config({"plane_rule": {"typo": 1}})
+        PlaneRule.from_config(WeightsConfig.from_dict({"plane_rule": {"typo": 1}}))
 
 
 def test_shipped_rule_is_calibrated():
-    config = json.loads((resolve_weights("sononet-16") / "config.json").read_text())
+    config = WeightsConfig.read(resolve_weights("sononet-16"))
     rule = PlaneRule.from_config(config)
-    assert math.isfinite(rule.max_ood_distance)
-    assert rule.max_ood_distance >= config["plane_calibration"]["largest_training_distance"]
+    assert config.kind == "plane-classifier" and math.isfinite(rule.max_ood_distance)
+    assert rule.max_ood_distance >= config.extra["plane_calibration"]["largest_training_distance"]
     assert (resolve_weights("sononet-16") / "head_embedding.safetensors").is_file()
     assert "Apache" in (resolve_weights("sononet-16") / "LICENSE").read_text()
     card = (resolve_weights("sononet-16") / "MODEL_CARD.md").read_text()
@@ -237,7 +238,7 @@ def test_a_screen_capture_of_a_head_is_still_measured(checker, default_predictor
 
 def test_a_refused_plane_gets_no_mm_value_and_its_columns():
     class StandIn:
-        name, hc_offset_px, config = "stand-in", 0.0, {}
+        name, hc_offset_px, config = "stand-in", 0.0, WeightsConfig()
 
     mask = np.zeros((200, 300), bool)
     yy, xx = np.ogrid[:200, :300]

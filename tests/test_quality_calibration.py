@@ -179,9 +179,9 @@ def test_from_ensemble_uses_the_stored_block_of_a_listed_ensemble(monkeypatch, c
     stored = _ensembles()["attention-unet-gpu,transunet-gpu,unext-gpu"]
     with caplog.at_level(logging.WARNING, logger="fetometry.inference.predictor"):
         predictor = Predictor.from_weights("unext-gpu,attention-unet-gpu,transunet-gpu")  # any order
-    assert predictor.config["quality"] == stored["quality"]
-    assert predictor.config["quality_calibration"]["calibrated"] is True
-    assert QualityThresholds.from_config(predictor.config) == QualityThresholds.from_config(stored)
+    assert predictor.config.quality.to_config() == stored["quality"]
+    assert predictor.config.quality_calibration["calibrated"] is True
+    assert predictor.config.thresholds == QualityThresholds.from_config(stored)
     assert not [r for r in caplog.records if "not calibrated" in r.getMessage()]
 
 
@@ -205,8 +205,8 @@ def test_from_ensemble_takes_the_most_lenient_member_limits_for_an_unlisted_set(
     with caplog.at_level(logging.WARNING, logger="fetometry.inference.predictor"):
         predictor = Predictor.from_weights("unext,duck-net")
     expected = _lenient([QualityThresholds.from_config(_config(n)) for n in ("unext", "duck-net")])
-    assert QualityThresholds.from_config(predictor.config) == expected
-    assert predictor.config["quality_calibration"]["calibrated"] is False
+    assert predictor.config.thresholds == expected
+    assert predictor.config.quality_calibration["calibrated"] is False
     assert any("not calibrated" in r.getMessage() for r in caplog.records)
 
 
@@ -264,12 +264,12 @@ def fake_root(tmp_path, monkeypatch) -> Path:
 
 def test_from_ensemble_listed_and_unlisted_on_a_controlled_root(fake_root, caplog):
     listed = Predictor.from_ensemble(["b", "a"])
-    assert QualityThresholds.from_config(listed.config) == QualityThresholds.from_config({"quality": STORED})
-    assert listed.config["quality_calibration"]["date"] == "2026-01-01"
+    assert listed.config.thresholds == QualityThresholds.from_config({"quality": STORED})
+    assert listed.config.quality_calibration["date"] == "2026-01-01"
 
     with caplog.at_level(logging.WARNING, logger="fetometry.inference.predictor"):
         unlisted = Predictor.from_ensemble(["a", "c"])
-    lenient = QualityThresholds.from_config(unlisted.config)
+    lenient = unlisted.config.thresholds
     # Each limit from whichever member is more lenient there (a for some, c for others).
     assert lenient == QualityThresholds(0.80, 0.50, (40.0, 450.0), (0.02, 0.80), 0.12, 0.88)
     assert any("not calibrated" in r.getMessage() for r in caplog.records)
@@ -278,7 +278,7 @@ def test_from_ensemble_listed_and_unlisted_on_a_controlled_root(fake_root, caplo
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fetometry.inference.predictor"):
         with_default = Predictor.from_ensemble(["a", "d"])
-    assert QualityThresholds.from_config(with_default.config) == _lenient(
+    assert with_default.config.thresholds == _lenient(
         [QualityThresholds.from_config({"quality": A}), DEFAULT_THRESHOLDS]
     )
     assert str(fake_root / "d") in " ".join(r.getMessage() for r in caplog.records)
@@ -288,10 +288,8 @@ def test_a_folder_outside_the_root_is_not_taken_for_a_listed_member(fake_root, t
     """The stored block is for the root's own folders: another folder named "a" is not them."""
     elsewhere = _fake_member(tmp_path / "elsewhere" / "a", A)
     predictor = Predictor.from_ensemble([str(elsewhere), "b"])
-    assert predictor.config["quality_calibration"]["calibrated"] is False
-    assert QualityThresholds.from_config(predictor.config) == _lenient(
-        [QualityThresholds.from_config({"quality": q}) for q in (A, C)]
-    )
+    assert predictor.config.quality_calibration["calibrated"] is False
+    assert predictor.config.thresholds == _lenient([QualityThresholds.from_config({"quality": q}) for q in (A, C)])
 
 
 def test_a_bad_stored_block_fails_loudly(fake_root):

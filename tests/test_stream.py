@@ -26,6 +26,7 @@ from fetometry.stream.processor import (
     run_stream,
 )
 from fetometry.threads import prefetch
+from fetometry.weights_config import WeightsConfig
 
 HEIGHT, WIDTH = 180, 264
 PIXEL_SIZE_MM = 0.25
@@ -149,7 +150,7 @@ class MaskPredictor:
     """Stands in for a Predictor: the probability map is the phantom's exact mask times
     a per-frame level, so the processor's logic is tested without a network."""
 
-    batch_size, hc_offset_px, name, config, second_look = 2, 0.0, "exact-mask", {}, None
+    batch_size, hc_offset_px, name, config, second_look = 2, 0.0, "exact-mask", WeightsConfig(), None
 
     def __init__(self, masks: dict[int, np.ndarray], levels: dict[int, float]):
         self.masks, self.levels, self.calls = masks, levels, 0
@@ -430,7 +431,7 @@ def test_onnx_backend_measures_like_pytorch(tmp_path, cine, predictor):
     from fetometry.inference.backend import build_predictor
 
     onnx = build_predictor("unext", "onnx")
-    assert onnx.config["backend"] == "onnxruntime" and onnx.hc_offset_px == predictor.hc_offset_px
+    assert onnx.config.backend == "onnxruntime" and onnx.hc_offset_px == predictor.hc_offset_px
     frames = [Frame(i, None, image) for i, image in enumerate(cine[0][:3])]
     hc = {}
     for name, model in (("onnx", onnx), ("torch", predictor)):

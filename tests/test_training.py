@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from fetometry.data.hc18 import load_hc18
 from fetometry.training.config import TrainConfig
 from fetometry.training.trainer import Trainer
+from fetometry.weights_config import WeightsConfig
 
 
 def test_tiny_training_lowers_the_loss_and_learns(tiny_run):
@@ -297,9 +298,9 @@ def test_prediction_offset_follows_the_models_boundary(monkeypatch):
 def test_model_card_names_where_the_offset_comes_from():
     from fetometry.training.model_card import _calibration_line
 
-    masks = _calibration_line({"hc_offset_px": 1.4, "calibration_images": 600})
+    masks = _calibration_line(WeightsConfig(hc_offset_px=1.4, calibration_images=600))
     assert "reference masks" in masks and "fitted ellipses" not in masks
-    own = _calibration_line({"hc_offset_px": 1.1, "hc_offset_px_masks": 1.4, "calibration_images": 600})
+    own = _calibration_line(WeightsConfig(hc_offset_px=1.1, hc_offset_px_masks=1.4, calibration_images=600))
     assert "own fitted ellipses" in own and "0.30 px inside" in own
-    wider = _calibration_line({"hc_offset_px": 1.9, "hc_offset_px_masks": 1.4, "calibration_images": 600})
+    wider = _calibration_line(WeightsConfig(hc_offset_px=1.9, hc_offset_px_masks=1.4, calibration_images=600))
     assert "0.50 px outside" in wider

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, ellipse_from_probability
 from fetometry.biometry.measures import HeadMeasurement, measure_ellipse, ramanujan_perimeter
-from fetometry.biometry.quality import QualityReport, QualityThresholds, assess_quality
+from fetometry.biometry.quality import QualityReport, assess_quality
 from fetometry.data.loaders import detect_layout, load
 from fetometry.formatting import csv_cell
 from fetometry.inference.plane import NOT_A_HEAD_PLANE, OUT_OF_DISTRIBUTION, PlaneChecker, PlaneResult
@@ -191,7 +191,7 @@ def result_from_prediction(
             result.ellipse,
             pixel_size_mm=pixel_size_mm,
             image_shape=prediction.probability.shape,
-            thresholds=QualityThresholds.from_config(predictor.config),
+            thresholds=predictor.config.thresholds,
         )
         if not result.quality.passed:
             result.status, result.detail = REFUSED, result.quality.detail

@@ -32,7 +32,7 @@ def model_identity(predictor) -> ModelIdentity:
     from fetometry.resources import weights_digest
 
     config = predictor.config
-    folders = config.get("members") or ([config["weights_dir"]] if config.get("weights_dir") else [])
+    folders = config.members or ([config.weights_dir] if config.weights_dir else [])
     try:
         digest = "+".join(weights_digest(folder) for folder in folders) or "unknown"
     except FileNotFoundError:

@@ -27,14 +27,10 @@ def shipped_models(kind: str | None = "segmenter") -> list[str]:
     """Names of the weights folders under weights_root() holding models of ``kind``
     (config.json "kind"; a folder without one holds a segmenter), sorted; ``kind=None``:
     every folder, the plane classifier included."""
-    names = []
-    for folder in sorted(weights_root().glob("*")):
-        config = folder / "config.json"
-        if config.is_file() and (
-            kind is None or json.loads(config.read_text(encoding="utf-8")).get("kind", "segmenter") == kind
-        ):
-            names.append(folder.name)
-    return names
+    from fetometry.weights_config import WeightsConfig
+
+    folders = [folder for folder in sorted(weights_root().glob("*")) if (folder / "config.json").is_file()]
+    return [folder.name for folder in folders if kind is None or WeightsConfig.read(folder).kind == kind]
 
 
 def resolve_weights(name_or_path: str | Path | None) -> Path:

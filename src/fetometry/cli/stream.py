@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             source,
             predictor,
             args.out,
-            backend=predictor.config.get("backend", "torch"),
+            backend=predictor.config.backend,
             write_masks=args.masks,
             max_frames=args.max_frames,
             progress=not args.quiet,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from fetometry.weights_config import WeightsConfig
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -180,24 +182,23 @@ class ModelSplit:
 
 
 def _read_member(folder: Path) -> tuple[Mapping[str, frozenset[str]] | None, Mapping]:
-    split_file, config_file = folder / "split.json", folder / "config.json"
+    split_file = folder / "split.json"
     lists = None
     if split_file.is_file():
         lists = {part: frozenset(names) for part, names in json.loads(split_file.read_text(encoding="utf-8")).items()}
-    recipe = (
-        json.loads(config_file.read_text(encoding="utf-8")).get("training", {}).get("recipe", {})
-        if config_file.is_file()
-        else {}
-    )
+    recipe = WeightsConfig.read(folder, complete=False).recipe if (folder / "config.json").is_file() else {}
     return lists, recipe
 
 
-def model_split(weights: str | Path | Sequence[str | Path] | Mapping, *, source: str = "auto") -> ModelSplit:
+def model_split(
+    weights: str | Path | Sequence[str | Path] | WeightsConfig | Mapping, *, source: str = "auto"
+) -> ModelSplit:
     """Which images a model never trained on: ``ModelSplit.validation(samples)``.
 
     Args:
         weights: a weights folder, the folders of an ensemble's members, or a Predictor's
-            ``config`` (its ``weights_dir`` or ``members``, else its ``training`` recipe).
+            ``config`` (a WeightsConfig, or a dict in config.json form: its ``weights_dir``
+            or ``members``, else its ``training`` recipe).
         source: "split.json" (the lists the model was trained with; every folder must
             have one), "recipe" (the recorded recipe re-applied to the data set, folds
             included: the benchmark's one protocol) or "auto" (split.json where every
@@ -210,9 +211,10 @@ def model_split(weights: str | Path | Sequence[str | Path] | Mapping, *, source:
     if source not in ("auto", "split.json", "recipe"):
         raise ValueError(f"unknown split source {source!r}; use auto, split.json or recipe")
     if isinstance(weights, Mapping):
-        folders = weights.get("members") or ([weights["weights_dir"]] if weights.get("weights_dir") else [])
-        training = weights.get("training", {})
-        recipes = [m.get("recipe", {}) for m in training.get("members", [training])]
+        weights = WeightsConfig.from_dict(weights)
+    if isinstance(weights, WeightsConfig):
+        folders = list(weights.members) or ([weights.weights_dir] if weights.weights_dir else [])
+        recipes = [m.get("recipe", {}) for m in weights.training.get("members", [weights.training])]
     else:
         folders = [weights] if isinstance(weights, (str, Path)) else list(weights)
         recipes = []

@@ -202,10 +202,10 @@ def benchmark_row(predictor, samples, *, tta: bool, progress: bool = True, repea
     scored = score_predictor(predictor, samples, tta=tta, progress=progress)
     s = scored["summary"]
     cost = model_cost(predictor, repeats=repeats)
-    training = predictor.config.get("training", {})
+    training = predictor.config.training
     row = {
         "model": predictor.name,
-        "variant": predictor.config.get("variant", ""),
+        "variant": predictor.config.variant or "",
         "tta": "flip" if tta else "none",
         "n": s["n"],
         "dice": s["dice"],
@@ -392,7 +392,7 @@ def run_benchmark(
         for tta in tta_modes:
             log.info("benchmark: %s (tta=%s) on %d validation images", name, tta, len(val))
             report["models"].append(benchmark_row(predictor, val, tta=tta, progress=progress, repeats=repeats))
-    recipe = predictor.config["training"]["recipe"]
+    recipe = predictor.config.recipe
     report["protocol"] = (
         f"subject-grouped validation split (val_fraction {recipe['val_fraction']}, split_seed {recipe['split_seed']}, "
         f"{len(split_names or [])} images of {len({subject_id(n) for n in split_names or []})} subjects), original resolution, "

@@ -207,7 +207,7 @@ def evaluate_dataset(
     report["uncertainty_sources"] = next(
         (r["uncertainty"]["sources"] for r in report["rows"] if "uncertainty" in r), []
     )
-    report["weights"] = predictor.config.get("weights_dir")
+    report["weights"] = predictor.config.weights_dir
     report["split"] = split
     tag = model_tag(predictor, network)
     out_dir = Path(out_dir)
@@ -225,7 +225,7 @@ def evaluate_dataset(
 
 def model_tag(predictor, network: str | None) -> str:
     """File tag: the model's name, plus '-denoiser' when the denoiser is explained."""
-    name = str(predictor.config.get("model") or predictor.name)
+    name = predictor.config.model or predictor.name
     return f"{name}-denoiser" if network == "denoiser" else name
 
 

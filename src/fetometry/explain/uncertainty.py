@@ -255,7 +255,7 @@ def hc_uncertainty(
     value = hc_px(prediction.probability, offset, predictor.threshold)
     spread = float(np.std(valid, ddof=1)) if len(valid) >= 2 else None
     if residual_fraction is None:
-        residual_fraction = float(predictor.config.get("hc_residual_fraction", 0.0))
+        residual_fraction = predictor.config.hc_residual_fraction
     if not (math.isfinite(residual_fraction) and residual_fraction >= 0):
         raise UncertaintyError(f"residual_fraction={residual_fraction}: give a relative SD >= 0, e.g. 0.02")
     z = float(stats.norm.ppf(0.5 + coverage / 2.0))

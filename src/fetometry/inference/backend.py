@@ -37,13 +37,13 @@ def cache_root() -> Path:
 def cached_onnx(weights_dir: str | Path) -> Path:
     """The ONNX export of a feed-forward weights folder, exported on first use."""
     from fetometry.inference.export import export_onnx
-    from fetometry.models.weights import read_config
     from fetometry.resources import file_sha256
+    from fetometry.weights_config import WeightsConfig
 
     weights_dir = Path(weights_dir)
-    config = read_config(weights_dir)
+    config = WeightsConfig.read(weights_dir)
     digest = file_sha256(weights_dir / "model.safetensors")[:16]
-    path = cache_root() / "onnx" / f"{config['model']}-{config['variant']}-{digest}.onnx"
+    path = cache_root() / "onnx" / f"{config.model}-{config.variant}-{digest}.onnx"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,11 +61,11 @@ def resolve_backend(backend: str, predictor) -> str:
 
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if predictor.config.get("backend") == "onnxruntime":
+    if predictor.config.backend == "onnxruntime":
         return "onnx"  # an .onnx file given as the model
     if backend != "auto":
         return backend
-    if predictor.config.get("members") or is_sampled(predictor.model):
+    if predictor.config.members or is_sampled(predictor.model):
         return "torch"  # an ensemble averages PyTorch members; the bf16 sampler is faster
     try:
         import onnxruntime  # noqa: F401
@@ -79,16 +79,16 @@ def build_predictor(model: str | Path | None, backend: str = DEFAULT_BACKEND, *,
     from fetometry.inference.predictor import Predictor
 
     predictor = Predictor.from_weights(model, tta=tta)
-    if resolve_backend(backend, predictor) == "torch" or predictor.config.get("backend") == "onnxruntime":
+    if resolve_backend(backend, predictor) == "torch" or predictor.config.backend == "onnxruntime":
         return predictor
-    if predictor.config.get("members"):
+    if predictor.config.members:
         raise ValueError("--backend onnx runs one model; an ensemble runs on PyTorch (--backend torch or auto)")
     from fetometry.inference.onnx_backend import load_onnx_model
 
     # Exported from the same weights folder, so the PyTorch predictor's config (canvas,
     # threshold, boundary offset, quality limits) describes the ONNX graph too.
-    graph = cached_onnx(predictor.config["weights_dir"])
-    config = {**predictor.config, "backend": "onnxruntime", "onnx_path": str(graph)}
+    graph = cached_onnx(predictor.config.weights_dir)
+    config = predictor.config.replace(backend="onnxruntime", onnx_path=str(graph))
     return Predictor(
         load_onnx_model(graph), canvas_hw=predictor.canvas_hw, threshold=predictor.threshold, config=config, tta=tta
     )

@@ -65,14 +65,15 @@ def export_onnx(name_or_folder: str | Path | None, out_path: str | Path, *, veri
     denoiser) where its class defines ``export_onnx_graphs``.
     """
     from fetometry.models import create_model
-    from fetometry.models.weights import load_weights, read_config
+    from fetometry.models.weights import load_weights
     from fetometry.resources import resolve_weights
+    from fetometry.weights_config import WeightsConfig
 
     folder = resolve_weights(name_or_folder)
-    config = read_config(folder)
-    model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
+    config = WeightsConfig.read(folder)
+    model = create_model(config.model, config.variant, **config.model_kwargs)
     load_weights(model, folder / "model.safetensors")
-    return export_model(model, out_path, config=config, verify=verify)
+    return export_model(model, out_path, config=config.to_dict(), verify=verify)
 
 
 def export_model(model: nn.Module, out_path: str | Path, *, config: dict, verify: bool = True) -> list[Path]:

@@ -36,6 +36,7 @@ from fetometry.inference.export import (
     medsegdiff_paths,
 )
 from fetometry.models.base import SegmentationNetwork
+from fetometry.weights_config import WeightsConfig
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,11 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> nn.Modul
     session = create_session(main, threads=threads)
     metadata = read_metadata(session)
     role = metadata.get(ROLE_KEY)
-    config = json.loads(metadata.get(CONFIG_KEY, "{}"))
+    config = WeightsConfig.from_dict(json.loads(metadata.get(CONFIG_KEY, "{}")), source=f"{main} metadata")
     if role == SEGMENTER:
         from fetometry.models import get_spec
 
-        divisor = get_spec(config["model"], config["variant"]).size_divisor if "model" in config else 1
+        divisor = get_spec(config.model, config.variant).size_divisor if config.model else 1
         return OnnxSegmenter(session, size_divisor=divisor).eval()
     if role == CONDITION:
         if denoiser_path is None or not denoiser_path.is_file():
@@ -164,14 +165,14 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> nn.Modul
     raise OnnxModelError(f"{main}: not a fetometry export (role {role!r}); create it with `fetometry export`")
 
 
-def _over_sessions(main: Path, condition, denoiser, config: dict, info: dict) -> nn.Module:
+def _over_sessions(main: Path, condition, denoiser, config: WeightsConfig, info: dict) -> nn.Module:
     """The config's model built afresh (its schedule and settings), handed the sessions
     by its ``onnx_runtime`` hook."""
     from fetometry.models import create_model
 
-    model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
+    model = create_model(config.model, config.variant, **config.model_kwargs)
     if not isinstance(model, SegmentationNetwork) or type(model).onnx_runtime is None:
-        raise OnnxModelError(f"{main}: {config['model']} has no runtime for a two-graph export")
+        raise OnnxModelError(f"{main}: {config.model} has no runtime for a two-graph export")
     return model.onnx_runtime(condition, denoiser, info)
 
 
@@ -180,11 +181,11 @@ def load_onnx_predictor(path: str | Path, *, threads: int | None = None, **predi
     (canvas_hw, threshold, hc_offset_px, model name)."""
     from fetometry.inference.predictor import Predictor
 
-    config = read_onnx_config(path)
-    if "canvas_hw" not in config:
+    config = WeightsConfig.from_dict(read_onnx_config(path), source=f"{path} metadata")
+    if config.canvas_hw is None:
         raise OnnxModelError(f"{path}: its metadata has no canvas_hw; export it with `fetometry export`")
-    predictor_kwargs.setdefault("threshold", config.get("threshold", 0.5))
-    config = {**config, "backend": "onnxruntime", "onnx_path": str(path)}
+    predictor_kwargs.setdefault("threshold", config.threshold)
+    config = config.replace(backend="onnxruntime", onnx_path=str(path))
     return Predictor(
-        load_onnx_model(path, threads=threads), canvas_hw=tuple(config["canvas_hw"]), config=config, **predictor_kwargs
+        load_onnx_model(path, threads=threads), canvas_hw=config.canvas_hw, config=config, **predictor_kwargs
     )

@@ -44,8 +44,9 @@ from safetensors.numpy import load_file as load_numpy_file
 
 from fetometry.models import create_model
 from fetometry.models.base import PlaneClassifierNetwork
-from fetometry.models.weights import load_weights, read_config
+from fetometry.models.weights import load_weights
 from fetometry.resources import resolve_weights
+from fetometry.weights_config import WeightsConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class PlaneRule:
             raise ValueError("max_ood_distance must be positive and min_trusted_head_mm non-negative")
 
     @classmethod
-    def from_config(cls, config: dict) -> "PlaneRule":
-        block = dict(config.get("plane_rule") or {})
+    def from_config(cls, config: WeightsConfig) -> "PlaneRule":
+        block = dict(config.plane_rule or {})
         unknown = set(block) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown plane_rule keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
@@ -222,8 +223,8 @@ class PlaneChecker:
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "PlaneChecker":
         """A shipped plane model by name (default ``sononet-16``) or its weights folder."""
         folder = resolve_weights(name_or_path or DEFAULT_PLANE_MODEL)
-        config = read_config(folder)
-        model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
+        config = WeightsConfig.read(folder)
+        model = create_model(config.model, config.variant, **config.model_kwargs)
         load_weights(model, folder / "model.safetensors")
         mean = precision = None
         stats_path = folder / "head_embedding.safetensors"
@@ -235,7 +236,7 @@ class PlaneChecker:
             rule=PlaneRule.from_config(config),
             head_mean=mean,
             head_precision=precision,
-            name=config.get("display_name", folder.name),
+            name=config.display_name or folder.name,
             **kwargs,
         )
 

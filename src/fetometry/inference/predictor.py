@@ -21,8 +21,9 @@ from fetometry.data.transforms import Letterbox, letterbox, unletterbox
 from fetometry.inference.diffusion import DiffusionSampler
 from fetometry.models import create_model
 from fetometry.models.base import SegmentationNetwork, foreground_probability, is_sampled
-from fetometry.models.weights import load_weights, read_config
+from fetometry.models.weights import load_weights
 from fetometry.resources import resolve_weights
+from fetometry.weights_config import SEGMENTER, WeightsConfig, WeightsConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,19 @@ class Predictor:
         canvas_hw: tuple[int, int],
         threshold: float = 0.5,
         tta: bool = False,
-        config: dict | None = None,
+        config: WeightsConfig | dict | None = None,
         batch_size: int = 4,
     ):
         self.model = model.eval()
         self.canvas_hw = tuple(canvas_hw)
         self.threshold = threshold
         self.tta = tta
-        self.config = config or {}
+        #: What the weights folder says about the model (empty for a network built in
+        #: memory; a dict is read as a config.json would be).
+        self.config = config if isinstance(config, WeightsConfig) else WeightsConfig.from_dict(config or {})
         self.batch_size = batch_size
-        #: {"margin", "max_window"} of the second look at small heads, or None (off); from
-        #: the weights config's "second_look" block.
-        self.second_look = self.config.get("second_look")
+        #: {"margin", "max_window"} of the second look at small heads, or None (off).
+        self.second_look = self.config.second_look
 
     @classmethod
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "Predictor":
@@ -121,12 +123,13 @@ class Predictor:
 
             return load_onnx_predictor(name_or_path, **kwargs)
         folder = resolve_weights(name_or_path)
-        config = read_config(folder)
-        model = create_model(config["model"], config["variant"], **config.get("model_kwargs", {}))
+        config = WeightsConfig.read(folder)
+        if config.kind != SEGMENTER:
+            raise WeightsConfigError(f"{folder}: a {config.kind}, not a head segmenter")
+        model = create_model(config.model, config.variant, **config.model_kwargs)
         load_weights(model, folder / "model.safetensors")
-        config = {**config, "weights_dir": str(folder)}
-        kwargs.setdefault("threshold", config.get("threshold", 0.5))
-        return cls(model, canvas_hw=tuple(config["canvas_hw"]), config=config, **kwargs)
+        kwargs.setdefault("threshold", config.threshold)
+        return cls(model, canvas_hw=config.canvas_hw, config=config, **kwargs)
 
     @classmethod
     def from_ensemble(cls, names_or_paths: list[str | Path], **kwargs) -> "Predictor":
@@ -140,64 +143,64 @@ class Predictor:
         if len(canvases) > 1:
             raise ValueError(f"ensemble members use different canvases {sorted(canvases)}; train them with one recipe")
         first = members[0].config
-        config = {
-            **{k: v for k, v in first.items() if k not in ("weights_dir", "training")},
-            "display_name": "ensemble(" + ", ".join(m.name for m in members) + ")",
-            "hc_offset_px": float(np.mean([m.hc_offset_px for m in members])),
-            "members": [m.config.get("weights_dir", m.name) for m in members],
+        folders = [m.config.weights_dir or m.name for m in members]
+        config = first.replace(
+            weights_dir=None,
+            display_name="ensemble(" + ", ".join(m.name for m in members) + ")",
+            hc_offset_px=float(np.mean([m.hc_offset_px for m in members])),
+            members=tuple(folders),
             # Each member's own training record: the benchmark checks that all of them were
             # validated on the same split (or the ensemble has seen its validation images)
             # and adds up their training time.
-            "training": {
-                "recipe": first.get("training", {}).get("recipe"),
-                "hardware": first.get("training", {}).get("hardware", {}),
-                "members": [m.config.get("training", {}) for m in members],
+            training={
+                "recipe": first.recipe or None,
+                "hardware": first.training.get("hardware", {}),
+                "members": [m.config.training for m in members],
             },
-        }
+        )
         # The quality gate's limits: the ensemble's own, chosen on its training split
         # (weights/ensembles.json), else, for an ensemble nobody calibrated, per limit the
         # most lenient of the members' blocks.
         from fetometry.biometry.quality import QualityThresholds
         from fetometry.resources import calibrated_ensemble
 
-        key, entry = calibrated_ensemble([m.config.get("weights_dir") for m in members])
+        key, entry = calibrated_ensemble([m.config.weights_dir for m in members])
         if entry is not None:
-            QualityThresholds.from_config(entry)  # a bad stored block fails here, by name
-            config["quality"] = dict(entry["quality"])
-            config["quality_calibration"] = {
-                **entry.get("quality_calibration", {}),
-                "ensemble": key,
-                "calibrated": True,
-            }
+            config = config.replace(
+                quality=QualityThresholds.from_config(entry),  # a bad stored block fails here, by name
+                quality_calibration={**entry.get("quality_calibration", {}), "ensemble": key, "calibrated": True},
+            )
         else:
-            lenient = QualityThresholds.most_lenient([QualityThresholds.from_config(m.config) for m in members])
-            config["quality"] = lenient.to_config()
-            uncalibrated = [m.config.get("weights_dir", m.name) for m in members if "quality" not in m.config]
-            config["quality_calibration"] = {
-                "calibrated": False,
-                "rule": "not calibrated as an ensemble: per limit, the most lenient of the members' quality blocks",
-                "uncalibrated_members": uncalibrated,
-            }
+            lenient = QualityThresholds.most_lenient([m.config.thresholds for m in members])
+            uncalibrated = [folder for folder, m in zip(folders, members) if m.config.quality is None]
+            config = config.replace(
+                quality=lenient,
+                quality_calibration={
+                    "calibrated": False,
+                    "rule": "not calibrated as an ensemble: per limit, the most lenient of the members' quality blocks",
+                    "uncalibrated_members": uncalibrated,
+                },
+            )
             log.warning(
                 "ensemble %s is not calibrated (not in weights/ensembles.json): its quality gate takes, per limit, "
                 "the most lenient of its members' limits%s; calibrate it with "
                 "benchmarks/quality_gate.py --model a,b,c --write-config",
-                config["display_name"],
+                config.display_name,
                 f" (members without a calibrated block, on the defaults: {uncalibrated})" if uncalibrated else "",
             )
-        kwargs.setdefault("threshold", first.get("threshold", 0.5))
+        kwargs.setdefault("threshold", first.threshold)
         return cls(
             ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs
         )
 
     @property
     def name(self) -> str:
-        return self.config.get("display_name") or self.config.get("model", "model")
+        return self.config.display_name or self.config.model or "model"
 
     @property
     def hc_offset_px(self) -> float:
         """Calibrated boundary offset of the training masks (see biometry.calibrate_offset_px)."""
-        return float(self.config.get("hc_offset_px", 0.0))
+        return self.config.hc_offset_px
 
     @torch.no_grad()
     def _probabilities(self, canvases: np.ndarray) -> np.ndarray:

@@ -6,7 +6,6 @@ canvas size, calibration) and ``MODEL_CARD.md``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -40,10 +39,3 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         )
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model
-
-
-def read_config(folder: str | Path) -> dict:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json (a weights folder needs model.safetensors + config.json)")
-    return json.loads(path.read_text(encoding="utf-8"))

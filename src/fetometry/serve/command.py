@@ -77,9 +77,9 @@ def rate_limit(text: str) -> int:
 
 def audit_path(args: argparse.Namespace) -> str | None:
     """Where the audit log goes: --audit; else audit.sqlite beside the token file; else None (in memory)."""
-    if getattr(args, "audit", None):
+    if args.audit:
         return args.audit
-    tokens = getattr(args, "tokens", None)
+    tokens = args.tokens
     if tokens:
         return str(Path(tokens).resolve().parent / "audit.sqlite")
     return None
@@ -100,13 +100,13 @@ class HostRefused(ValueError):
 
 def check_access(args: argparse.Namespace) -> None:
     """Refuse a non-loopback --host without --tokens (HostRefused), a bad --rate-limit or token file (ValueError)."""
-    tokens = getattr(args, "tokens", None)
+    tokens = args.tokens
     if not is_loopback(args.host) and not tokens:
         raise HostRefused(
             f"--host {args.host} is not a loopback address and the server would have no login: "
             "add --tokens FILE (fetometry token create NAME --tokens FILE) or bind to 127.0.0.1"
         )
-    rate = getattr(args, "rate_limit", None)
+    rate = args.rate_limit
     if rate is not None and rate < 1:
         raise ValueError(f"--rate-limit {rate}: choose at least 1 request a minute")
     if tokens:
@@ -143,9 +143,9 @@ def run_serve(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         db_url=args.db,
         max_pending=args.max_pending,
-        tokens_file=getattr(args, "tokens", None),
+        tokens_file=args.tokens,
         audit_path=audit_path(args),
-        rate_limit_per_minute=getattr(args, "rate_limit", None),
+        rate_limit_per_minute=args.rate_limit,
     )
     app = create_app(settings)
     app.state.service.cache.get(args.model)  # load the weights once, before the first request

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from fetometry import DISCLAIMER
+from fetometry.weights_config import WeightsConfig
 
 HC18_ATTRIBUTION = (
     "HC18 challenge data: van den Heuvel TLA, de Bruijn D, "
@@ -75,8 +76,8 @@ def _status_lines(status: str | None) -> list[str]:
     return [f"> **{status}**", ""] if status else []
 
 
-def _limits(config: dict) -> list[str]:
-    recipe = config.get("training", {}).get("recipe", {})
+def _limits(config: WeightsConfig) -> list[str]:
+    recipe = config.recipe
     lines = [
         "Trained on HC18 images of one centre (Radboud UMC, Voluson E8 / Voluson 730 scanners). "
         "The network measures the head in a standard plane; it does not check that the plane is "
@@ -91,35 +92,35 @@ def _limits(config: dict) -> list[str]:
         )
     else:
         lines.append("Other scanners and settings are untested.")
-    if config.get("second_look"):
+    if config.second_look:
         lines.append(
             "Heads small in the frame are segmented a second time in a window around them "
-            f"(`second_look`: {json.dumps(config['second_look'])} in config.json)."
+            f"(`second_look`: {json.dumps(dict(config.second_look))} in config.json)."
         )
     return lines
 
 
 def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    training = config.get("training", {})
-    recipe = training.get("recipe", {})
+    config = WeightsConfig.read(folder)
+    training = config.training
+    recipe = config.recipe
     hardware = training.get("hardware", {})
     lines = [
-        f"# {config['model']} ({config['variant']}) — fetometry weights",
+        f"# {config.model} ({config.variant}) — fetometry weights",
         "",
-        *_status_lines(config.get("status")),
+        *_status_lines(config.status),
         f"> {DISCLAIMER}",
         "",
         "## What it does",
         "Segments the fetal head in a 2D ultrasound image (one class, logits -> sigmoid); "
         "fetometry fits an ellipse to the 0.5 contour and reports HC, BPD and OFD in mm.",
-        f"Architecture `{config['model']}` variant `{config['variant']}` "
+        f"Architecture `{config.model}` variant `{config.variant}` "
         f"({training.get('parameters', 0) / 1e6:.2f}M parameters), see docs/MODELS.md. "
-        f"Input: grayscale letterboxed onto a {config['canvas_hw'][0]}x{config['canvas_hw'][1]} canvas.",
+        f"Input: grayscale letterboxed onto a {config.canvas_hw[0]}x{config.canvas_hw[1]} canvas.",
         "",
         "## Data",
-        *_data_section(config.get("data", {})),
+        *_data_section(config.data),
         "",
         f"Split by subject (seed {recipe.get('split_seed')}, validation fraction {recipe.get('val_fraction')}); "
         "the images of each split are listed in `split.json` beside these weights.",
@@ -157,17 +158,17 @@ def write_model_card(folder: str | Path, metrics: dict | None = None) -> Path:
     return path
 
 
-def _calibration_line(config: dict) -> str:
+def _calibration_line(config: WeightsConfig) -> str:
     """Where the HC offset comes from: the reference masks (the trainer) or the model's own
     fitted ellipses (benchmarks/calibrate_offset.py), both on the training split."""
-    offset, images = config.get("hc_offset_px", 0), config.get("calibration_images", 0)
-    if "hc_offset_px_masks" in config:
-        shift = offset - config["hc_offset_px_masks"]
+    offset, images = config.hc_offset_px, config.calibration_images
+    if config.hc_offset_px_masks is not None:
+        shift = offset - config.hc_offset_px_masks
         side = "outside" if shift > 0 else "inside"
         return (
             f"HC calibration: boundary offset {offset:.3f} px, the median over {images} TRAINING-split "
             "images of the offset between this model's own fitted ellipses and the reference HC. The "
-            f"reference masks' offset is {config['hc_offset_px_masks']:.3f} px (the filled HC18 masks lie "
+            f"reference masks' offset is {config.hc_offset_px_masks:.3f} px (the filled HC18 masks lie "
             f"about 1.4 px outside the sonographer's ellipse), so this model's boundary lies "
             f"{abs(shift):.2f} px {side} the masks'."
         )

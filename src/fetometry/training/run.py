@@ -24,6 +24,7 @@ from fetometry.training.config import TrainConfig
 from fetometry.training.distributed import DistributedContext
 from fetometry.training.model_card import write_model_card
 from fetometry.training.trainer import train
+from fetometry.weights_config import WeightsConfig
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,8 @@ def _initialisation(config: TrainConfig, this_run_wall_time_s: float) -> dict | 
     if not config.init_from:
         return None
     initial = {"path": config.init_from, "this_run_wall_time_s": this_run_wall_time_s}
-    config_file = Path(config.init_from) / "config.json"
-    if config_file.is_file():
-        earlier = json.loads(config_file.read_text(encoding="utf-8")).get("training", {})
+    if (Path(config.init_from) / "config.json").is_file():
+        earlier = WeightsConfig.read(config.init_from).training
         before = earlier.get("initialised_from") or {}
         initial["epochs_run"] = earlier.get("epochs_run", 0) + before.get("epochs_run", 0)
         initial["wall_time_s"] = earlier.get("wall_time_s", 0) + before.get("wall_time_s", 0)
@@ -193,6 +193,9 @@ def export_weights(run_dir: Path, folder: Path, config: TrainConfig, calibration
     initial = _initialisation(config, manifest["wall_time_s"])
     if initial:
         weights_config["training"]["initialised_from"] = initial
+    WeightsConfig.from_dict(
+        weights_config, source=str(folder / "config.json")
+    )  # a wrong key fails before it is written
     (folder / "config.json").write_text(json.dumps(weights_config, indent=2))
     write_model_card(folder)
     return folder
