@@ -30,7 +30,7 @@ from fetometry.data.splits import model_split
 from fetometry.inference.predictor import Predictor
 from fetometry.machine import hardware_description
 from fetometry.resources import resolve_weights
-from fetometry.training.run import calibrate_on_predictions, fitted_ellipses
+from fetometry.training.run import calibrate_on_predictions, fitted_ellipses, write_prediction_offset
 
 
 def hc_errors(fitted, samples, offset_px: float) -> dict:
@@ -80,16 +80,8 @@ def main() -> None:
     (args.out / f"calibrate_offset_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     if args.write:
-        write_offset(resolve_weights(args.model), mask_offset, calibration)
-
-
-def write_offset(folder: Path, mask_offset: float, calibration: dict) -> None:
-    config_path = folder / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["hc_offset_px_masks"] = mask_offset
-    config.update(calibration)
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote hc_offset_px {calibration['hc_offset_px']:.4f} to {config_path}")
+        write_prediction_offset(resolve_weights(args.model), calibration)
+        print(f"wrote hc_offset_px {calibration['hc_offset_px']:.4f} to {resolve_weights(args.model)}/config.json")
 
 
 if __name__ == "__main__":

@@ -48,11 +48,12 @@ def test_reference_recipe_file_and_code_agree():
 
 
 def test_benchmark_trains_and_scores_the_reference_row(phantom_hc18, tmp_path, monkeypatch):
-    """--train-reference trains the reference recipe in the same run and puts its row
-    first (shrunk here to seconds: the recipe itself is tested above)."""
+    """--train-reference trains the reference recipe (train_reference_row) and the
+    benchmark scores its folder (shrunk here to seconds: the recipe itself is tested above)."""
     pytest.importorskip("monai")
     import fetometry.models.reference as reference
     from fetometry.evaluation.benchmark import run_benchmark
+    from fetometry.training.run import train_reference_row
 
     tiny = {
         **reference.REFERENCE_RECIPE,
@@ -63,7 +64,8 @@ def test_benchmark_trains_and_scores_the_reference_row(phantom_hc18, tmp_path, m
         "val_fraction": 0.25,
     }
     monkeypatch.setattr(reference, "REFERENCE_RECIPE", tiny)
-    report = run_benchmark([], phantom_hc18, tmp_path / "bench", progress=False, repeats=1, train_reference=True)
+    row = train_reference_row(phantom_hc18, tmp_path / "bench" / "reference-monai-attention-unet", progress=False)
+    report = run_benchmark([str(row)], phantom_hc18, tmp_path / "bench", progress=False, repeats=1)
     rows = [entry["row"] for entry in report["models"]]
     assert [r["model"] for r in rows] == ["monai-attention-unet"]
     from fetometry.data.hc18 import load_hc18

@@ -304,3 +304,37 @@ def test_model_card_names_where_the_offset_comes_from():
     assert "own fitted ellipses" in own and "0.30 px inside" in own
     wider = _calibration_line(WeightsConfig(hc_offset_px=1.9, hc_offset_px_masks=1.4, calibration_images=600))
     assert "0.50 px outside" in wider
+
+
+def test_the_recipe_can_calibrate_the_offset_on_the_models_own_ellipses(tiny_run, phantom_hc18, tmp_path, monkeypatch):
+    """hc_offset_from = "predictions": the exported folder's offset comes from its own
+    fitted ellipses on the training split, the mask offset kept beside it (also when
+    written twice); a model that fits no training head keeps the mask offset."""
+    import shutil
+
+    from fetometry.inference.predictor import Prediction, Predictor
+    from fetometry.training.run import calibrate_and_export, write_prediction_offset
+
+    with pytest.raises(ValueError, match="hc_offset_from"):
+        TrainConfig.from_dict({"hc_offset_from": "guess"})
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("model"))
+    samples = load_hc18(phantom_hc18)
+    data = {"path": str(phantom_hc18), "layout": "hc18", "images": len(samples)}
+    masks_only = WeightsConfig.read(calibrate_and_export(run_dir, TrainConfig.from_dict(TINY_RECIPE), samples, data))
+    config = TrainConfig.from_dict({**TINY_RECIPE, "hc_offset_from": "predictions"})
+    folder = calibrate_and_export(run_dir, config, samples, data, progress=False)
+    own = WeightsConfig.read(folder)
+    training = len(json.loads((run_dir / "split.json").read_text())["train"])
+    assert own.hc_offset_px_masks == masks_only.hc_offset_px and 0 < own.calibration_images <= training
+    assert own.hc_offset_px != masks_only.hc_offset_px and abs(own.hc_offset_px) < 3
+    assert "own fitted ellipses" in (folder / "MODEL_CARD.md").read_text()
+    write_prediction_offset(folder, {"hc_offset_px": 0.25, "calibration_images": 3})
+    assert WeightsConfig.read(folder).hc_offset_px_masks == masks_only.hc_offset_px  # not the first prediction offset
+
+    def nothing(self, images):
+        return [Prediction(np.zeros(i.shape, np.float32), np.zeros(i.shape, bool), 0.0) for i in images]
+
+    monkeypatch.setattr(Predictor, "predict_batch", nothing)
+    kept = WeightsConfig.read(calibrate_and_export(run_dir, config, samples, data, progress=False))
+    assert kept.hc_offset_px == masks_only.hc_offset_px and kept.hc_offset_px_masks is None

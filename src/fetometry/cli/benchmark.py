@@ -38,14 +38,19 @@ def run(args: argparse.Namespace) -> int:
         models = [m for m in models if m != "reference-monai-attention-unet"]
     if not models and not args.train_reference:
         raise FileNotFoundError("no trained models found: train one (fetometry train) or name a weights folder")
+    data = args.data[0] if len(args.data) == 1 else args.data
+    if args.train_reference:  # trained on the same data into OUT/reference-monai-attention-unet, scored first
+        from fetometry.training.run import train_reference_row
+
+        row = train_reference_row(data, Path(args.out) / "reference-monai-attention-unet", progress=not args.quiet)
+        models = [str(row), *models]
     report = run_benchmark(
         models,
-        args.data[0] if len(args.data) == 1 else args.data,
+        data,
         args.out,
         tta_modes=(False, True) if args.tta else (False,),
         progress=not args.quiet,
         repeats=args.repeats,
-        train_reference=args.train_reference,
     )
     print(Path(report["paths"]["md"]).read_text())
     print(f"wrote {', '.join(report['paths'].values())}")

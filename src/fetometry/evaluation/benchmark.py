@@ -359,20 +359,12 @@ def run_benchmark(
     tta_modes: Sequence[bool] = (False,),
     progress: bool = True,
     repeats: int = 5,
-    train_reference: bool = False,
 ) -> dict:
-    """Load each shipped model (name or weights folder), score it on the shared split.
-    ``train_reference``: first train the stock reference row (MONAI AttentionUnet, plain
-    recipe) on the same data into OUT/reference-monai-attention-unet and score it too."""
+    """Load each shipped model (name or weights folder), score it on the shared split."""
     from fetometry.inference.predictor import Predictor
     from fetometry.machine import hardware_description
 
     samples = load_datasets(data)
-    if train_reference:
-        models = [
-            str(train_reference_row(data, Path(out_dir) / "reference-monai-attention-unet", progress=progress)),
-            *models,
-        ]
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": hardware_description(),
@@ -402,16 +394,3 @@ def run_benchmark(
     report["paths"] = {k: str(v) for k, v in write_outputs(report, out_dir).items()}
     return report
 
-
-def train_reference_row(data, run_dir: Path, *, progress: bool = True) -> Path:
-    """Train (or, when its run folder has finished weights, reuse) the reference row."""
-    from fetometry.models import reference
-    from fetometry.training.config import TrainConfig
-    from fetometry.training.run import train_and_export
-
-    folder = run_dir / "model"
-    if (folder / "config.json").is_file():
-        log.info("reference row: reusing %s", folder)
-        return folder
-    log.info("reference row: training MONAI AttentionUnet with the plain recipe into %s", run_dir)
-    return train_and_export(TrainConfig.from_dict(reference.REFERENCE_RECIPE), data, run_dir, progress=progress)

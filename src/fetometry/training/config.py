@@ -75,6 +75,12 @@ class TrainConfig:
     #: random initialisation: fine-tuning, or continuing a run with a fresh schedule. A
     #: folder's split.json is checked: none of our validation images may have trained it.
     init_from: str = ""
+    #: Where the exported model's HC offset comes from, both on the training split:
+    #: "masks" (the reference masks' fitted ellipses against the reference HC) or
+    #: "predictions" (the exported model's own fitted ellipses, ``calibrate_on_predictions``;
+    #: the mask offset stays beside it as ``hc_offset_px_masks``). docs/TRAINING.md says
+    #: what each does on the validation split.
+    hc_offset_from: str = "masks"
     #: Also write the log rows as TensorBoard scalars under <run>/tensorboard
     #: (needs the tensorboard package); log.csv is always written.
     tensorboard: bool = False
@@ -101,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"device={config.device!r}: use 'auto', 'cpu' or 'cuda'")
         if config.export_checkpoint not in ("best", "last"):
             raise ValueError(f"export_checkpoint={config.export_checkpoint!r}: use 'best' or 'last'")
+        if config.hc_offset_from not in ("masks", "predictions"):
+            raise ValueError(f"hc_offset_from={config.hc_offset_from!r}: use 'masks' or 'predictions'")
         if config.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation={config.augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
         return config

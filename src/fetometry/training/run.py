@@ -127,6 +127,19 @@ def train_and_export(
     return calibrate_and_export(run_dir, config, samples, data, progress=progress)
 
 
+def train_reference_row(data, run_dir: Path, *, progress: bool = True) -> Path:
+    """Train (or, when its run folder has finished weights, reuse) the benchmark's
+    reference row: MONAI's stock AttentionUnet with the plain recipe."""
+    from fetometry.models import reference
+
+    folder = run_dir / "model"
+    if (folder / "config.json").is_file():
+        log.info("reference row: reusing %s", folder)
+        return folder
+    log.info("reference row: training MONAI AttentionUnet with the plain recipe into %s", run_dir)
+    return train_and_export(TrainConfig.from_dict(reference.REFERENCE_RECIPE), data, run_dir, progress=progress)
+
+
 def calibrate_and_export(
     run_dir: Path, config: TrainConfig, samples: list[Sample], data: dict, *, progress: bool = True
 ) -> Path:
@@ -134,8 +147,41 @@ def calibrate_and_export(
     TRAINING split (its split.json) of ``samples``, then the weights folder. Also for runs
     trained elsewhere (benchmarks/gpu_train.py) and exported here on the original images."""
     train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
-    calibration = calibrate_on([s for s in samples if s.name in train_names], progress=progress)
-    return export_weights(run_dir, run_dir / "model", config, calibration, data)
+    training = [s for s in samples if s.name in train_names]
+    folder = export_weights(run_dir, run_dir / "model", config, calibrate_on(training, progress=progress), data)
+    if config.hc_offset_from == "predictions":
+        recalibrate_on_predictions(folder, training)
+    return folder
+
+
+def recalibrate_on_predictions(folder: Path, training: list[Sample]) -> dict | None:
+    """Replace a weights folder's mask-calibrated HC offset by the one calibrated on its
+    own fitted ellipses over ``training`` (``calibrate_on_predictions``), keeping the
+    mask offset as ``hc_offset_px_masks``, and write its model card again. A model that
+    fits no training head keeps the mask offset (returns None, with a warning)."""
+    from fetometry.inference.predictor import Predictor
+
+    try:
+        calibration = calibrate_on_predictions(Predictor.from_weights(folder), training)
+    except ValueError as error:
+        log.warning("%s keeps the reference masks' HC offset: %s", folder, error)
+        return None
+    write_prediction_offset(folder, calibration)
+    return calibration
+
+
+def write_prediction_offset(folder: Path, calibration: dict) -> None:
+    """Store ``calibrate_on_predictions``' result in a weights folder's config.json (the
+    mask offset kept as ``hc_offset_px_masks``, also when it is written a second time)
+    and write its model card again."""
+    current = WeightsConfig.read(folder)
+    masks = current.hc_offset_px if current.hc_offset_px_masks is None else current.hc_offset_px_masks
+    path = folder / "config.json"
+    config = {**json.loads(path.read_text(encoding="utf-8")), "hc_offset_px_masks": masks, **calibration}
+    WeightsConfig.from_dict(config, source=str(path))  # a wrong value fails before it is written
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_model_card(folder)
+    log.info("%s: HC offset %.3f px from its own fitted ellipses", folder, calibration["hc_offset_px"])
 
 
 def _initialisation(config: TrainConfig, this_run_wall_time_s: float) -> dict | None:
