@@ -393,4 +393,3 @@ def run_benchmark(
     )
     report["paths"] = {k: str(v) for k, v in write_outputs(report, out_dir).items()}
     return report
-
