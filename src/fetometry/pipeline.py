@@ -42,9 +42,8 @@ log = logging.getLogger(__name__)
 
 #: The plane check's columns (measurements.csv, frames.csv, ``measure --json``).
 PLANE_COLUMNS = ("plane_label", "plane_probability", "head_plane", "head_plane_probability", "ood_distance")
-#: measurements.csv columns; the first six are the HC18 submission format.
-CSV_COLUMNS = [
-    "filename",
+#: The columns a measured head fills from its HeadMeasurement (mm, the angle, the cephalic index).
+MM_KEYS = [
     "center_x_mm",
     "center_y_mm",
     "semi_axes_a_mm",
@@ -54,6 +53,11 @@ CSV_COLUMNS = [
     "bpd_mm",
     "ofd_mm",
     "cephalic_index",
+]
+#: measurements.csv columns; the first six are the HC18 submission format.
+CSV_COLUMNS = [
+    "filename",
+    *MM_KEYS,
     "pixel_size_mm",
     "model",
     "status",
@@ -66,17 +70,6 @@ CSV_COLUMNS = [
     "quality_score",
     "quality_rule",
     *PLANE_COLUMNS,
-]
-MM_KEYS = [
-    "center_x_mm",
-    "center_y_mm",
-    "semi_axes_a_mm",
-    "semi_axes_b_mm",
-    "angle_rad",
-    "hc_mm",
-    "bpd_mm",
-    "ofd_mm",
-    "cephalic_index",
 ]
 
 # Status codes (the `status` column); `detail` carries the human-readable reason.
