@@ -462,3 +462,57 @@ def test_largest_component_fills_holes_exactly_as_a_whole_frame_fill():
         _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
         best = int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1
         np.testing.assert_array_equal(largest_component(mask), ndimage.binary_fill_holes(labels == best))
+
+
+def test_fill_holes_equals_scipy_on_random_masks():
+    """The flood fill is scipy's binary_fill_holes (default structure), edges and all."""
+    from scipy import ndimage
+
+    from fetometry.masks import fill_holes
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        shape = (int(rng.integers(1, 50)), int(rng.integers(1, 50)))
+        mask = rng.random(shape) < rng.uniform(0.1, 0.9)
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_geometric_jacobian_matches_finite_differences():
+    from fetometry.biometry.ellipse import _geometric_distance, _geometric_jacobian
+
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        params = np.array([rng.normal(), rng.normal(), rng.uniform(1, 2), rng.uniform(0.3, 1), rng.uniform(0, 3)])
+        xy = rng.normal(size=(60, 2)) * 1.5
+        distance, jacobian = _geometric_jacobian(params, xy)
+        np.testing.assert_allclose(distance, _geometric_distance(params, xy))
+        numeric = np.stack(
+            [
+                (_geometric_distance(params + step, xy) - _geometric_distance(params - step, xy)) / 2e-6
+                for step in np.eye(5) * 1e-6
+            ],
+            axis=1,
+        )
+        np.testing.assert_allclose(jacobian, numeric, atol=1e-6 * np.abs(jacobian).max())
+
+
+def test_geometric_refine_reaches_the_huber_minimum_that_scipy_finds():
+    """The Levenberg-Marquardt refinement ends where scipy's least_squares (Huber loss)
+    ends, from a start that is off in every parameter, with 10% gross outliers."""
+    from scipy import optimize
+
+    from fetometry.biometry.ellipse import _geometric_distance, _geometric_refine, _params
+
+    rng = np.random.default_rng(3)
+    truth = Ellipse(0.1, -0.2, 1.3, 0.8, 0.7)
+    xy = truth.points(400) + rng.normal(scale=0.01, size=(400, 2))
+    xy[::10] *= 1.3  # gross outliers
+    start = Ellipse(0.15, -0.1, 1.2, 0.85, 0.6)
+    sigma = 0.04
+    ours = _params(_geometric_refine(xy, start, sigma))
+    theirs = optimize.least_squares(
+        _geometric_distance, _params(start), args=(xy,), loss="huber", f_scale=sigma, x_scale="jac", xtol=1e-12
+    ).x
+    np.testing.assert_allclose(ours[:4], theirs[:4], atol=1e-7)
+    assert _angle_error(ours[4], theirs[4]) < 1e-7
+    np.testing.assert_allclose(ours[:4], _params(truth)[:4], atol=5e-3)

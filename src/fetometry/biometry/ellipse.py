@@ -28,9 +28,11 @@ Fitting
    (Rousseeuw, JASA 79, 1984; robust scale 1.4826 * median), then iterative refitting on
    the inliers (|distance| <= 2.5 robust sigma).
 3. Geometric refinement of (center, axes, angle) by robust non-linear least squares
-   (scipy ``least_squares``, Huber loss) on a first-order geometric distance that is
-   exact for circles (see ``_geometric_distance``); this removes the small shrinkage bias
-   of the algebraic fit.
+   (Huber loss, Huber 1964; Levenberg-Marquardt on reweighted residuals with the analytic
+   Jacobian) on a first-order geometric distance that is exact for circles (see
+   ``_geometric_distance``); this removes the small shrinkage bias of the algebraic fit.
+
+The path needs NumPy and OpenCV only (no SciPy import on a measurement's start-up).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage, optimize
+
+from fetometry.masks import fill_holes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,12 @@ _MAX_MEDIAN_RELATIVE_RESIDUAL = 0.05
 _MIN_INLIER_FRACTION = 0.5
 _RANSAC_TRIALS = 100
 _RANSAC_SAMPLE = 6
+#: Boundary points the least-median start ranks its candidates on (evenly spaced).
+_MAX_SCORED_POINTS = 256
+#: The geometric refinement stops when a step lowers the cost, or moves the parameters
+#: (in units of the points' RMS radius), by less than this relative amount.
+_REFINE_TOLERANCE = 1e-10
+_REFINE_MAX_STEPS = 100
 #: Floor of the robust residual scale, in units of the points' RMS radius (about the
 #: head's mean radius). A segmentation network's outline deviates SMOOTHLY from an
 #: ellipse by a few % of the radius; with a tiny floor those deviations count as
@@ -184,7 +193,7 @@ def largest_component(mask: np.ndarray, *, min_area_px: int = 0) -> np.ndarray:
     bottom, right = min(y + h + 1, mask.shape[0]), min(x + w + 1, mask.shape[1])
     component = np.zeros_like(mask)
     crop = np.pad(labels[top:bottom, left:right] == best, 1)
-    component[top:bottom, left:right] = ndimage.binary_fill_holes(crop)[1:-1, 1:-1]
+    component[top:bottom, left:right] = fill_holes(crop)[1:-1, 1:-1]
     return component
 
 
@@ -337,34 +346,34 @@ def _conic_to_ellipse(conic: np.ndarray) -> Ellipse | None:
         return None
 
 
-def _conics_to_ellipses(conics: list[np.ndarray]) -> list[Ellipse]:
-    """``_conic_to_ellipse`` of many conics at once, keeping the real ellipses in order."""
+def _conics_to_params(conics: list[np.ndarray]) -> np.ndarray:
+    """``_conic_to_ellipse`` of many conics at once: (K, 5) rows (cx, cy, semi-axis 1,
+    semi-axis 2, direction of axis 1) of the conics that are real ellipses, in order.
+    The axes are not sorted: ``_geometric_distance`` is the same either way."""
     if not conics:
-        return []
+        return np.zeros((0, 5))
     a, b, c, d, e, f = np.array(conics).T
     quad = np.stack([np.stack([a, b / 2.0], -1), np.stack([b / 2.0, c], -1)], -2)
     det = a * c - b * b / 4.0
     solvable = np.isfinite(quad).all(axis=(1, 2)) & (np.abs(det) > 0)
     if not solvable.all():  # rare: keep the exact one-by-one path for degenerate conics
-        return [e for e in (_conic_to_ellipse(conic) for conic in conics) if e is not None]
+        ellipses = [e for e in (_conic_to_ellipse(conic) for conic in conics) if e is not None]
+        return np.array([_params(e) for e in ellipses]).reshape(-1, 5)
     center = np.linalg.solve(2.0 * quad, np.stack([-d, -e], -1)[..., None])[..., 0]
     f0 = f + (d * center[:, 0] + e * center[:, 1]) / 2.0
     eigvals, eigvecs = np.linalg.eigh(quad)
     with np.errstate(divide="ignore", invalid="ignore"):
         squared = -f0[:, None] / eigvals
     ok = np.isfinite(squared).all(1) & (squared > 0).all(1) & np.isfinite(center).all(1)
-    ellipses = []
-    for k in np.nonzero(ok)[0]:
-        semi = np.sqrt(squared[k])
-        try:
-            ellipses.append(
-                Ellipse.from_axes(
-                    center[k, 0], center[k, 1], semi[0], semi[1], math.atan2(eigvecs[k, 1, 0], eigvecs[k, 0, 0])
-                )
-            )
-        except ValueError:
-            continue
-    return ellipses
+    angle = np.arctan2(eigvecs[:, 1, 0], eigvecs[:, 0, 0])
+    return np.column_stack([center, np.sqrt(np.where(ok[:, None], squared, 1.0)), angle])[ok]
+
+
+def _params(ellipse: Ellipse) -> np.ndarray:
+    """(cx, cy, a, b, angle) of an ellipse, the parameter vector of the geometric fit."""
+    return np.array(
+        [ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad]
+    )
 
 
 def _geometric_distance(ellipse_params: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -395,10 +404,56 @@ def _geometric_distance_batch(params: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _distances(ellipse: Ellipse, xy: np.ndarray) -> np.ndarray:
-    params = np.array(
-        [ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad]
+    return _geometric_distance(_params(ellipse), xy)
+
+
+def _geometric_jacobian(params: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_geometric_distance`` (N,) and its analytic derivatives (N, 5) with respect to
+    (cx, cy, a, b, angle).
+
+    With q = (u/a)^2 + (v/b)^2, s = sqrt(q), G = (u/a^2)^2 + (v/b^2)^2, g = sqrt(G), the
+    distance is d = (q - s) / g, so dd = dq (1 - 1/(2s)) / g - (q - s) dG / (2 g^3);
+    u and v move with the center (du/dcx = -cos, dv/dcx = sin, du/dcy = -sin,
+    dv/dcy = -cos) and the angle (du/dangle = v, dv/dangle = -u).
+    """
+    cx, cy, a, b, angle = params
+    dx, dy = xy[:, 0] - cx, xy[:, 1] - cy
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    u, v = dx * cos_a + dy * sin_a, -dx * sin_a + dy * cos_a
+    a2, b2 = a * a, b * b
+    q = (u / a) ** 2 + (v / b) ** 2
+    s = np.maximum(np.sqrt(q), 1e-12)
+    g = np.maximum(np.sqrt((u / a2) ** 2 + (v / b2) ** 2), 1e-12)
+    q_u, q_v, g_u, g_v = 2 * u / a2, 2 * v / b2, 2 * u / (a2 * a2), 2 * v / (b2 * b2)
+    dq = np.stack(
+        [
+            -q_u * cos_a + q_v * sin_a,
+            -q_u * sin_a - q_v * cos_a,
+            -2 * u * u / (a2 * a),
+            -2 * v * v / (b2 * b),
+            q_u * v - q_v * u,
+        ],
+        axis=1,
     )
-    return _geometric_distance(params, xy)
+    dg = np.stack(
+        [
+            -g_u * cos_a + g_v * sin_a,
+            -g_u * sin_a - g_v * cos_a,
+            -4 * u * u / (a2 * a2 * a),
+            -4 * v * v / (b2 * b2 * b),
+            g_u * v - g_v * u,
+        ],
+        axis=1,
+    )
+    distance = (q - s) / g
+    jacobian = dq * ((1.0 - 0.5 / s) / g)[:, None] - dg * ((q - s) / (2.0 * g**3))[:, None]
+    return distance, jacobian
+
+
+def _huber_cost(residuals: np.ndarray, scale: float) -> float:
+    """sum of rho(r): r^2 / 2 within ``scale``, scale |r| - scale^2 / 2 beyond it."""
+    size = np.abs(residuals)
+    return float(np.sum(np.where(size <= scale, 0.5 * residuals**2, scale * size - 0.5 * scale**2)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,19 +477,36 @@ def _validate_points(points: np.ndarray) -> np.ndarray:
 def _least_median_start(xy: np.ndarray, rng: np.random.Generator) -> Ellipse | None:
     """Least-median-of-squares over the all-point fit and random 6-point subsets.
 
-    The subset fits and their costs are computed as one batch (the same candidates, in
-    the same order, as fitting them one by one; the first of equal costs wins).
+    The subset fits and their costs are computed as one batch; the first of equal costs
+    wins. The median |distance| of a candidate is taken over at most
+    ``_MAX_SCORED_POINTS`` boundary points, evenly spaced along the outline (the points
+    are ordered by angle): it only ranks the candidates, and the inlier refit and the
+    geometric refinement that follow use every point.
     """
     conics = [_direct_fit(xy)]
     if len(xy) > 2 * _RANSAC_SAMPLE:
-        subsets = np.stack([rng.choice(len(xy), size=_RANSAC_SAMPLE, replace=False) for _ in range(_RANSAC_TRIALS)])
-        conics.extend(_direct_fit_batch(xy[subsets]))
-    valid = _conics_to_ellipses([c for c in conics if c is not None])
-    if not valid:
+        conics.extend(_direct_fit_batch(xy[_random_subsets(len(xy), rng)]))
+    params = _conics_to_params([c for c in conics if c is not None])
+    if len(params) == 0:
         return None
-    params = np.array([[e.center_x_px, e.center_y_px, e.semi_major_px, e.semi_minor_px, e.angle_rad] for e in valid])
-    costs = np.median(np.abs(_geometric_distance_batch(params, xy)), axis=1)
-    return valid[int(np.argmin(costs))]
+    scored = xy[:: max(1, math.ceil(len(xy) / _MAX_SCORED_POINTS))]
+    costs = np.median(np.abs(_geometric_distance_batch(params, scored)), axis=1)
+    best = params[int(np.argmin(costs))]
+    try:
+        return Ellipse.from_axes(*best)
+    except ValueError:
+        return None
+
+
+def _random_subsets(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(_RANSAC_TRIALS, _RANSAC_SAMPLE) indices into n > _RANSAC_SAMPLE points, each row
+    without repeats (a row with a repeated index is drawn again)."""
+    subsets = rng.integers(0, n, size=(_RANSAC_TRIALS, _RANSAC_SAMPLE))
+    while True:
+        repeated = (np.diff(np.sort(subsets, axis=1), axis=1) == 0).any(axis=1)
+        if not repeated.any():
+            return subsets
+        subsets[repeated] = rng.integers(0, n, size=(int(repeated.sum()), _RANSAC_SAMPLE))
 
 
 def _direct_fit_batch(subsets: np.ndarray) -> list[np.ndarray | None]:
@@ -456,16 +528,14 @@ def _direct_fit_batch(subsets: np.ndarray) -> list[np.ndarray | None]:
         return [_direct_fit(subset) for subset in subsets]
     eigvals, eigvecs = np.linalg.eig(m)
     eigvecs = np.real(eigvecs)
-    conics: list[np.ndarray | None] = []
-    for k in range(len(subsets)):
-        condition = 4.0 * eigvecs[k, 0] * eigvecs[k, 2] - eigvecs[k, 1] ** 2
-        candidates = np.nonzero(condition > 0)[0]
-        if len(candidates) == 0:
-            conics.append(None)
-            continue
-        a1 = eigvecs[k, :, candidates[np.argmin(np.abs(eigvals[k, candidates]))]]
-        conics.append(np.concatenate([a1, t[k] @ a1]))
-    return conics
+    # Per subset, as _direct_fit: of the eigenvectors meeting the ellipse constraint, the
+    # one with the smallest |eigenvalue|.
+    condition = 4.0 * eigvecs[:, 0] * eigvecs[:, 2] - eigvecs[:, 1] ** 2  # (K, 3), one per eigenvector
+    ranked = np.where(condition > 0, np.abs(eigvals), np.inf)
+    best = np.argmin(ranked, axis=1)
+    a1 = eigvecs[np.arange(len(subsets)), :, best]  # (K, 3)
+    conics = np.concatenate([a1, np.einsum("kij,kj->ki", t, a1)], axis=1)
+    return [conic if np.isfinite(rank).any() else None for conic, rank in zip(conics, ranked)]
 
 
 def _robust_sigma(residuals: np.ndarray, floor: float) -> float:
@@ -493,16 +563,43 @@ def _refit_inliers(xy: np.ndarray, ellipse: Ellipse, floor: float) -> tuple[Elli
 
 
 def _geometric_refine(xy: np.ndarray, ellipse: Ellipse, sigma: float) -> Ellipse:
-    """Robust (Huber) geometric least squares over (cx, cy, a, b, angle)."""
-    start = np.array(
-        [ellipse.center_x_px, ellipse.center_y_px, ellipse.semi_major_px, ellipse.semi_minor_px, ellipse.angle_rad]
-    )
-    result = optimize.least_squares(_geometric_distance, start, args=(xy,), loss="huber", f_scale=sigma, x_scale="jac")
-    if not result.success or not np.isfinite(result.x).all():
-        return ellipse
-    cx, cy, a, b, angle = result.x
+    """Robust geometric least squares over (cx, cy, a, b, angle): the Huber loss with
+    scale ``sigma`` on ``_geometric_distance``, minimised by Levenberg-Marquardt
+    (Marquardt's diagonal scaling) on iteratively reweighted residuals with the analytic
+    Jacobian. A step is kept only when it lowers the Huber cost, so the fit never ends
+    worse than ``ellipse``; at convergence the gradient of the Huber cost is zero."""
+    params = _params(ellipse)
+    residuals, jacobian = _geometric_jacobian(params, xy)
+    cost = _huber_cost(residuals, sigma)
+    damping = 1e-3
+    for _ in range(_REFINE_MAX_STEPS):
+        size = np.abs(residuals)
+        weights = np.where(size <= sigma, 1.0, sigma / np.maximum(size, 1e-300))
+        normal = jacobian.T @ (jacobian * weights[:, None])
+        gradient = jacobian.T @ (weights * residuals)
+        try:
+            step = np.linalg.solve(normal + damping * np.diag(np.maximum(np.diag(normal), 1e-12)), -gradient)
+        except np.linalg.LinAlgError:
+            break
+        trial = params + step
+        trial_cost = math.inf
+        if np.isfinite(trial).all() and trial[2] > 0 and trial[3] > 0:
+            trial_residuals, trial_jacobian = _geometric_jacobian(trial, xy)
+            trial_cost = _huber_cost(trial_residuals, sigma)
+        if not trial_cost <= cost:
+            damping *= 10.0
+            if damping > 1e12:
+                break
+            continue
+        small = cost - trial_cost <= _REFINE_TOLERANCE * cost or np.linalg.norm(step) <= _REFINE_TOLERANCE * (
+            np.linalg.norm(params) + _REFINE_TOLERANCE
+        )
+        params, residuals, jacobian, cost = trial, trial_residuals, trial_jacobian, trial_cost
+        damping = max(damping / 10.0, 1e-12)
+        if small:
+            break
     try:
-        return Ellipse.from_axes(cx, cy, a, b, angle)
+        return Ellipse.from_axes(*params)
     except ValueError:
         return ellipse
 

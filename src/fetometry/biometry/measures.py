@@ -42,7 +42,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import optimize
 
 from fetometry.biometry.ellipse import Ellipse
 from fetometry.io.pixel_size import validate_pixel_size
@@ -168,6 +167,8 @@ def offset_for_reference_px(ellipse: Ellipse, pixel_size_mm: float, reference_hc
         )
     while excess(low) < 0:  # reference far larger than the ellipse: widen the bracket
         low *= 2.0
+    from scipy import optimize  # calibration only: measuring needs no SciPy
+
     return float(optimize.brentq(excess, low, high, xtol=1e-9))
 
 

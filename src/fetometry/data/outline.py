@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
+
+from fetometry.masks import fill_holes
 
 
 def looks_like_outline(mask: np.ndarray) -> bool:
@@ -16,7 +17,7 @@ def looks_like_outline(mask: np.ndarray) -> bool:
     mask = mask.astype(bool)
     if not mask.any():
         return False
-    filled = ndimage.binary_fill_holes(mask)
+    filled = fill_holes(mask)
     return mask.sum() < 0.5 * filled.sum()
 
 
@@ -29,9 +30,9 @@ def fill_outline(mask: np.ndarray) -> np.ndarray:
     mask = mask.astype(bool)
     if not looks_like_outline(mask):
         return mask
-    filled = ndimage.binary_fill_holes(mask)
+    filled = fill_holes(mask)
     if filled.sum() < 2 * mask.sum():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
-        filled = ndimage.binary_fill_holes(closed)
+        filled = fill_holes(closed)
     return filled

@@ -339,7 +339,7 @@ class Trainer:
 
     def _loader_options(self) -> dict:
         # PyTorch gives each worker one torch thread. OpenCV's own threads are left
-        # alone: cv2.setNumThreads inside a forked worker deadlocks (seen here); a
+        # alone: cv2.setNumThreads inside a forked worker can deadlock; a
         # caller that wants single-threaded OpenCV sets it before training starts.
         return {"num_workers": self.config.num_workers, "pin_memory": self.device.type == "cuda"}
 
