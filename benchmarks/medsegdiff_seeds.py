@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fetometry.evaluation.benchmark import model_validation_split, score_predictor
 from fetometry.inference.predictor import Predictor
+from fetometry.models.base import is_sampled
 from fetometry.training.run import load_datasets
 from fetometry.training.trainer import hardware_description
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     predictor = Predictor.from_weights(args.weights)
-    if not hasattr(predictor.model, "noise_seed"):
+    if not is_sampled(predictor.model):
         raise SystemExit(f"{args.weights}: not a diffusion model (it has no sampler noise)")
     val = model_validation_split(load_datasets(args.data), predictor)
     runs = score_seeds(predictor, val, args.seeds, tta=args.tta)

@@ -106,12 +106,56 @@ def test_a_flipped_filter_port_would_be_caught(checker):
     # outputs: the parity test above can fail.
     image = load_hc18(SAMPLES_DIR)[0].load_image()
     before = checker.scores([image])[0]
+    shipped = load_file(str(resolve_weights("sononet-16") / "model.safetensors"))
     flipped = create_model("sononet", "16")
-    flipped.load_state_dict(
-        {k: (torch.flip(v, dims=[-2, -1]) if v.ndim == 4 else v) for k, v in checker.model.state_dict().items()}
-    )
+    flipped.load_state_dict({k: (torch.flip(v, dims=[-2, -1]) if v.ndim == 4 else v) for k, v in shipped.items()})
     after = PlaneChecker(flipped, rule=checker.rule).scores([image])[0]
     assert np.abs(before - after).max() > 0.05
+
+
+def test_the_onnx_checker_scores_as_the_pytorch_port(checker):
+    """The shipped check runs on onnxruntime without PyTorch; the port in float32 gives
+    the same probabilities and distances, and the same verdicts."""
+    from fetometry.data import out_of_domain as ood
+    from fetometry.inference.onnx_session import OnnxPlaneClassifier
+
+    assert isinstance(checker.model, OnnxPlaneClassifier)
+    reference = PlaneChecker.from_weights(backend="torch")
+    images = [s.load_image() for s in load_hc18(SAMPLES_DIR)[:4]] + [image for _, image in ood.synthetic_set(1)]
+    (p_onnx, e_onnx), (p_torch, e_torch) = checker.scores(images), reference.scores(images)
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+    np.testing.assert_allclose(checker.ood_distance(e_onnx), reference.ood_distance(e_torch), atol=1e-2)
+    assert [r.status for r in checker.check_batch(images)] == [r.status for r in reference.check_batch(images)]
+    with pytest.raises(ValueError, match="onnx or torch"):
+        PlaneChecker.from_weights(backend="tensorflow")
+
+
+def test_checking_a_plane_imports_no_pytorch(tmp_path):
+    """A fresh process: the plane check and the predictor on onnxruntime (their graphs
+    cached by the fixtures above) measure an image without importing PyTorch."""
+    import os
+    import subprocess
+    import sys
+
+    from fetometry.inference.backend import build_predictor, cache_root, cached_onnx
+    from fetometry.resources import resolve_weights
+
+    cached_onnx(resolve_weights(None))  # the default segmenter's graph, as a first run exports it
+    code = (
+        "import sys\n"
+        "from fetometry.inference.backend import build_predictor\n"
+        "from fetometry.pipeline import measure, plane_checker_for\n"
+        "from fetometry.data.hc18 import load_hc18\n"
+        "from fetometry.resources import SAMPLES_DIR\n"
+        "sample = load_hc18(SAMPLES_DIR)[0]\n"
+        "result = measure(build_predictor(None, 'auto'), sample.load_image(), pixel_size_mm=sample.pixel_size_mm,\n"
+        "                 plane_checker=plane_checker_for('on'))\n"
+        "print(result.status, 'torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "FETOMETRY_CACHE": str(cache_root())}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["ok", "False"]
+    assert build_predictor(None, "auto").config.backend == "onnxruntime"
 
 
 # --------------------------------------------------------------------------- the rule

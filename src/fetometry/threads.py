@@ -1,7 +1,7 @@
 """Overlapping the stages of a measurement on the cores there are.
 
 Decoding (OpenCV, pydicom), the network (onnxruntime, PyTorch) and the ellipse fit
-(NumPy, OpenCV, SciPy) release the GIL for most of their time, so plain threads overlap
+(NumPy, OpenCV) release the GIL for most of their time, so plain threads overlap
 them: ``prefetch`` reads ahead of the consumer, ``fit_pool`` fits the images of a batch
 side by side. Results keep their input order.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,3 +67,18 @@ def worker_count() -> int:
 def fit_pool() -> ThreadPoolExecutor:
     """The process's pool for per-image work (one per process, its threads reused)."""
     return ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fetometry-fit")
+
+
+def network_threads() -> int:
+    """Intra-op threads for a network: PyTorch's setting where PyTorch is loaded (so
+    onnxruntime and PyTorch use the same cores, and ``torch.set_num_threads`` governs
+    both), else ``OMP_NUM_THREADS``, else the cores this process may use."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

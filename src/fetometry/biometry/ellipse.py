@@ -59,8 +59,10 @@ _MAX_MEDIAN_RELATIVE_RESIDUAL = 0.05
 _MIN_INLIER_FRACTION = 0.5
 _RANSAC_TRIALS = 100
 _RANSAC_SAMPLE = 6
-#: Boundary points the least-median start ranks its candidates on (evenly spaced).
-_MAX_SCORED_POINTS = 256
+#: The least-median start screens its candidates on this many evenly spaced boundary
+#: points and ranks the best ``_FINALISTS`` of them on every point.
+_MAX_SCREENED_POINTS = 512
+_FINALISTS = 10
 #: The geometric refinement stops when a step lowers the cost, or moves the parameters
 #: (in units of the points' RMS radius), by less than this relative amount.
 _REFINE_TOLERANCE = 1e-10
@@ -477,36 +479,28 @@ def _validate_points(points: np.ndarray) -> np.ndarray:
 def _least_median_start(xy: np.ndarray, rng: np.random.Generator) -> Ellipse | None:
     """Least-median-of-squares over the all-point fit and random 6-point subsets.
 
-    The subset fits and their costs are computed as one batch; the first of equal costs
-    wins. The median |distance| of a candidate is taken over at most
-    ``_MAX_SCORED_POINTS`` boundary points, evenly spaced along the outline (the points
-    are ordered by angle): it only ranks the candidates, and the inlier refit and the
-    geometric refinement that follow use every point.
+    The subset fits are computed as one batch. The cost of a candidate is the median
+    |distance| over every point; it is computed for the ``_FINALISTS`` candidates that rank
+    best on an evenly spaced ``_MAX_SCREENED_POINTS``-point subsample (the points are
+    ordered along the outline), which leaves the choice that of ranking every candidate on
+    every point unless the best lies outside the finalists. The first of equal costs wins.
     """
     conics = [_direct_fit(xy)]
     if len(xy) > 2 * _RANSAC_SAMPLE:
-        conics.extend(_direct_fit_batch(xy[_random_subsets(len(xy), rng)]))
+        subsets = np.stack([rng.choice(len(xy), size=_RANSAC_SAMPLE, replace=False) for _ in range(_RANSAC_TRIALS)])
+        conics.extend(_direct_fit_batch(xy[subsets]))
     params = _conics_to_params([c for c in conics if c is not None])
     if len(params) == 0:
         return None
-    scored = xy[:: max(1, math.ceil(len(xy) / _MAX_SCORED_POINTS))]
-    costs = np.median(np.abs(_geometric_distance_batch(params, scored)), axis=1)
-    best = params[int(np.argmin(costs))]
+    screened = xy[:: max(1, math.ceil(len(xy) / _MAX_SCREENED_POINTS))]
+    rough = np.median(np.abs(_geometric_distance_batch(params, screened)), axis=1)
+    finalists = np.sort(np.argsort(rough, kind="stable")[:_FINALISTS])  # in candidate order: ties as before
+    costs = np.median(np.abs(_geometric_distance_batch(params[finalists], xy)), axis=1)
+    best = params[finalists[int(np.argmin(costs))]]
     try:
         return Ellipse.from_axes(*best)
     except ValueError:
         return None
-
-
-def _random_subsets(n: int, rng: np.random.Generator) -> np.ndarray:
-    """(_RANSAC_TRIALS, _RANSAC_SAMPLE) indices into n > _RANSAC_SAMPLE points, each row
-    without repeats (a row with a repeated index is drawn again)."""
-    subsets = rng.integers(0, n, size=(_RANSAC_TRIALS, _RANSAC_SAMPLE))
-    while True:
-        repeated = (np.diff(np.sort(subsets, axis=1), axis=1) == 0).any(axis=1)
-        if not repeated.any():
-            return subsets
-        subsets[repeated] = rng.integers(0, n, size=(int(repeated.sum()), _RANSAC_SAMPLE))
 
 
 def _direct_fit_batch(subsets: np.ndarray) -> list[np.ndarray | None]:

@@ -21,6 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from fetometry.weights_config import SEGMENTER, WeightsConfig
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -34,20 +36,25 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fetometry"
 
 
-def cached_onnx(weights_dir: str | Path) -> Path:
-    """The ONNX export of a feed-forward weights folder, exported on first use."""
-    from fetometry.inference.export import export_onnx
+def cached_onnx_path(weights_dir: str | Path) -> Path:
+    """Where the ONNX export of a weights folder is kept (named by its weights' sha256)."""
     from fetometry.resources import file_sha256
-    from fetometry.weights_config import WeightsConfig
 
     weights_dir = Path(weights_dir)
     config = WeightsConfig.read(weights_dir)
     digest = file_sha256(weights_dir / "model.safetensors")[:16]
-    path = cache_root() / "onnx" / f"{config.model}-{config.variant}-{digest}.onnx"
+    return cache_root() / "onnx" / f"{config.model}-{config.variant}-{digest}.onnx"
+
+
+def cached_onnx(weights_dir: str | Path) -> Path:
+    """The ONNX export of a feed-forward weights folder, exported on first use."""
+    path = cached_onnx_path(weights_dir)
     if path.is_file():
         return path
+    from fetometry.inference.export import export_onnx
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("exporting %s to ONNX once (cached in %s)", weights_dir.name, path.parent)
+    log.info("exporting %s to ONNX once (cached in %s)", Path(weights_dir).name, path.parent)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
         written = export_onnx(weights_dir, Path(scratch) / path.name)
         os.replace(written[0], path)
@@ -67,28 +74,66 @@ def resolve_backend(backend: str, predictor) -> str:
         return backend
     if predictor.config.members or is_sampled(predictor.model):
         return "torch"  # an ensemble averages PyTorch members; the bf16 sampler is faster
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "onnx"
+    return "onnx" if _onnxruntime_installed() else "torch"
 
 
 def build_predictor(model: str | Path | None, backend: str = DEFAULT_BACKEND, *, tta: bool = False):
-    """A Predictor for ``model`` on ``backend`` (``auto``, ``torch`` or ``onnx``)."""
+    """A Predictor for ``model`` on ``backend`` (``auto``, ``torch`` or ``onnx``).
+
+    On onnxruntime it is an ``OnnxPredictor`` over the cached export, configured from the
+    weights folder's own config.json: with the graph in the cache, no PyTorch is imported
+    (the cache only ever holds feed-forward graphs). Without it, the PyTorch model is
+    loaded once to choose the backend and export the graph."""
+    folder = _single_weights_folder(model)
+    if backend in ("auto", "onnx") and folder is not None and _onnxruntime_installed():
+        graph = cached_onnx_path(folder)
+        if graph.is_file() and WeightsConfig.read(folder).kind == SEGMENTER:
+            return _onnx_predictor(graph, folder, tta=tta)
     from fetometry.inference.predictor import Predictor
+    from fetometry.models.base import is_sampled
 
     predictor = Predictor.from_weights(model, tta=tta)
     if resolve_backend(backend, predictor) == "torch" or predictor.config.backend == "onnxruntime":
         return predictor
     if predictor.config.members:
         raise ValueError("--backend onnx runs one model; an ensemble runs on PyTorch (--backend torch or auto)")
-    from fetometry.inference.onnx_backend import load_onnx_model
+    if is_sampled(predictor.model):
+        raise ValueError(
+            f"--backend onnx runs a feed-forward model; {predictor.name} samples: use --backend torch or auto, "
+            "or export it with `fetometry export` and give the .onnx file as --model"
+        )
+    return _onnx_predictor(cached_onnx(predictor.config.weights_dir), predictor.config.weights_dir, tta=tta)
 
-    # Exported from the same weights folder, so the PyTorch predictor's config (canvas,
-    # threshold, boundary offset, quality limits) describes the ONNX graph too.
-    graph = cached_onnx(predictor.config.weights_dir)
-    config = predictor.config.replace(backend="onnxruntime", onnx_path=str(graph))
-    return Predictor(
-        load_onnx_model(graph), canvas_hw=predictor.canvas_hw, threshold=predictor.threshold, config=config, tta=tta
-    )
+
+def _onnx_predictor(graph: Path, folder: Path, *, tta: bool):
+    """The OnnxPredictor over ``graph``, exported from ``folder``: the folder's config
+    (canvas, threshold, boundary offset, quality limits) describes the graph too."""
+    from fetometry.inference.onnx_session import ROLE_KEY, OnnxModelError, OnnxPredictor, create_session, read_metadata
+
+    session = create_session(graph)
+    if read_metadata(session).get(ROLE_KEY) != SEGMENTER:
+        raise OnnxModelError(f"{graph}: not a feed-forward export; delete it and run again to export it anew")
+    config = WeightsConfig.read(folder).replace(backend="onnxruntime", onnx_path=str(graph))
+    return OnnxPredictor(session, canvas_hw=config.canvas_hw, threshold=config.threshold, config=config, tta=tta)
+
+
+def _single_weights_folder(model: str | Path | None) -> Path | None:
+    """The weights folder of one shipped or given model; None for an ensemble (a comma
+    list), an ONNX file or a name that resolves to nothing (the full path reports it)."""
+    from fetometry.resources import resolve_weights
+
+    if model is not None and ("," in str(model) or str(model).endswith(".onnx")):
+        return None
+    try:
+        folder = Path(resolve_weights(model))
+    except (FileNotFoundError, ValueError):
+        return None
+    return folder if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file() else None
+
+
+def _onnxruntime_installed() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True

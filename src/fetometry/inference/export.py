@@ -35,18 +35,13 @@ import torch
 import torch.nn as nn
 
 from fetometry import __version__
+from fetometry.inference.onnx_session import CONFIG_KEY, MODEL_INFO_KEY, PLANE_CLASSIFIER, ROLE_KEY, SEGMENTER
 from fetometry.models.base import own_onnx_export
 
 log = logging.getLogger(__name__)
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.12 runs it).
 OPSET = 17
-#: Metadata keys of an exported file.
-ROLE_KEY = "fetometry_role"
-CONFIG_KEY = "fetometry_config"
-MODEL_INFO_KEY = "fetometry_model"
-#: ``fetometry_role`` values.
-SEGMENTER, CONDITION, DENOISER = "segmenter", "condition", "denoiser"
 #: Largest |ONNX - PyTorch| / max |PyTorch| accepted by the export's own check.
 VERIFY_RELATIVE_TOLERANCE = 1e-3
 
@@ -77,14 +72,19 @@ def export_onnx(name_or_folder: str | Path | None, out_path: str | Path, *, veri
 
 
 def export_model(model: nn.Module, out_path: str | Path, *, config: dict, verify: bool = True) -> list[Path]:
-    """Export any registered model instance; ``config`` needs ``model``, ``variant`` and
-    ``canvas_hw`` (a weights folder's config.json has them) and is stored in the files.
-    The model is put in float32 eval mode (in place)."""
+    """Export any registered model instance; ``config`` (a weights folder's config.json)
+    is stored in the files and, for a segmenter, needs ``model``, ``variant`` and
+    ``canvas_hw``. A plane classifier becomes one graph images -> (logits, embedding) at
+    its ``input_hw``. The model is put in float32 eval mode (in place)."""
+    from fetometry.models.base import PlaneClassifierNetwork
+
+    model = model.float().eval()
+    config = {key: value for key, value in config.items() if key != "weights_dir"}
+    if isinstance(model, PlaneClassifierNetwork):
+        return [_export_plane_classifier(model, Path(out_path), config, verify)]
     for key in ("model", "variant", "canvas_hw"):
         if key not in config:
             raise ExportError(f"config needs {key!r} (as in a weights folder's config.json) to export a model")
-    model = model.float().eval()
-    config = {key: value for key, value in config.items() if key != "weights_dir"}
     if own_onnx_export(model):  # e.g. a sampler that stays in Python over several graphs
         paths = model.export_onnx_graphs(out_path, config=config, verify=verify)
         log.info("exported %s to %s", config["model"], " and ".join(str(path) for path in paths))
@@ -210,4 +210,59 @@ def _export_segmenter(model: nn.Module, path: Path, config: dict, verify: bool) 
                 f"{config['model']} at {hw[0]}x{hw[1]}", reference, session.run(None, {"images": images.numpy()})[0]
             )
     log.info("exported %s to %s", config["model"], path)
+    return path
+
+
+# --------------------------------------------------------------------------- plane classifier
+
+
+class _ClassifyGraph(nn.Module):
+    """A plane classifier's ``classify`` as a module: images -> (logits, embedding)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.classify(images)
+
+
+def _standardised_phantoms(hw: tuple[int, int], batch: int, seed: int) -> torch.Tensor:
+    """Phantoms in a plane classifier's input convention (``inference.plane.preprocess``)."""
+    from fetometry.inference.plane import preprocess
+
+    images = phantom_batch(hw, batch, seed=seed)[:, 0].numpy()
+    return torch.from_numpy(np.stack([preprocess(image, hw) for image in images]))[:, None]
+
+
+def _export_plane_classifier(model: nn.Module, path: Path, config: dict, verify: bool) -> Path:
+    """One graph at the classifier's ``input_hw`` (the checker always resizes to it), any
+    batch; its labels and input size in the metadata, so onnxruntime needs nothing else."""
+    if path.suffix != ".onnx":
+        raise ExportError(f"{path}: give an output file name ending in .onnx")
+    hw = tuple(model.input_hw)
+    batch = {0: "batch"}
+    torch_export(
+        _ClassifyGraph(model).eval(),
+        (_standardised_phantoms(hw, 2, seed=0),),
+        path,
+        ["images"],
+        ["logits", "embedding"],
+        {"images": batch, "logits": batch, "embedding": batch},
+    )
+    info = {
+        "labels": list(model.labels),
+        "head_labels": list(model.head_labels),
+        "background_label": model.background_label,
+        "input_hw": list(hw),
+    }
+    write_metadata(path, PLANE_CLASSIFIER, config, info)
+    if verify:
+        images = _standardised_phantoms(hw, 3, seed=5)
+        with torch.no_grad():
+            expected = model.classify(images)
+        got = verification_session(path).run(None, {"images": images.numpy()})
+        for name, reference, candidate in zip(("logits", "embedding"), expected, got):
+            require_agreement(f"plane classifier {name}", reference, candidate)
+    log.info("exported %s to %s", config.get("model"), path)
     return path

@@ -1,8 +1,12 @@
-"""onnxruntime behind the nn.Module interface, so the one Predictor runs ONNX models.
+"""onnxruntime behind the nn.Module interface, for the tools that hand a PyTorch module around.
 
     model = load_onnx_model("attention-unet.onnx", threads=1)      # an nn.Module
     predictor = Predictor(model, canvas_hw=(256, 384))             # unchanged Predictor
-    predictor = load_onnx_predictor("attention-unet.onnx")         # same, config from the file
+    predictor = load_onnx_predictor("attention-unet.onnx")         # config from the file
+
+``load_onnx_predictor`` gives a feed-forward export to ``onnx_session.OnnxPredictor``
+(NumPy only, no PyTorch) and a two-graph export to the PyTorch Predictor over the
+model's own runtime.
 
 A feed-forward export (``export.py``) becomes an ``OnnxSegmenter``: ``forward(images)``
 returns the logits from onnxruntime. A model's own graphs (a two-file export,
@@ -12,8 +16,8 @@ for MedSegDiff-V2 its own model object with the networks run by onnxruntime
 ``fetometry.inference.diffusion.DiffusionSampler``. Sessions return numpy; the wrappers
 turn it into float32 tensors, so bf16 autocast around them does nothing.
 
-Threads: ``threads`` (intra-op) defaults to ``torch.get_num_threads()``, so onnxruntime
-and PyTorch use the same number of cores (OMP_NUM_THREADS governs both).
+Threads: ``threads`` (intra-op) defaults to ``threads.network_threads()``: PyTorch's setting,
+so onnxruntime and PyTorch use the same number of cores (OMP_NUM_THREADS governs both).
 """
 
 from __future__ import annotations
@@ -26,57 +30,23 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fetometry.inference.export import (
+from fetometry.inference.export import medsegdiff_paths
+from fetometry.inference.onnx_session import (
     CONDITION,
     CONFIG_KEY,
     DENOISER,
     MODEL_INFO_KEY,
     ROLE_KEY,
     SEGMENTER,
-    medsegdiff_paths,
+    OnnxModelError,
+    OnnxPredictor,
+    create_session,
+    read_metadata,
 )
 from fetometry.models.base import SegmentationNetwork
 from fetometry.weights_config import WeightsConfig
 
 log = logging.getLogger(__name__)
-
-
-class OnnxModelError(ValueError):
-    """The file is not a fetometry ONNX export (or its partner file is missing)."""
-
-
-# --------------------------------------------------------------------------- sessions
-
-
-def create_session(path: str | Path, *, threads: int | None = None):
-    """An onnxruntime CPU session with ``threads`` intra-op threads (default: PyTorch's)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no such ONNX file; create one with `fetometry export --format onnx --out {path}`"
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle intra-op threads sleep instead of spinning: the plane check (PyTorch) and the
-    # ellipse fits run on the same cores between two network calls, and spinning threads
-    # took half their time (the plane check measured 15.6 ms per image instead of 7.3).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def read_metadata(session_or_path) -> dict[str, str]:
-    """The file's fetometry metadata (role, config JSON, model info JSON)."""
-    if isinstance(session_or_path, (str, Path)):
-        import onnx
-
-        proto = onnx.load(str(session_or_path), load_external_data=False)
-        return {entry.key: entry.value for entry in proto.metadata_props}
-    return dict(session_or_path.get_modelmeta().custom_metadata_map)
 
 
 def read_onnx_config(path: str | Path) -> dict:
@@ -177,10 +147,14 @@ def _over_sessions(main: Path, condition, denoiser, config: WeightsConfig, info:
 
 
 def load_onnx_predictor(path: str | Path, *, threads: int | None = None, **predictor_kwargs):
-    """A Predictor over ``load_onnx_model(path)``, configured from the file's metadata
-    (canvas_hw, threshold, hc_offset_px, model name)."""
+    """A predictor over an export, configured from the file's metadata (canvas_hw,
+    threshold, hc_offset_px, model name): ``OnnxPredictor`` for one feed-forward graph,
+    else a Predictor over ``load_onnx_model(path)``."""
     from fetometry.inference.predictor import Predictor
 
+    main, _ = _resolve(Path(path))
+    if read_metadata(main).get(ROLE_KEY) == SEGMENTER:
+        return OnnxPredictor.from_file(main, threads=threads, **predictor_kwargs)
     config = WeightsConfig.from_dict(read_onnx_config(path), source=f"{path} metadata")
     if config.canvas_hw is None:
         raise OnnxModelError(f"{path}: its metadata has no canvas_hw; export it with `fetometry export`")

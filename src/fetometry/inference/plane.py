@@ -23,6 +23,11 @@ HC18 TRAINING split of the default model only), in this order:
    segmentation's own quality gate decides those.
 3. Otherwise a head plane.
 
+The classifier runs on onnxruntime in float32 (``OnnxPlaneClassifier``, over a graph
+exported once from the weights and cached as the segmenters' are; ``backend="torch"``
+runs the PyTorch port in float32, with the same numbers to about 1e-5), so checking a
+plane needs no PyTorch.
+
 Intensity convention of the released SonoNet weights (the authors' example script,
 confirmed on their 13 example frames): grayscale, resized to 224x288 (H x W),
 standardised per image (minus its mean, over its standard deviation) and multiplied by
@@ -36,17 +41,20 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 from safetensors.numpy import load_file as load_numpy_file
 
-from fetometry.models import create_model
-from fetometry.models.base import PlaneClassifierNetwork
-from fetometry.models.weights import load_weights
+from fetometry.inference.onnx_session import OnnxPlaneClassifier
 from fetometry.resources import resolve_weights
 from fetometry.weights_config import WeightsConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from fetometry.models.base import PlaneClassifierNetwork
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +203,7 @@ class PlaneChecker:
 
     def __init__(
         self,
-        model: PlaneClassifierNetwork,
+        model: "PlaneClassifierNetwork | OnnxPlaneClassifier",
         *,
         rule: PlaneRule,
         head_mean: np.ndarray | None = None,
@@ -203,29 +211,46 @@ class PlaneChecker:
         name: str = DEFAULT_PLANE_MODEL,
         batch_size: int = 8,
     ):
+        """``model``: the classifier on onnxruntime, or a PyTorch ``PlaneClassifierNetwork``
+        (run in float32); both give ``labels``, ``head_labels``, ``background_label``,
+        ``input_hw`` and ``classify``."""
         if model.kind != "plane-classifier":
             raise ValueError(
                 f"{type(model).__name__} is a {model.kind}; give a plane classifier (e.g. {DEFAULT_PLANE_MODEL})"
             )
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.model = model if isinstance(model, OnnxPlaneClassifier) else model.eval().float()
         self.rule = rule
         self.head_mean = head_mean
         self.head_precision = head_precision
         self.name = name
         self.batch_size = batch_size
-        labels = model.labels
+        labels = list(model.labels)
         self._head_index = [labels.index(label) for label in model.head_labels]
         self._other_index = [
             i for i, label in enumerate(labels) if label not in model.head_labels and label != model.background_label
         ]
 
     @classmethod
-    def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "PlaneChecker":
-        """A shipped plane model by name (default ``sononet-16``) or its weights folder."""
+    def from_weights(cls, name_or_path: str | Path | None = None, *, backend: str = "onnx", **kwargs) -> "PlaneChecker":
+        """A shipped plane model by name (default ``sononet-16``) or its weights folder, on
+        onnxruntime (``backend="onnx"``, the graph exported once and cached) or PyTorch
+        (``"torch"``, float32)."""
         folder = resolve_weights(name_or_path or DEFAULT_PLANE_MODEL)
         config = WeightsConfig.read(folder)
-        model = create_model(config.model, config.variant, **config.model_kwargs)
-        load_weights(model, folder / "model.safetensors")
+        if backend == "onnx":
+            from fetometry.inference.backend import cached_onnx
+            from fetometry.inference.onnx_session import create_session
+
+            graph = cached_onnx(folder)
+            model = OnnxPlaneClassifier(create_session(graph), source=str(graph))
+        elif backend == "torch":
+            from fetometry.models import create_model
+            from fetometry.models.weights import load_weights
+
+            model = create_model(config.model, config.variant, **config.model_kwargs)
+            load_weights(model, folder / "model.safetensors")
+        else:
+            raise ValueError(f"backend {backend!r}: choose onnx or torch")
         mean = precision = None
         stats_path = folder / "head_embedding.safetensors"
         if stats_path.is_file():
@@ -240,19 +265,26 @@ class PlaneChecker:
             **kwargs,
         )
 
-    @torch.no_grad()
     def scores(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """images -> (probabilities (N, n_labels), embeddings (N, D)), in float32."""
         if not images:
             count = len(self.model.labels)
             return np.zeros((0, count), np.float32), np.zeros((0, 0), np.float32)
-        batch = np.stack([preprocess(image, self.model.input_hw) for image in images])
-        x = torch.from_numpy(batch)[:, None].contiguous(memory_format=torch.channels_last)
-        # bf16 with channels_last: 11 ms instead of 35 ms per frame on one core of this
-        # CPU, the same labels on the authors' frames (benchmarks/plane_check.py).
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, embedding = self.model.classify(x)
-        return torch.softmax(logits.float(), dim=1).numpy(), embedding.float().numpy()
+        batch = np.stack([preprocess(image, self.model.input_hw) for image in images])[:, None]
+        logits, embedding = self._classify(batch)
+        logits = logits.astype(np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32), embedding.astype(np.float32)
+
+    def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 1, h, w) float32 -> (logits, embedding) as NumPy, float32 on either backend."""
+        if isinstance(self.model, OnnxPlaneClassifier):
+            return self.model.classify(batch)
+        import torch
+
+        with torch.no_grad():
+            logits, embedding = self.model.classify(torch.from_numpy(batch))
+        return logits.numpy(), embedding.numpy()
 
     def ood_distance(self, embeddings: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each embedding (N, D) to the training heads (inf-free;
@@ -294,7 +326,7 @@ class PlaneChecker:
 # ------------------------------------------------------------------ released weights
 
 
-def convert_sononet_npz(npz_path: str | Path, model: PlaneClassifierNetwork) -> dict[str, torch.Tensor]:
+def convert_sononet_npz(npz_path: str | Path, model: "PlaneClassifierNetwork") -> "dict[str, torch.Tensor]":
     """The authors' Lasagne arrays (``arr_0`` ... in layer order) -> a state dict of
     ``model`` (``fetometry.models.sononet.SonoNet``).
 
@@ -302,6 +334,8 @@ def convert_sononet_npz(npz_path: str | Path, model: PlaneClassifierNetwork) -> 
     ``batch_norm`` stores the INVERSE standard deviation, sqrt(var + eps) already
     inverted). Filters are used as stored (``flip_filters=False``: a cross-correlation,
     as PyTorch's Conv2d)."""
+    import torch
+
     arrays = np.load(str(npz_path), allow_pickle=False)
     ordered = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -4,6 +4,9 @@ Resizing is this module's private business: images are letterboxed onto the mode
 canvas, logits become probabilities, optional flip test-time augmentation averages the
 probabilities, and the map is returned on the ORIGINAL image grid with the mask and a
 confidence score (mean foreground probability inside the mask).
+
+PyTorch is imported where a PyTorch network runs, not with this module: the predictor on
+onnxruntime (``inference.onnx_session.OnnxPredictor``) starts without it.
 """
 
 from __future__ import annotations
@@ -11,19 +14,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-import torch.nn as nn
 
 from fetometry.data.transforms import Letterbox, letterbox, unletterbox
-from fetometry.inference.diffusion import DiffusionSampler
-from fetometry.models import create_model
-from fetometry.models.base import SegmentationNetwork, foreground_probability, is_sampled
-from fetometry.models.weights import load_weights
 from fetometry.resources import resolve_weights
 from fetometry.weights_config import SEGMENTER, WeightsConfig, WeightsConfigError
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: "nn.Module",
         *,
         canvas_hw: tuple[int, int],
         threshold: float = 0.5,
@@ -101,7 +103,7 @@ class Predictor:
         config: WeightsConfig | dict | None = None,
         batch_size: int = 4,
     ):
-        self.model = model.eval()
+        self.model = self._ready(model)
         self.canvas_hw = tuple(canvas_hw)
         self.threshold = threshold
         self.tta = tta
@@ -111,6 +113,10 @@ class Predictor:
         self.batch_size = batch_size
         #: {"margin", "max_window"} of the second look at small heads, or None (off).
         self.second_look = self.config.second_look
+
+    def _ready(self, model: "nn.Module") -> "nn.Module":
+        """The network as the predictor keeps it: a PyTorch module in inference mode."""
+        return model.eval()
 
     @classmethod
     def from_weights(cls, name_or_path: str | Path | None = None, **kwargs) -> "Predictor":
@@ -122,6 +128,9 @@ class Predictor:
             from fetometry.inference.onnx_backend import load_onnx_predictor
 
             return load_onnx_predictor(name_or_path, **kwargs)
+        from fetometry.models import create_model
+        from fetometry.models.weights import load_weights
+
         folder = resolve_weights(name_or_path)
         config = WeightsConfig.read(folder)
         if config.kind != SEGMENTER:
@@ -189,6 +198,8 @@ class Predictor:
                 f" (members without a calibrated block, on the defaults: {uncalibrated})" if uncalibrated else "",
             )
         kwargs.setdefault("threshold", first.threshold)
+        from fetometry.inference.ensemble import ProbabilityEnsemble
+
         return cls(
             ProbabilityEnsemble([m.model for m in members]), canvas_hw=members[0].canvas_hw, config=config, **kwargs
         )
@@ -202,11 +213,12 @@ class Predictor:
         """Calibrated boundary offset of the training masks (see biometry.calibrate_offset_px)."""
         return self.config.hc_offset_px
 
-    @torch.no_grad()
     def _probabilities(self, canvases: np.ndarray) -> np.ndarray:
         """(B, h, w) canvases -> (B, h, w) foreground probabilities."""
+        import torch
+
         x = torch.from_numpy(canvases)[:, None].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             prob = self._forward_proba(x)
             if self.tta:
                 # Horizontal flip TTA: the flipped prediction is flipped back and averaged.
@@ -214,10 +226,13 @@ class Predictor:
                 prob = 0.5 * (prob + torch.flip(flipped, dims=[-1]))
         return prob[:, 0].numpy()
 
-    def _forward_proba(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_proba(self, x: "torch.Tensor") -> "torch.Tensor":
         """A sampled model's diffusion sampler (its default steps and ensemble); else a
         ``SegmentationNetwork``'s ``predict_proba`` or the sigmoid of the logits. The
         sampler is built per call: it reads the model's settings (``noise_seed``) then."""
+        from fetometry.inference.diffusion import DiffusionSampler
+        from fetometry.models.base import foreground_probability, is_sampled
+
         if is_sampled(self.model):
             return DiffusionSampler(self.model).predict_proba(x).float()
         return foreground_probability(self.model, x)
@@ -297,19 +312,3 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]
-
-
-class ProbabilityEnsemble(SegmentationNetwork):
-    """Members' foreground probabilities, averaged (``predict_proba``); ``forward``
-    returns the logit of that average so that ``model(x)`` tools still work. Not sampled
-    and with no default CAM layer (its members have different layers)."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([foreground_probability(member, x) for member in self.members]).mean(0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.logit(self.predict_proba(x), eps=1e-6)

@@ -79,6 +79,7 @@ class DenoiserGraph(nn.Module):
 def export_graphs(model: MedSegDiffV2, out_path: str | Path, *, config: dict, verify: bool = True) -> list[Path]:
     """Write (and by default verify) the condition and denoiser graphs; returns their paths."""
     from fetometry.inference import export
+    from fetometry.inference.onnx_session import CONDITION, DENOISER
 
     condition_path, denoiser_path = export.medsegdiff_paths(out_path)
     condition_graph, denoiser_graph = ConditionGraph(model).eval(), DenoiserGraph(model).eval()
@@ -111,8 +112,8 @@ def export_graphs(model: MedSegDiffV2, out_path: str | Path, *, config: dict, ve
         )
     model_info = {"timesteps": model.timesteps, **{key: getattr(model, key) for key in SAMPLER_SETTINGS}}
     model_info["anchors"] = len(anchor_names)
-    export.write_metadata(condition_path, export.CONDITION, config, model_info)
-    export.write_metadata(denoiser_path, export.DENOISER, config, model_info)
+    export.write_metadata(condition_path, CONDITION, config, model_info)
+    export.write_metadata(denoiser_path, DENOISER, config, model_info)
     if verify:
         _verify(condition_graph, denoiser_graph, condition_path, denoiser_path, config, model.timesteps)
     return [condition_path, denoiser_path]
@@ -277,7 +278,7 @@ def over_sessions(model: MedSegDiffV2, condition_session, denoiser_session, info
     """``model`` (its schedule, its sampler settings) with its networks swapped for the
     sessions. The model's own PyTorch networks are dropped (building them takes well
     under a second for ``compact``)."""
-    from fetometry.inference.onnx_backend import OnnxModelError
+    from fetometry.inference.onnx_session import OnnxModelError
 
     if model.timesteps != info["timesteps"]:
         raise OnnxModelError(
