@@ -82,3 +82,12 @@ def network_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def set_network_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads for the networks of this process: onnxruntime
+    sessions made from now on (``network_threads``) and PyTorch, loaded or not."""
+    os.environ["OMP_NUM_THREADS"] = str(int(threads))  # PyTorch reads it when it loads
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(threads))

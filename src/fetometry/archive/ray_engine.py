@@ -91,12 +91,11 @@ class ShardWorker:
     """One model (and plane checker) per actor; measures shards with the local engine's loop."""
 
     def __init__(self, out_dir: str, model: str | None, tta: bool, plane_check: str, threads: int, backend: str):
-        import torch
-
         from fetometry.inference.backend import build_predictor
         from fetometry.pipeline import plane_checker_for
+        from fetometry.threads import set_network_threads
 
-        torch.set_num_threads(threads)  # onnxruntime takes PyTorch's thread count too
+        set_network_threads(threads)
         self.layout = ArchiveLayout(out_dir)
         self.predictor = build_predictor(model, backend, tta=tta)
         self.plane_checker = plane_checker_for(plane_check)
