@@ -257,3 +257,38 @@ def test_session_threads_and_size_check(tmp_path):
     assert session.get_session_options().intra_op_num_threads == 1
     with pytest.raises(ValueError, match="divisible by 32"):
         load_onnx_model(path)(torch.rand(1, 1, 64, 90))
+
+
+# --------------------------------------------------------------------------- the NumPy predictor
+
+
+def test_numpy_onnx_predictor_matches_the_session_wrapped_as_a_module():
+    """build_predictor's OnnxPredictor (NumPy, no PyTorch) gives the maps of the same
+    session run through the PyTorch Predictor, with and without flip TTA."""
+    from fetometry.data.hc18 import load_hc18
+    from fetometry.inference.backend import build_predictor, cached_onnx
+    from fetometry.inference.onnx_session import OnnxPredictor
+    from fetometry.inference.predictor import Predictor
+    from fetometry.resources import SAMPLES_DIR
+
+    fast = build_predictor("unext", "onnx")
+    assert isinstance(fast, OnnxPredictor) and fast.config.backend == "onnxruntime"
+    wrapped = Predictor(
+        load_onnx_model(cached_onnx(fast.config.weights_dir), threads=1),
+        canvas_hw=fast.canvas_hw,
+        threshold=fast.threshold,
+        config=fast.config,
+    )
+    images = [s.load_image() for s in load_hc18(SAMPLES_DIR)[:2]]
+    for tta in (False, True):
+        fast.tta = wrapped.tta = tta
+        for got, expected in zip(fast.predict_batch(images), wrapped.predict_batch(images)):
+            assert np.abs(got.probability - expected.probability).max() < 1e-5
+            assert np.array_equal(got.mask, expected.mask)
+
+
+def test_onnx_backend_refuses_a_sampled_model():
+    from fetometry.inference.backend import build_predictor
+
+    with pytest.raises(ValueError, match="samples"):
+        build_predictor("medsegdiff-v2", "onnx")

@@ -108,13 +108,17 @@ def build_predictor(model: str | Path | None, backend: str = DEFAULT_BACKEND, *,
 def _onnx_predictor(graph: Path, folder: Path, *, tta: bool):
     """The OnnxPredictor over ``graph``, exported from ``folder``: the folder's config
     (canvas, threshold, boundary offset, quality limits) describes the graph too."""
-    from fetometry.inference.onnx_session import ROLE_KEY, OnnxModelError, OnnxPredictor, create_session, read_metadata
+    from fetometry.inference import onnx_session
 
-    session = create_session(graph)
-    if read_metadata(session).get(ROLE_KEY) != SEGMENTER:
-        raise OnnxModelError(f"{graph}: not a feed-forward export; delete it and run again to export it anew")
+    session = onnx_session.create_session(graph)
+    if onnx_session.read_metadata(session).get(onnx_session.ROLE_KEY) != onnx_session.SEGMENTER:
+        raise onnx_session.OnnxModelError(
+            f"{graph}: not a feed-forward export; delete it and run again to export it anew"
+        )
     config = WeightsConfig.read(folder).replace(backend="onnxruntime", onnx_path=str(graph))
-    return OnnxPredictor(session, canvas_hw=config.canvas_hw, threshold=config.threshold, config=config, tta=tta)
+    return onnx_session.OnnxPredictor(
+        session, canvas_hw=config.canvas_hw, threshold=config.threshold, config=config, tta=tta
+    )
 
 
 def _single_weights_folder(model: str | Path | None) -> Path | None:
