@@ -54,13 +54,17 @@ def prefetch(items: Iterable, depth: int = 8) -> Iterator:
         stop.set()
 
 
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def worker_count() -> int:
     """Threads for per-image work: the cores this process may use (at most 8)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(usable_cores(), 8))
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,10 +82,7 @@ def network_threads() -> int:
         return int(torch.get_num_threads())
     if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 def set_network_threads(threads: int) -> None:

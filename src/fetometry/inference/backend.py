@@ -36,12 +36,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fetometry"
 
 
-def cached_onnx_path(weights_dir: str | Path) -> Path:
-    """Where the ONNX export of a weights folder is kept (named by its weights' sha256)."""
+def cached_onnx_path(weights_dir: str | Path, config: WeightsConfig | None = None) -> Path:
+    """Where the ONNX export of a weights folder is kept (named by its weights' sha256);
+    ``config``: the folder's config when the caller has read it already."""
     from fetometry.resources import file_sha256
 
     weights_dir = Path(weights_dir)
-    config = WeightsConfig.read(weights_dir)
+    config = config or WeightsConfig.read(weights_dir)
     digest = file_sha256(weights_dir / "model.safetensors")[:16]
     return cache_root() / "onnx" / f"{config.model}-{config.variant}-{digest}.onnx"
 
@@ -86,9 +87,10 @@ def build_predictor(model: str | Path | None, backend: str = DEFAULT_BACKEND, *,
     loaded once to choose the backend and export the graph."""
     folder = _single_weights_folder(model)
     if backend in ("auto", "onnx") and folder is not None and _onnxruntime_installed():
-        graph = cached_onnx_path(folder)
-        if graph.is_file() and WeightsConfig.read(folder).kind == SEGMENTER:
-            return _onnx_predictor(graph, folder, tta=tta)
+        config = WeightsConfig.read(folder)
+        graph = cached_onnx_path(folder, config)
+        if graph.is_file() and config.kind == SEGMENTER:
+            return _onnx_predictor(graph, config, tta=tta)
     from fetometry.inference.predictor import Predictor
     from fetometry.models.base import is_sampled
 
@@ -102,11 +104,11 @@ def build_predictor(model: str | Path | None, backend: str = DEFAULT_BACKEND, *,
             f"--backend onnx runs a feed-forward model; {predictor.name} samples: use --backend torch or auto, "
             "or export it with `fetometry export` and give the .onnx file as --model"
         )
-    return _onnx_predictor(cached_onnx(predictor.config.weights_dir), predictor.config.weights_dir, tta=tta)
+    return _onnx_predictor(cached_onnx(predictor.config.weights_dir), predictor.config, tta=tta)
 
 
-def _onnx_predictor(graph: Path, folder: Path, *, tta: bool):
-    """The OnnxPredictor over ``graph``, exported from ``folder``: the folder's config
+def _onnx_predictor(graph: Path, config: WeightsConfig, *, tta: bool):
+    """The OnnxPredictor over ``graph``, exported from the weights folder whose ``config``
     (canvas, threshold, boundary offset, quality limits) describes the graph too."""
     from fetometry.inference import onnx_session
 
@@ -115,7 +117,7 @@ def _onnx_predictor(graph: Path, folder: Path, *, tta: bool):
         raise onnx_session.OnnxModelError(
             f"{graph}: not a feed-forward export; delete it and run again to export it anew"
         )
-    config = WeightsConfig.read(folder).replace(backend="onnxruntime", onnx_path=str(graph))
+    config = config.replace(backend="onnxruntime", onnx_path=str(graph))
     return onnx_session.OnnxPredictor(
         session, canvas_hw=config.canvas_hw, threshold=config.threshold, config=config, tta=tta
     )
@@ -130,7 +132,7 @@ def _single_weights_folder(model: str | Path | None) -> Path | None:
         return None
     try:
         folder = Path(resolve_weights(model))
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return None
     return folder if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file() else None
 
