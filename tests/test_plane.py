@@ -199,6 +199,21 @@ def test_a_flat_image_is_out_of_distribution_whatever_the_classifier_says():
     assert replace(scores(rule=rule), flat_fraction=0.6).decide(150.0).status == HEAD_PLANE
 
 
+def test_flat_fraction_is_its_definition():
+    """The share of 7x7 windows (the border mirrored, OpenCV's default) lying wholly in the
+    content (> 0.02) whose SD is under 2 grey levels, counted window by window."""
+    rng = np.random.default_rng(4)
+    image = np.zeros((60, 80), np.float32)  # black outside a "fan"
+    image[5:, 10:70] = 0.4  # flat inside it...
+    image[20:45, 25:60] += rng.normal(0, 0.1, (25, 35)).astype(np.float32)  # ...but for a textured patch
+    image = np.clip(image, 0, 1)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(image.astype(np.float64), 3, mode="reflect"), (7, 7))
+    content = (windows > 0.02).all(axis=(2, 3))
+    flat = windows.std(axis=(2, 3)) < 2.0 / 255
+    assert 0.2 < flat[content].mean() < 0.95  # both kinds are there
+    assert flat_fraction(image) == pytest.approx(flat[content].mean(), abs=1e-12)
+
+
 def test_flat_fraction_tells_scans_from_drawings():
     sample = load_hc18(SAMPLES_DIR)[0]
     assert flat_fraction(sample.load_image()) < 0.7

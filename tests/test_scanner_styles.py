@@ -9,7 +9,7 @@ from fetometry.biometry.ellipse import ellipse_from_probability
 from fetometry.biometry.measures import measure_ellipse
 from fetometry.data.scanner_styles import ScannerAugmenter, lateral_dropout, place_in_frame, sector
 from fetometry.data.synthetic import make_phantom
-from fetometry.evaluation.cross_scanner import STYLES, render
+from fetometry.evaluation.cross_scanner import STYLES, lateral_blur, render
 from fetometry.training.config import TrainConfig
 
 
@@ -66,6 +66,27 @@ def test_lateral_dropout_fades_the_side_walls_not_the_top_and_bottom():
     assert out[side].max() < 0.6 * image[side].max()
     assert out[top].max() == pytest.approx(image[top].max(), abs=0.05)
     assert np.all(out <= image + 1e-6)  # it only removes echo
+
+
+def test_lateral_blur_smears_the_side_walls_more_with_depth_and_keeps_the_top_and_bottom():
+    """Across the beam (horizontally) the walls widen, along it (vertically) they stay
+    sharp; deeper rows are blurred more; the black outside the fan stays black."""
+    image, mask = _ring(height=320, width=384, a=110, b=120)
+    image[:, :8] = 0.0  # outside the fan
+    out, same_mask, pixel = lateral_blur(image, mask, 0.1)  # sigma 5 px at the top, 12 px at the bottom
+    assert same_mask is mask and pixel == 0.1
+    h, w = image.shape
+    side = out[h // 2, w // 2 + 95 : w // 2 + 125]  # across the right wall
+    top = out[h // 2 - 135 : h // 2 - 105, w // 2]  # across the top wall
+    assert side.max() < 0.75 and (side > 0.4).sum() > (image[h // 2, w // 2 + 95 : w // 2 + 125] > 0.4).sum()
+    assert top.max() > 0.85  # a wall across the beam keeps its echo
+    step = np.zeros((320, 384), np.float32)
+    step[:, 192:] = 0.8
+    blurred, _, _ = lateral_blur(step + 0.1, mask, 0.1)
+    width_top = ((blurred[5] > 0.2) & (blurred[5] < 0.8)).sum()
+    width_bottom = ((blurred[-5] > 0.2) & (blurred[-5] < 0.8)).sum()
+    assert width_bottom > 1.8 * width_top
+    assert np.all(out[:, :8] == 0.0)
 
 
 def test_sector_fan_is_a_fan():

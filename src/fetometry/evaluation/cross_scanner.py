@@ -1,5 +1,5 @@
 """Out-of-domain test sets built from HC18 validation heads: other capture styles, other
-scanner physics, shadowed lateral walls, large heads.
+scanner physics, shadowed lateral walls, a coarser lateral resolution, large heads.
 
 One centre's images are all there is, so the other centres are rendered: each style
 maps (image, reference mask, pixel size) to a new image, the reference mask moved with
@@ -47,6 +47,13 @@ LARGE_HEAD_FILL = 0.9
 #: head's centre) is darkened by LATERAL_DARKNESS.
 LATERAL_HALF_ANGLE_DEG = 40.0
 LATERAL_DARKNESS = 0.85
+#: Lateral blur: the extra lateral point-spread (Gaussian sigma, mm) at the top and at the
+#: bottom of the image. An ultrasound beam resolves 2-4x finer along its axis than across
+#: it, and its width grows past the focus (Szabo, Diagnostic Ultrasound Imaging: Inside
+#: Out, 2nd ed., 2014, ch. 7): a probe of lower frequency or a scanner of another class
+#: smears structures that run along the beam, the skull's lateral walls among them, and
+#: stretches the speckle sideways.
+LATERAL_BLUR_SIGMA_MM = (0.5, 1.2)
 
 
 def capture(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
@@ -103,6 +110,26 @@ def lateral_shadow(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     return (image * (1 - weight) + filled * weight).astype(np.float32), mask, pixel_size_mm
 
 
+def lateral_blur(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """A coarser lateral resolution: every row blurred horizontally (across the beam, which
+    runs down the image) by a Gaussian whose sigma grows linearly with depth from 0.5 to
+    1.2 mm; the reference mask is unchanged (the anatomy did not move)."""
+    height, _ = image.shape
+    top, bottom = (sigma / pixel_size_mm for sigma in LATERAL_BLUR_SIGMA_MM)
+    levels = np.linspace(top, bottom, 5)
+    blurred = [cv2.GaussianBlur(image, (0, 0), sigmaX=float(s), sigmaY=1e-3) for s in levels]
+    # Row r takes the two blurred copies whose sigmas bracket its own, linearly mixed.
+    position = np.linspace(0.0, len(levels) - 1, height, dtype=np.float32)[:, None]
+    lower = np.minimum(position.astype(int), len(levels) - 2)
+    weight = position - lower
+    stack = np.stack(blurred)
+    rows = np.arange(height)[:, None]
+    out = stack[lower, rows, np.arange(image.shape[1])[None, :]] * (1 - weight)
+    out += stack[lower + 1, rows, np.arange(image.shape[1])[None, :]] * weight
+    out[image <= 0] = 0  # the black outside the fan stays black
+    return out.astype(np.float32), mask, pixel_size_mm
+
+
 def large_head(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     """Magnified about the head until its box fills 90% of the frame (a late-pregnancy head
     at a shallow depth); the head stays inside the frame. Heads that already fill it are
@@ -142,6 +169,7 @@ STYLES: dict[str, Style] = {
     "capture": capture,
     "scanner-physics": scanner_physics,
     "lateral-shadow": lateral_shadow,
+    "lateral-blur": lateral_blur,
     "large-head": large_head,
     "combined": combined,
 }

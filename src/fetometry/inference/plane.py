@@ -179,11 +179,16 @@ def flat_fraction(image: np.ndarray, *, window: int = 7, tolerance: float = 2.0 
     gradients, checkerboards, text pages, constants and a blurred-away head 0.97-1.0."""
     pixels = np.asarray(image, dtype=np.float32)
     mean = cv2.blur(pixels, (window, window))
-    spread = np.sqrt(np.maximum(cv2.blur(pixels * pixels, (window, window)) - mean * mean, 0.0))
-    content = cv2.blur((pixels > 0.02).astype(np.float32), (window, window)) >= 1.0
-    if not content.any():
+    # SD < tolerance, compared as variance < tolerance^2: the same verdict without a
+    # square root per pixel (a negative rounding residue counts as flat either way).
+    flat = cv2.blur(pixels * pixels, (window, window)) - mean * mean < np.float32(tolerance) ** 2
+    # A window lies wholly in the content where the erosion of the content mask keeps it.
+    kernel = np.ones((window, window), np.uint8)
+    content = cv2.erode((pixels > 0.02).view(np.uint8), kernel).view(bool)
+    inside = np.count_nonzero(content)
+    if inside == 0:
         return 1.0
-    return float((spread[content] < tolerance).mean())
+    return np.count_nonzero(flat & content) / inside
 
 
 def preprocess(image: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """FastAPI app: the page, ``POST /api/measure`` and ``POST /api/report`` over fetometry.exam.
 
-Hardening (issue 7), in the order a request meets it:
+Hardening, in the order a request meets it:
 - bodies larger than the upload limit get 413 (checked on Content-Length AND on the
   bytes actually received, so chunked uploads cannot slip past); the rest of such a
   body is read and discarded so the client sees the answer, with bounded memory;
@@ -15,7 +15,7 @@ Hardening (issue 7), in the order a request meets it:
   the model runs; nothing is stored unless a pregnancy id is given AND the server was
   started with a database, and then only a complete exam, in one transaction.
 
-Access control (issue 18, ``serve/auth.py``; docs/ACCESS_CONTROL.md): with a token file
+Access control (``serve/auth.py``; docs/ACCESS_CONTROL.md): with a token file
 every route but ``GET /health``, ``/api/health``, the page's own files and ``POST
 /api/login`` needs ``Authorization: Bearer TOKEN`` or a session cookie (401 without,
 403 for a revoked or unknown token), then passes a per-token rate limit (429); every
