@@ -187,3 +187,48 @@ def test_the_gpu_slot_is_split_by_the_measured_epoch_time():
     assert epochs_for(300, 3.0, max_epochs=300) == 90  # 0.9 x 300 s at 3 s per epoch
     assert epochs_for(300, 0.1, max_epochs=200) == 200  # capped
     assert epochs_for(5, 30.0, max_epochs=200) == 1  # at least one epoch
+
+
+def test_tracked_canvas_moves_a_window_inside_the_frame_and_restores_the_canvas():
+    script = load_script("tracked_canvas")
+    window = (slice(10, 110), slice(500, 650))
+    assert script.moved(window, 8, (540, 800)) == (slice(18, 118), slice(508, 658))
+    assert script.moved(window, 8, (115, 655)) == (slice(15, 115), slice(505, 655))  # clipped at the edge
+    predictor = SimpleNamespace(canvas_hw=(256, 384))
+    with pytest.raises(RuntimeError):
+        with script.model_canvas(predictor, (192, 288)):
+            assert predictor.canvas_hw == (192, 288)
+            raise RuntimeError
+    assert predictor.canvas_hw == (256, 384)
+
+
+def test_hc_error_by_pixel_size_counts_each_head_in_its_bin_in_mm_and_pixels():
+    script = load_script("hc_error_by_pixel_size")
+    rows = [
+        {"pixel_size_mm": 0.05, "hc_mm": 100.0, "error_mm": -1.0},
+        {"pixel_size_mm": 0.25, "hc_mm": 300.0, "error_mm": 3.0},
+        {"pixel_size_mm": 0.25, "hc_mm": 200.0, "error_mm": 1.0},
+    ]
+    bins = {tuple(b["pixel_size_mm"]): b for b in script.by_pixel_size(rows)}
+    assert set(bins) == {(0.0, 0.1), (0.2, 1.0)}
+    assert bins[(0.0, 0.1)] == {
+        "pixel_size_mm": [0.0, 0.1],
+        "n": 1,
+        "hc_mae_mm": 1.0,
+        "hc_mae_image_px": 20.0,
+        "hc_mae_percent": 1.0,
+    }
+    assert bins[(0.2, 1.0)]["hc_mae_mm"] == 2.0 and bins[(0.2, 1.0)]["hc_mae_image_px"] == 8.0
+    assert bins[(0.2, 1.0)]["hc_mae_percent"] == 0.75
+
+
+def test_onnx_op_profile_counts_a_convolutions_multiply_adds():
+    script = load_script("onnx_op_profile")
+    event = {
+        "args": {
+            "input_type_shape": [{"float": [4, 32, 64, 96]}, {"float": [128, 32, 3, 3]}, {"float": [128]}],
+            "output_type_shape": [{"float": [4, 128, 64, 96]}],
+        }
+    }
+    assert script.conv_flops(event) == 2.0 * 4 * 128 * 64 * 96 * 32 * 9
+    assert script.conv_flops({"args": {}}) is None
