@@ -75,9 +75,12 @@ def main(argv=None) -> int:
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "hardware": hardware_description(), "model": args.model}
     for part, samples in parts.items():
         rows = errors(predictor, samples, part)
+        worst_first = sorted(rows, key=lambda r: -abs(r["error_mm"]))
         report[part] = {
             "measured": len(rows),
             "hc_mae_mm": round(float(np.mean(np.abs([r["error_mm"] for r in rows]))), 3),
+            "hc_mae_mm_without_10_worst": round(float(np.mean(np.abs([r["error_mm"] for r in worst_first[10:]]))), 3),
+            "worst_10": [{"name": r["name"], "error_mm": round(r["error_mm"], 2)} for r in worst_first[:10]],
             "by_pixel_size": by_pixel_size(rows),
         }
     out = REPO / "benchmarks" / "results" / f"hc_error_by_pixel_size_{Path(args.model).name}.json"
