@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from fetometry.data.loaders import load
 from fetometry.data.splits import model_split
+from fetometry.evaluation.metrics import dice
 from fetometry.inference.backend import build_predictor, cached_onnx_path
 from fetometry.inference.onnx_session import create_session
 from fetometry.machine import hardware_description
@@ -47,11 +48,6 @@ from fetometry.weights_config import WeightsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HC18 = REPO.parent / "shared" / "data" / "hc18"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def moved(window: tuple[slice, slice], shift: int, shape: tuple[int, int]) -> tuple[slice, slice]:
