@@ -119,13 +119,11 @@ def lateral_blur(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     levels = np.linspace(top, bottom, 5)
     blurred = [cv2.GaussianBlur(image, (0, 0), sigmaX=float(s), sigmaY=1e-3) for s in levels]
     # Row r takes the two blurred copies whose sigmas bracket its own, linearly mixed.
-    position = np.linspace(0.0, len(levels) - 1, height, dtype=np.float32)[:, None]
+    position = np.linspace(0.0, len(levels) - 1, height, dtype=np.float32)
     lower = np.minimum(position.astype(int), len(levels) - 2)
-    weight = position - lower
-    stack = np.stack(blurred)
-    rows = np.arange(height)[:, None]
-    out = stack[lower, rows, np.arange(image.shape[1])[None, :]] * (1 - weight)
-    out += stack[lower + 1, rows, np.arange(image.shape[1])[None, :]] * weight
+    weight = (position - lower)[:, None]
+    stack, rows = np.stack(blurred), np.arange(height)
+    out = stack[lower, rows] * (1 - weight) + stack[lower + 1, rows] * weight
     out[image <= 0] = 0  # the black outside the fan stays black
     return out.astype(np.float32), mask, pixel_size_mm
 
