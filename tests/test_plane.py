@@ -295,6 +295,71 @@ def test_a_screen_capture_of_a_head_is_still_measured(checker, default_predictor
     assert result.status == OK and result.measurement.hc_mm == pytest.approx(sample.hc_mm, rel=0.05)
 
 
+def test_the_plane_check_runs_beside_the_segmenter(checker, default_predictor):
+    """measure_batch's plane check and segmentation meet at a barrier: run one after the
+    other, the first to arrive waits out the timeout and the barrier breaks. The results
+    are those of the two run apart."""
+    import threading
+
+    meeting = threading.Barrier(2, timeout=10)
+
+    class Meeting:
+        def __init__(self, inner, method):
+            self.inner, self.method = inner, method
+
+        def __getattr__(self, name):
+            attribute = getattr(self.inner, name)
+            if name != self.method:
+                return attribute
+
+            def after_meeting(*args, **kwargs):
+                meeting.wait()
+                return attribute(*args, **kwargs)
+
+            return after_meeting
+
+    sample = load_hc18(SAMPLES_DIR)[0]
+    image = sample.load_image()
+    together = measure_batch(
+        Meeting(default_predictor, "predict_batch"),
+        [image],
+        filenames=["a"],
+        pixel_sizes_mm=[sample.pixel_size_mm],
+        plane_checker=Meeting(checker, "check_batch"),
+    )[0]
+    apart = result_from_prediction(
+        default_predictor, "a", default_predictor.predict(image), sample.pixel_size_mm, plane=checker.check(image)
+    )
+    assert together.status == apart.status == OK
+    assert together.to_dict() == apart.to_dict()
+
+
+def test_the_plane_check_has_half_the_cores(checker, monkeypatch):
+    import fetometry.threads as threads
+
+    for cores, half in ((1, 1), (2, 1), (4, 2), (7, 3)):
+        monkeypatch.setattr(threads, "network_threads", lambda cores=cores: cores)
+        assert threads.beside_threads() == half
+    monkeypatch.undo()
+    options = checker.model.session.get_session_options()
+    assert options.intra_op_num_threads == max(1, threads.network_threads() // 2)
+
+
+def test_a_head_fitted_beforehand_gives_the_same_result(default_predictor):
+    from fetometry.pipeline import NO_HEAD, fit_head
+
+    sample = load_hc18(SAMPLES_DIR)[3]
+    prediction = default_predictor.predict(sample.load_image())
+    fitted = fit_head(prediction)
+    assert fitted.status == OK and fitted.ellipse is not None
+    given = result_from_prediction(default_predictor, "a", prediction, sample.pixel_size_mm, head=fitted)
+    own = result_from_prediction(default_predictor, "a", prediction, sample.pixel_size_mm)
+    assert given.to_dict() == own.to_dict()
+    empty = Prediction(np.zeros((60, 80), np.float32), np.zeros((60, 80), bool), 0.0)
+    nothing = fit_head(empty)
+    assert nothing.ellipse is None and nothing.status == NO_HEAD and nothing.detail.startswith("no head found")
+
+
 def test_a_refused_plane_gets_no_mm_value_and_its_columns():
     class StandIn:
         name, hc_offset_px, config = "stand-in", 0.0, WeightsConfig()

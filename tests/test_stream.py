@@ -257,6 +257,31 @@ def test_only_checked_head_plane_frames_can_be_the_best_frame(tmp_path):
     assert _is_better(results[2], None) and results[2].temporal.accepted
 
 
+def test_the_plane_check_runs_beside_the_segmenter():
+    """Each batch's plane check and segmentation meet at a barrier: run one after the
+    other, the first to arrive waits out the timeout and the barrier breaks."""
+    import threading
+
+    frames, masks, _ = exact_mask_frames(6)
+    meeting = threading.Barrier(2, timeout=10)
+
+    class MeetingPredictor(MaskPredictor):
+        def predict_batch(self, images):
+            meeting.wait()
+            return super().predict_batch(images)
+
+    class MeetingChecker(ScriptedPlaneChecker):
+        def check_batch(self, images):
+            meeting.wait()
+            return super().check_batch(images)
+
+    checker = MeetingChecker(thorax={4})
+    processor = StreamProcessor(MeetingPredictor(masks, {}), pixel_size_mm=0.9, plane_checker=checker, plane_every=1)
+    results = list(processor.process(frames))
+    assert checker.checked == list(range(6))
+    assert [r.result.status == "not_a_head_plane" for r in results] == [i == 4 for i in range(6)]
+
+
 def test_ctrl_c_ends_a_stream_and_keeps_the_results(tmp_path):
     frames, masks, _ = exact_mask_frames(8)
     source = ArraySource(

@@ -36,7 +36,7 @@ from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.archive_input import INPUT_SUFFIXES, InputPixels, read_input
 from fetometry.io.images import ImageReadError, write_mask
 from fetometry.io.pixel_size import read_pixel_size_csv, validate_pixel_size
-from fetometry.threads import fit_pool, prefetch
+from fetometry.threads import beside_pool, fit_pool, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,25 @@ class ImageResult:
         return row
 
 
+@dataclass(frozen=True)
+class HeadFit:
+    """The ellipse fitted to a probability map, or the status and reason why there is none."""
+
+    ellipse: Ellipse | None
+    status: str = OK
+    detail: str = ""
+
+
+def fit_head(prediction: Prediction) -> HeadFit:
+    """Probability map -> the head's ellipse (``biometry.ellipse``), or no head / no fit."""
+    try:
+        return HeadFit(ellipse_from_probability(prediction.probability))
+    except NoHeadError as error:
+        return HeadFit(None, NO_HEAD, f"no head found: {error}")
+    except EllipseFitError as error:
+        return HeadFit(None, FIT_FAILED, f"no ellipse could be fitted: {error}")
+
+
 def result_from_prediction(
     predictor: Predictor,
     filename: str,
@@ -153,6 +172,7 @@ def result_from_prediction(
     pixel_size_problem: str = "",
     plane: PlaneResult | None = None,
     gate: bool = True,
+    head: HeadFit | None = None,
 ) -> ImageResult:
     """Probability map -> ellipse -> plane check -> quality gate -> measurement, with
     the model's own HC offset and quality thresholds and a status saying what happened.
@@ -161,16 +181,20 @@ def result_from_prediction(
     ``--plane-check off``). A frame the plane check or the gate refuses keeps its
     ellipse (for the overlay) but gets no measurement: ``detail`` names the reason.
     ``gate=False`` switches the quality gate off (research scoring: measure everything).
+    ``head``: ``fit_head(prediction)`` when the caller fitted it already (``measure_batch``
+    fits while the plane check still runs).
     """
+    head = head or fit_head(prediction)
     result = ImageResult(
-        filename, OK, pixel_size_mm=pixel_size_mm, prediction=prediction, model=predictor.name, plane=plane
+        filename,
+        head.status,
+        head.detail,
+        pixel_size_mm=pixel_size_mm,
+        ellipse=head.ellipse,
+        prediction=prediction,
+        model=predictor.name,
+        plane=plane,
     )
-    try:
-        result.ellipse = ellipse_from_probability(prediction.probability)
-    except NoHeadError as error:
-        result.status, result.detail = NO_HEAD, f"no head found: {error}"
-    except EllipseFitError as error:
-        result.status, result.detail = FIT_FAILED, f"no ellipse could be fitted: {error}"
     if plane is not None:
         result.plane = plane.decide(_head_size_mm(result.ellipse, pixel_size_mm))
         if not result.plane.head_plane:
@@ -220,20 +244,30 @@ def measure_batch(
 
     ``plane_checker=None`` measures without the plane check (research scoring: the HC18
     protocol scores every image); ``gate=False`` also without the quality gate."""
+    images = list(images)
     problems = pixel_size_problems or [""] * len(images)
-    predictions = predictor.predict_batch(list(images))
-    planes = plane_checker.check_batch(list(images)) if plane_checker is not None else [None] * len(images)
+    # The plane check needs only the pixels, so it runs beside the segmenter and the
+    # fits, each network on its share of the cores (threads.session_threads).
+    planes = beside_pool().submit(plane_checker.check_batch, images) if plane_checker is not None else None
+    predictions = predictor.predict_batch(images)
 
-    def result(name, prediction, mm, problem, plane) -> ImageResult:
+    def result(index: int) -> ImageResult:
+        head = fit_head(predictions[index])
         return result_from_prediction(
-            predictor, name, prediction, mm, pixel_size_problem=problem, plane=plane, gate=gate
+            predictor,
+            filenames[index],
+            predictions[index],
+            pixel_sizes_mm[index],
+            pixel_size_problem=problems[index],
+            plane=planes.result()[index] if planes is not None else None,
+            gate=gate,
+            head=head,
         )
 
-    arguments = list(zip(filenames, predictions, pixel_sizes_mm, problems, planes))
-    if len(arguments) == 1:
-        return [result(*arguments[0])]
+    if len(images) == 1:
+        return [result(0)]
     # The fits of a batch are independent: side by side on the cores there are.
-    return list(fit_pool().map(lambda args: result(*args), arguments))
+    return list(fit_pool().map(result, range(len(images))))
 
 
 def measure(

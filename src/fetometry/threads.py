@@ -3,7 +3,8 @@
 Decoding (OpenCV, pydicom), the network (onnxruntime, PyTorch) and the ellipse fit
 (NumPy, OpenCV) release the GIL for most of their time, so plain threads overlap
 them: ``prefetch`` reads ahead of the consumer, ``fit_pool`` fits the images of a batch
-side by side. Results keep their input order.
+side by side, and ``beside_pool`` runs the plane check beside the segmenter (it needs
+only the pixels). Results keep their input order.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def fit_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fetometry-fit")
 
 
+@functools.lru_cache(maxsize=1)
+def beside_pool() -> ThreadPoolExecutor:
+    """The process's pool for a second network run beside the caller's: the plane check
+    while the segmenter and the fits run. Its jobs wait on no other pool, so a fit that
+    waits on one of them cannot deadlock."""
+    return ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fetometry-beside")
+
+
 def network_threads() -> int:
     """Intra-op threads for a network: PyTorch's setting where PyTorch is loaded (so
     onnxruntime and PyTorch use the same cores, and ``torch.set_num_threads`` governs
@@ -83,6 +92,15 @@ def network_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])
     return usable_cores()
+
+
+def beside_threads() -> int:
+    """Intra-op threads for a network run in ``beside_pool``: half of ``network_threads``.
+    The segmenter and the ellipse fit after it are the longer path (about twice the plane
+    check's time per image), so the segmenter keeps every core and the plane check takes
+    half of them: on 2 cores this measured the lowest ``measure`` latency of the three
+    splits tried (benchmarks/measure_predict_speed.py --threads-split)."""
+    return max(1, network_threads() // 2)
 
 
 def set_network_threads(threads: int) -> None:

@@ -245,9 +245,11 @@ class PlaneChecker:
         if backend == "onnx":
             from fetometry.inference.backend import cached_onnx
             from fetometry.inference.onnx_session import create_session
+            from fetometry.threads import beside_threads
 
             graph = cached_onnx(folder)
-            model = OnnxPlaneClassifier(create_session(graph), source=str(graph))
+            # It runs beside the segmenter (pipeline.measure_batch), on half the cores.
+            model = OnnxPlaneClassifier(create_session(graph, threads=beside_threads()), source=str(graph))
         elif backend == "torch":
             from fetometry.models import create_model
             from fetometry.models.weights import load_weights

@@ -69,7 +69,7 @@ from fetometry.inference.plane import PlaneChecker, PlaneResult
 from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import write_mask
 from fetometry.io.video import Frame, FrameSource
-from fetometry.pipeline import PLANE_COLUMNS, ImageResult, result_from_prediction
+from fetometry.pipeline import PLANE_COLUMNS, HeadFit, ImageResult, fit_head, result_from_prediction
 from fetometry.threads import prefetch
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ class StreamProcessor:
         return planes
 
     def _analyse(
-        self, frame: Frame, prediction: Prediction, plane: PlaneResult | None, plane_checked: bool
+        self, frame: Frame, prediction: Prediction, head: HeadFit, plane: PlaneResult | None, plane_checked: bool
     ) -> FrameResult:
         """Everything about one frame that does not depend on the frames before it."""
         result = result_from_prediction(
@@ -371,15 +371,24 @@ class StreamProcessor:
             self.pixel_size_mm,
             pixel_size_problem=self.pixel_size_problem,
             plane=plane,
+            head=head,
         )
         quality = assess_frame(result, frame.image.shape)
         return FrameResult(
             frame.index, frame.time_ms, result, quality, _UNTRACKED, image=frame.image, plane_checked=plane_checked
         )
 
-    def _analyse_batch(self, frames: list[Frame], predictions: list[Prediction], planes: list) -> list[FrameResult]:
+    def _analyse_batch(
+        self, frames: list[Frame], predictions: list[Prediction], planes: list | Future
+    ) -> list[FrameResult]:
+        """``planes``: ``_planes(frames)``, or its Future while the plane check still runs
+        (the ellipses are fitted meanwhile)."""
+        heads = [fit_head(prediction) for prediction in predictions]
+        if isinstance(planes, Future):
+            planes = planes.result()
         return [
-            self._analyse(frame, prediction, *plane) for frame, prediction, plane in zip(frames, predictions, planes)
+            self._analyse(frame, prediction, head, *plane)
+            for frame, prediction, head, plane in zip(frames, predictions, heads, planes)
         ]
 
     def _track(self, frames: list[FrameResult]) -> Iterator[FrameResult]:
@@ -392,19 +401,25 @@ class StreamProcessor:
         """All frames, in order; the tracker's state carries over between calls.
 
         With threads, frames are read ``2 x batch`` ahead in a reader thread, the network
-        runs in this thread, and ``fit_workers`` threads fit and gate the batches already
-        segmented while it segments the next; their results are taken in order, so the
-        temporal terms see the frames in order."""
+        runs in this thread with the plane check beside it in another, and
+        ``fit_workers`` threads fit and gate the batches already segmented while it
+        segments the next; their results are taken in order, so the temporal terms see
+        the frames in order."""
         if not self.threads:
             for batch in _batches(frames, self.batch_size):
                 predictions = self._segment(batch)
                 yield from self._track(self._analyse_batch(batch, predictions, self._planes(batch)))
             return
         pending: deque[Future] = deque()
-        with ThreadPoolExecutor(max_workers=self.fit_workers, thread_name_prefix="fetometry-fit") as fitter:
+        with (
+            ThreadPoolExecutor(max_workers=self.fit_workers, thread_name_prefix="fetometry-fit") as fitter,
+            # One worker: a verdict carries to the frames after it, so batches are checked in order.
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetometry-plane") as plane_checks,
+        ):
             for batch in _batches(prefetch(frames, depth=2 * self.batch_size), self.batch_size):
+                planes = plane_checks.submit(self._planes, batch)
                 predictions = self._segment(batch)
-                pending.append(fitter.submit(self._analyse_batch, batch, predictions, self._planes(batch)))
+                pending.append(fitter.submit(self._analyse_batch, batch, predictions, planes))
                 while len(pending) > self.fit_workers or (pending and pending[0].done()):
                     yield from self._track(pending.popleft().result())
             while pending:
