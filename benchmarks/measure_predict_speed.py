@@ -11,9 +11,6 @@
   repeated); images/s, median of --repeats.
 - start-up: wall seconds of a fresh `fetometry measure` process on one image, and of a
   fresh `fetometry stream --max-frames 4` on a short loop (ONNX cache warm), median of 3.
-- ``--threads-split 2:1,1:1,2:2``: instead, the onnxruntime segmenter (the first config's
-  model) and the plane check with those intra-op threads (segmenter:plane check), each
-  split's measure and predict run interleaved; how ``threads.beside_threads`` was chosen.
 
 Configurations run interleaved (a, b, a, b, ...), so a change of load hits all alike.
 Writes benchmarks/results/measure_predict_speed.json and prints the Markdown table.
@@ -85,61 +82,11 @@ def short_loop(folder: Path, image: np.ndarray) -> Path:
     return path
 
 
-def with_threads(model: str, segmenter_threads: int, plane_threads: int):
-    """(predictor, plane checker) on onnxruntime sessions with the given intra-op threads."""
-    from fetometry.inference.backend import cached_onnx
-    from fetometry.inference.onnx_session import OnnxPlaneClassifier, OnnxPredictor, create_session
-    from fetometry.inference.plane import DEFAULT_PLANE_MODEL, PlaneChecker
-    from fetometry.resources import resolve_weights
-
-    config = build_predictor(model, "onnx").config  # the shipped predictor's, graph and all
-    session = create_session(config.onnx_path, threads=segmenter_threads)
-    predictor = OnnxPredictor(session, canvas_hw=config.canvas_hw, threshold=config.threshold, config=config)
-    checker = PlaneChecker.from_weights()
-    graph = cached_onnx(resolve_weights(DEFAULT_PLANE_MODEL))
-    checker.model = OnnxPlaneClassifier(create_session(graph, threads=plane_threads), source=str(graph))
-    return predictor, checker
-
-
-def threads_split(model: str, splits: list[tuple[int, int]], bundled, inputs, repeats: int) -> list[dict]:
-    """measure ms and predict images/s per (segmenter, plane check) thread split, interleaved."""
-    built = {split: with_threads(model, *split) for split in splits}
-    runs: dict[tuple, dict[str, list[float]]] = {s: {"measure_ms": [], "predict_img_s": []} for s in splits}
-    for predictor, checker in built.values():  # warm-up
-        measure_split(predictor, checker, bundled[:2])
-    for _ in range(repeats):
-        for split, (predictor, checker) in built.items():
-            runs[split]["measure_ms"].append(measure_split(predictor, checker, bundled))
-            runs[split]["predict_img_s"].append(predict_rate(predictor, inputs, checker))
-    return [
-        {
-            "segmenter_threads": split[0],
-            "plane_threads": split[1],
-            "measure_ms": round(statistics.median(runs[split]["measure_ms"]), 1),
-            "predict_img_s": round(statistics.median(runs[split]["predict_img_s"]), 1),
-            "runs": runs[split],
-        }
-        for split in splits
-    ]
-
-
-def measure_split(predictor, checker, samples) -> float:
-    times = []
-    for sample in samples:
-        start = time.perf_counter()
-        measure_exam(
-            str(sample.image_path), predictor=predictor, pixel_size_mm=sample.pixel_size_mm, plane_check=checker
-        )
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="attention-unet:torch,unext-scanners:torch,unext-scanners:onnx")
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads-split", help="segmenter:plane intra-op threads, e.g. 2:1,1:1,2:2")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "measure_predict_speed.json")
     args = parser.parse_args()
 
@@ -147,22 +94,9 @@ def main() -> None:
     bundled = load_hc18(SAMPLES_DIR)
     pool = load_hc18(SHARED) if (SHARED / "training_set").is_dir() else bundled
     inputs = [ImageInput.from_sample(pool[i % len(pool)]) for i in range(args.images)]
-    state = {"load_avg_before": os.getloadavg()}
-    if args.threads_split:
-        splits = [tuple(int(n) for n in split.split(":")) for split in args.threads_split.split(",")]
-        rows = threads_split(configs[0][0], splits, bundled, inputs, args.repeats)
-        state["load_avg_after"] = os.getloadavg()
-        report = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware_description(), "machine": state}
-        report |= {"model": configs[0][0], "predict_images": len(inputs), "threads_split": rows}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        print("| segmenter threads | plane check threads | measure ms/image | predict images/s |")
-        print("|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['segmenter_threads']} | {r['plane_threads']} | {r['measure_ms']} | {r['predict_img_s']} |")
-        return
     checker = plane_checker_for("on")
     predictors = {c: build_predictor(c[0], c[1]) for c in configs}
+    state = {"load_avg_before": os.getloadavg()}
     measured: dict[tuple, dict[str, list[float]]] = {c: {"measure_ms": [], "predict_img_s": []} for c in configs}
     for config in configs:  # warm-up: first calls allocate
         measure_ms(predictors[config], bundled[:2])

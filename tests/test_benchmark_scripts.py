@@ -232,3 +232,53 @@ def test_onnx_op_profile_counts_a_convolutions_multiply_adds():
     }
     assert script.conv_flops(event) == 2.0 * 4 * 128 * 64 * 96 * 32 * 9
     assert script.conv_flops({"args": {}}) is None
+
+
+def test_plane_beside_takes_turns_in_a_rotating_order_and_pairs_the_ratios():
+    script = load_script("plane_beside")
+    order = []
+    seconds, outputs = script.take_turns(["a", "b", "c"], [1, 2, 3, 4], lambda name, item: order.append(name) or item)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert outputs == {"a": [1, 2, 3, 4], "b": [1, 2, 3, 4], "c": [1, 2, 3, 4]}
+    assert all(len(v) == 4 for v in seconds.values())
+    ratios = script.paired_ratios({"first": [1.0, 2.0, 4.0], "half": [0.5, 1.0, 2.0], "drift": [2.0, 2.0, 2.0]})
+    assert ratios == {"first": 1.0, "half": 0.5, "drift": 1.0}
+
+
+def test_before_after_runs_the_baseline_and_this_tree_alternately(tmp_path, monkeypatch):
+    script = load_script("before_after")
+    calls = []
+    monkeypatch.setattr(script, "worktree", lambda commit, folder: folder)
+    monkeypatch.setattr(script, "remove_worktree", lambda folder: calls.append(("removed", folder.name)))
+    monkeypatch.setattr(script, "commit_of", lambda tree: "abc1234")
+    monkeypatch.setattr(script, "REPO", tmp_path / "this")
+    for tree in ("this", "scratch/baseline"):
+        (tmp_path / tree / "benchmarks" / "results").mkdir(parents=True)
+        (tmp_path / tree / "benchmarks" / "speed.py").write_text("")
+
+    def fake_run(tree, script_args, out):
+        calls.append((tree.name, tuple(script_args), out.name))
+        return {"report": {"tree": tree.name}}
+
+    monkeypatch.setattr(script, "run_script", fake_run)
+    monkeypatch.setattr(script.tempfile, "TemporaryDirectory", lambda: _Here(tmp_path / "scratch"))
+    assert script.main(["--baseline", "HEAD~1", "--rounds", "2", "--tag", "t", "--", "speed.py", "--n", "3"]) == 0
+    runs = [c for c in calls if c[0] != "removed"]
+    assert [c[0] for c in runs] == ["baseline", "this", "baseline", "this"]
+    assert all(c[1] == ("speed.py", "--n", "3") for c in runs)
+    assert calls[-1] == ("removed", "baseline")
+    report = (tmp_path / "this" / "benchmarks" / "results" / "before_after_t.json").read_text()
+    assert '"baseline": "abc1234"' in report
+
+
+class _Here:
+    """A TemporaryDirectory stand-in that hands out an existing folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> str:
+        return str(self.path)
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -7,7 +7,14 @@ import pytest
 
 from fetometry.biometry.ellipse import ellipse_from_probability
 from fetometry.biometry.measures import measure_ellipse
-from fetometry.data.scanner_styles import ScannerAugmenter, lateral_dropout, place_in_frame, sector
+from fetometry.data.scanner_styles import (
+    BeamWidthAugmenter,
+    ScannerAugmenter,
+    beam_blur,
+    lateral_dropout,
+    place_in_frame,
+    sector,
+)
 from fetometry.data.synthetic import make_phantom
 from fetometry.evaluation.cross_scanner import STYLES, lateral_blur, render
 from fetometry.training.config import TrainConfig
@@ -89,6 +96,31 @@ def test_lateral_blur_smears_the_side_walls_more_with_depth_and_keeps_the_top_an
     assert np.all(out[:, :8] == 0.0)
 
 
+def test_the_beam_width_augmenter_adds_the_lateral_blur_to_the_scanner_styles(phantom, monkeypatch):
+    """With the blur certain, an augmented ring's side walls come out wider than the
+    same draw without it (the base styles use the random numbers before the blur's),
+    and the top and bottom walls keep their echo."""
+    image, mask = _ring(height=256, width=384, a=110, b=90)
+    monkeypatch.setattr(BeamWidthAugmenter, "P_BEAM_BLUR", 1.0)
+    for name in ("P_TGC", "P_COMPRESS", "P_RESAMPLE", "P_LATERAL", "P_LARGE_HEAD", "P_CAPTURE"):
+        monkeypatch.setattr(ScannerAugmenter, name, 0.0)
+    monkeypatch.setattr("fetometry.data.augment.Augmenter.__call__", lambda self, i, m, rng: (i.copy(), m.copy()))
+    plain, _ = ScannerAugmenter()(image, mask, np.random.default_rng(0))
+    blurred, same_mask = BeamWidthAugmenter()(image, mask, np.random.default_rng(0))
+    assert np.array_equal(plain, image) and np.array_equal(same_mask, mask)
+    h, w = image.shape
+    side, side_plain = blurred[h // 2, w // 2 + 95 : w // 2 + 125], plain[h // 2, w // 2 + 95 : w // 2 + 125]
+    assert (side > 0.35).sum() > (side_plain > 0.35).sum() and side.max() < side_plain.max()
+    assert blurred[h // 2 - 90, w // 2] > 0.85 and blurred[h // 2 + 90, w // 2] > 0.85
+    assert repr(BeamWidthAugmenter()).startswith("BeamWidthAugmenter")
+
+
+def test_beam_blur_is_the_lateral_blur_style_in_pixels():
+    image, mask = _ring(height=200, width=300)
+    styled, _, _ = lateral_blur(image, mask, 0.2)  # 0.5 and 1.2 mm at 0.2 mm a pixel
+    assert np.array_equal(styled, beam_blur(image, 2.5, 6.0))
+
+
 def test_sector_fan_is_a_fan():
     fan = sector((100, 200), (100.0, -20.0), 0.5, 110.0)
     assert fan[50, 100] > 0.99 and fan[5, 5] < 0.01 and fan[99, 100] < 0.5
@@ -113,5 +145,6 @@ def test_unknown_style_is_named():
 
 def test_scanners_is_a_recipe_choice():
     assert TrainConfig.from_dict({"augmentation": "scanners"}).augmentation == "scanners"
+    assert TrainConfig.from_dict({"augmentation": "scanners-beam"}).augmentation == "scanners-beam"
     with pytest.raises(ValueError, match="scanners"):
         TrainConfig.from_dict({"augmentation": "any"})

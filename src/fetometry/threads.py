@@ -98,8 +98,7 @@ def beside_threads() -> int:
     """Intra-op threads for a network run in ``beside_pool``: half of ``network_threads``.
     The segmenter and the ellipse fit after it are the longer path (about twice the plane
     check's time per image), so the segmenter keeps every core and the plane check takes
-    half of them: on 2 cores this measured the lowest ``measure`` latency of the three
-    splits tried (benchmarks/measure_predict_speed.py --threads-split)."""
+    half of them (the splits compared: benchmarks/plane_beside.py, docs/BENCHMARKS.md)."""
     return max(1, network_threads() // 2)
 
 

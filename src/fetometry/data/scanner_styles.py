@@ -77,6 +77,24 @@ def lateral_dropout(image: np.ndarray, mask: np.ndarray, darkness: float, band_p
     return (image - weight * np.maximum(image - median, 0.0)).astype(np.float32)
 
 
+def beam_blur(image: np.ndarray, top_sigma_px: float, bottom_sigma_px: float) -> np.ndarray:
+    """A coarser lateral resolution: every row blurred horizontally (across the beam,
+    which runs down the image) by a Gaussian whose sigma grows linearly with depth from
+    ``top_sigma_px`` to ``bottom_sigma_px``, as a focused beam widens past its focus. The
+    black outside the fan stays black."""
+    height, _ = image.shape
+    levels = np.linspace(top_sigma_px, bottom_sigma_px, 5)
+    blurred = [cv2.GaussianBlur(image, (0, 0), sigmaX=float(s), sigmaY=1e-3) for s in levels]
+    # Row r takes the two blurred copies whose sigmas bracket its own, linearly mixed.
+    position = np.linspace(0.0, len(levels) - 1, height, dtype=np.float32)
+    lower = np.minimum(position.astype(int), len(levels) - 2)
+    weight = (position - lower)[:, None]
+    stack, rows = np.stack(blurred), np.arange(height)
+    out = stack[lower, rows] * (1 - weight) + stack[lower + 1, rows] * weight
+    out[image <= 0] = 0
+    return out.astype(np.float32)
+
+
 def sector(shape: tuple[int, int], apex_xy: tuple[float, float], half_angle: float, depth: float) -> np.ndarray:
     """(H, W) float32 fan: 1 inside a sector from ``apex_xy`` (px, possibly above the
     frame), ``half_angle`` radians either side of straight down, out to ``depth`` px."""
@@ -276,3 +294,23 @@ class ScannerAugmenter:
             bar_x = int(rng.uniform(0.88, 0.97) * width)
             draw_grey_bar(image, bar_x, int(0.1 * height), int(0.45 * height), max(2, width // 80))
             image[keep_out] = before[keep_out]
+
+
+class BeamWidthAugmenter(ScannerAugmenter):
+    """:class:`ScannerAugmenter`, then, with probability ``P_BEAM_BLUR``, a coarser lateral
+    resolution (:func:`beam_blur`): sigma 0.5-2 canvas pixels at the top of the image,
+    1.2-2.2 times that at the bottom. Another probe or scanner class resolves less across
+    the beam than along it, and the skull's lateral walls run along the beam
+    (``augmentation = "scanners-beam"``; an experiment, docs/BENCHMARKS.md)."""
+
+    P_BEAM_BLUR = 0.3
+
+    def __repr__(self) -> str:
+        return f"BeamWidthAugmenter(strength={self.strength})"
+
+    def _physics(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        image = super()._physics(image, mask, rng)
+        if rng.uniform() < self._p(self.P_BEAM_BLUR):
+            top = float(rng.uniform(0.5, 2.0))
+            image = beam_blur(image, top, top * float(rng.uniform(1.2, 2.2)))
+        return image

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from fetometry.data.scanner_styles import (
+    beam_blur,
     burn_in,
     compress,
     draw_grey_bar,
@@ -114,18 +115,8 @@ def lateral_blur(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     """A coarser lateral resolution: every row blurred horizontally (across the beam, which
     runs down the image) by a Gaussian whose sigma grows linearly with depth from 0.5 to
     1.2 mm; the reference mask is unchanged (the anatomy did not move)."""
-    height, _ = image.shape
     top, bottom = (sigma / pixel_size_mm for sigma in LATERAL_BLUR_SIGMA_MM)
-    levels = np.linspace(top, bottom, 5)
-    blurred = [cv2.GaussianBlur(image, (0, 0), sigmaX=float(s), sigmaY=1e-3) for s in levels]
-    # Row r takes the two blurred copies whose sigmas bracket its own, linearly mixed.
-    position = np.linspace(0.0, len(levels) - 1, height, dtype=np.float32)
-    lower = np.minimum(position.astype(int), len(levels) - 2)
-    weight = (position - lower)[:, None]
-    stack, rows = np.stack(blurred), np.arange(height)
-    out = stack[lower, rows] * (1 - weight) + stack[lower + 1, rows] * weight
-    out[image <= 0] = 0  # the black outside the fan stays black
-    return out.astype(np.float32), mask, pixel_size_mm
+    return beam_blur(image, top, bottom), mask, pixel_size_mm
 
 
 def large_head(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):

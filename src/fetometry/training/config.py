@@ -13,7 +13,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-AUGMENTATIONS = ("ultrasound", "scanners", "flips")
+AUGMENTATIONS = ("ultrasound", "scanners", "scanners-beam", "flips")
 
 
 @dataclass
@@ -35,8 +35,9 @@ class TrainConfig:
     augment_strength: float = 1.0
     #: "ultrasound" (flips, affine, intensity, speckle, blur, shadow; scaled by
     #: augment_strength), "scanners" (that, then other scanners' physics and capture
-    #: styles: fetometry.data.scanner_styles) or "flips" (the plain recipe of the
-    #: benchmark's reference row).
+    #: styles: fetometry.data.scanner_styles), "scanners-beam" (that, then a coarser
+    #: lateral resolution: scanner_styles.BeamWidthAugmenter) or "flips" (the plain
+    #: recipe of the benchmark's reference row).
     augmentation: str = "ultrasound"
     val_fraction: float = 0.2
     split_seed: int = 0
