@@ -25,7 +25,11 @@ probabilities are its own: MedSegDiff-V2's mean foreground probability sits at
    - the clipped fraction is 0 for over 99.5% of frames (no percentile says anything):
      the largest training value widened by 25%, rounded UP to 0.01;
    - ranges (head perimeter in mm, image extent): the training extremes widened by 25%
-     (every training head, from the first to the third trimester, fits with room).
+     (every training head, from the first to the third trimester, fits with room);
+   - ``max_outside_scan_fraction`` is not chosen here: it is one limit for every model
+     (how much of an outline may lie at the scan sector's edge is the image's geometry,
+     not a model's probabilities), chosen by benchmarks/outside_scan.py with the clipped
+     fraction's rule on the default model's training split.
 4. Refusal rates (per rule and overall) of correct and incorrect frames on train and
    validation, with the CHOSEN thresholds (``gate``) and, for comparison, with
    ``fetometry.biometry.quality.DEFAULT_THRESHOLDS`` (``gate_defaults``); the
@@ -88,7 +92,7 @@ def _gate_row(predictor: Predictor, image: np.ndarray, pixel_size_mm: float | No
         ellipse = ellipse_from_probability(prediction.probability)
     except (NoHeadError, EllipseFitError):
         ellipse = None
-    features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image.shape)
+    features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image.shape, image=image)
     hc = (
         measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px).hc_mm
         if ellipse and pixel_size_mm

@@ -28,10 +28,29 @@ def prediction_for(mask: np.ndarray, confidence: float = 0.97) -> Prediction:
     return Prediction(mask.astype(np.float32) * confidence, mask.astype(bool), confidence)
 
 
-def assess(ellipse: Ellipse | None, *, mask=None, confidence=0.97, pixel_size_mm: float | None = 0.15, shape=SHAPE):
+def speckle(shape=SHAPE, seed: int = 0) -> np.ndarray:
+    """A frame of speckle everywhere: scanned from border to border."""
+    return np.random.default_rng(seed).uniform(0.05, 0.6, shape).astype(np.float32)
+
+
+def assess(
+    ellipse: Ellipse | None,
+    *,
+    mask=None,
+    confidence=0.97,
+    pixel_size_mm: float | None = 0.15,
+    shape=SHAPE,
+    image: np.ndarray | None = None,
+):
     if mask is None:
         mask = ellipse.to_mask(shape) if ellipse is not None else np.zeros(shape, bool)
-    return assess_quality(prediction_for(mask, confidence), ellipse, pixel_size_mm=pixel_size_mm, image_shape=shape)
+    return assess_quality(
+        prediction_for(mask, confidence),
+        ellipse,
+        pixel_size_mm=pixel_size_mm,
+        image_shape=shape,
+        image=speckle(shape) if image is None else image,
+    )
 
 
 def test_a_plausible_head_passes_every_check():
@@ -84,6 +103,29 @@ def test_a_head_cut_by_the_border_is_refused():
     report = assess(cut)
     assert report.rule == "clipped" and "outside the image" in report.detail
     assert report.checks["clipped"]["value"] > 0.2
+
+
+def test_a_head_the_scan_sector_cuts_is_refused_and_one_inside_it_is_not():
+    """The black beyond a fan's straight side: a head whose outline crosses it is
+    refused by ``outside_scan`` (the image's border is not near it, so ``clipped`` passes);
+    the same head with the side clear of it passes."""
+    image = speckle()
+    columns = np.arange(SHAPE[1])[None, :]
+    rows = np.arange(SHAPE[0])[:, None]
+    cut_by_side = np.where(columns - 0.6 * rows > 380, 0.0, image).astype(np.float32)
+    report = assess(GOOD, image=cut_by_side)
+    assert report.rule == "outside_scan" and "edge of the scanned area" in report.detail
+    assert report.checks["clipped"]["passed"] is True
+    assert report.checks["outside_scan"]["value"] > 0.2
+    clear_of_it = np.where(columns - 0.6 * rows > 600, 0.0, image).astype(np.float32)
+    assert assess(GOOD, image=clear_of_it).passed
+
+
+def test_without_the_image_the_scan_edge_is_not_checked():
+    report = assess_quality(prediction_for(GOOD.to_mask(SHAPE)), GOOD, pixel_size_mm=0.15, image_shape=SHAPE)
+    assert report.passed and report.checks["outside_scan"]["passed"] is None
+    with pytest.raises(ValueError, match="measured image"):
+        assess(GOOD, image=speckle((100, 100)))
 
 
 def test_an_outline_that_is_not_an_ellipse_is_refused():

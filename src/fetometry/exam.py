@@ -318,7 +318,9 @@ def _measure(
         if head_mm is not None and head_mm != mm:
             # Several regions: the one under the head's centre calibrates the head.
             mm, source = validate_pixel_size(head_mm, source=head_source), head_source
-            result = result_from_prediction(predictor, read.filename, result.prediction, mm, plane=result.plane)
+            result = result_from_prediction(
+                predictor, read.filename, result.prediction, mm, plane=result.plane, image=read.pixels
+            )
     return result, source, notes
 
 

@@ -173,6 +173,7 @@ def result_from_prediction(
     plane: PlaneResult | None = None,
     gate: bool = True,
     head: HeadFit | None = None,
+    image: np.ndarray | None = None,
 ) -> ImageResult:
     """Probability map -> ellipse -> plane check -> quality gate -> measurement, with
     the model's own HC offset and quality thresholds and a status saying what happened.
@@ -182,7 +183,9 @@ def result_from_prediction(
     ellipse (for the overlay) but gets no measurement: ``detail`` names the reason.
     ``gate=False`` switches the quality gate off (research scoring: measure everything).
     ``head``: ``fit_head(prediction)`` when the caller fitted it already (``measure_batch``
-    fits while the plane check still runs).
+    fits while the plane check still runs). ``image``: the measured image, for the gate's
+    ``outside_scan`` rule (a head cut by the scan sector's edge); every caller that has
+    it passes it.
     """
     head = head or fit_head(prediction)
     result = ImageResult(
@@ -209,6 +212,7 @@ def result_from_prediction(
             pixel_size_mm=pixel_size_mm,
             image_shape=prediction.probability.shape,
             thresholds=predictor.config.thresholds,
+            image=image,
         )
         if not result.quality.passed:
             result.status, result.detail = REFUSED, result.quality.detail
@@ -247,7 +251,7 @@ def measure_batch(
     images = list(images)
     problems = pixel_size_problems or [""] * len(images)
     # The plane check needs only the pixels, so it runs beside the segmenter and the
-    # fits, each network on its share of the cores (threads.session_threads).
+    # fits; it has half the cores (threads.beside_threads), the segmenter all of them.
     planes = beside_pool().submit(plane_checker.check_batch, images) if plane_checker is not None else None
     predictions = predictor.predict_batch(images)
 
@@ -262,6 +266,7 @@ def measure_batch(
             plane=planes.result()[index] if planes is not None else None,
             gate=gate,
             head=head,
+            image=images[index],
         )
 
     if len(images) == 1:

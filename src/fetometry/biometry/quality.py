@@ -19,6 +19,10 @@ rules, in this order, and names the first one that refuses the frame:
                     frame-filling blob is not a head on a biometry plane.
 ``clipped``         more than ``max_clipped_fraction`` of the ellipse's perimeter lies
                     outside the image: the fit extrapolates a head the image cuts off.
+``outside_scan``    with the image given, more than ``max_outside_scan_fraction`` of the
+                    outline lies at or past the edge of the scanned area (the fan; see
+                    ``biometry.field_of_view``): the sector cuts the head, and the fit
+                    rounds off the part the image shows.
 ``mask_fit``        intersection over union between the segmented head component and
                     the fitted ellipse below ``min_mask_fit_iou``: the outline is not an
                     ellipse, so the ellipse's axes measure nothing real.
@@ -39,10 +43,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fetometry.biometry.ellipse import Ellipse, largest_component
+from fetometry.biometry.field_of_view import outside_scan_fraction, scanned_area
 from fetometry.biometry.measures import ramanujan_perimeter
 
 #: Rule names in the order they are checked (the first failing one is reported).
-RULES = ("no_head", "low_confidence", "axis_ratio", "head_size", "head_extent", "clipped", "mask_fit")
+RULES = ("no_head", "low_confidence", "axis_ratio", "head_size", "head_extent", "clipped", "outside_scan", "mask_fit")
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,18 @@ class QualityThresholds:
     extent_range: tuple[float, float] = (0.028, 0.739)
     max_clipped_fraction: float = 0.10
     min_mask_fit_iou: float = 0.90
+    #: Chosen as max_clipped_fraction is, on the default model's training split
+    #: (benchmarks/outside_scan.py; docs/QUALITY.md).
+    max_outside_scan_fraction: float = 0.14
 
     def __post_init__(self) -> None:
-        for name in ("min_confidence", "min_axis_ratio", "max_clipped_fraction", "min_mask_fit_iou"):
+        for name in (
+            "min_confidence",
+            "min_axis_ratio",
+            "max_clipped_fraction",
+            "min_mask_fit_iou",
+            "max_outside_scan_fraction",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value}: use a fraction between 0 and 1")
@@ -92,6 +106,7 @@ class QualityThresholds:
             extent_range=(min(q.extent_range[0] for q in limits), max(q.extent_range[1] for q in limits)),
             max_clipped_fraction=max(q.max_clipped_fraction for q in limits),
             min_mask_fit_iou=min(q.min_mask_fit_iou for q in limits),
+            max_outside_scan_fraction=max(q.max_outside_scan_fraction for q in limits),
         )
 
     def to_config(self) -> dict:
@@ -176,15 +191,24 @@ def _ellipse_box(ellipse: Ellipse, height: int, width: int) -> tuple[int, int, i
 
 
 def quality_features(
-    prediction, ellipse: Ellipse | None, *, pixel_size_mm: float | None, image_shape: tuple[int, int]
+    prediction,
+    ellipse: Ellipse | None,
+    *,
+    pixel_size_mm: float | None,
+    image_shape: tuple[int, int],
+    image: np.ndarray | None = None,
 ) -> dict:
     """The numbers the rules look at (None where they cannot be computed).
 
-    prediction: a ``fetometry.inference.Prediction`` on the image grid (H, W).
-    Keys: confidence, axis_ratio, perimeter_mm, extent, clipped_fraction, mask_fit_iou.
+    prediction: a ``fetometry.inference.Prediction`` on the image grid (H, W); image: the
+    (H, W) grayscale image itself, for ``outside_scan_fraction`` (None: not computed).
+    Keys: confidence, axis_ratio, perimeter_mm, extent, clipped_fraction,
+    outside_scan_fraction, mask_fit_iou.
     """
     image_shape = _check_shape(prediction, image_shape)
-    features = dict.fromkeys(("axis_ratio", "perimeter_mm", "extent", "clipped_fraction", "mask_fit_iou"))
+    features = dict.fromkeys(
+        ("axis_ratio", "perimeter_mm", "extent", "clipped_fraction", "outside_scan_fraction", "mask_fit_iou")
+    )
     features["confidence"] = float(prediction.confidence)
     if ellipse is None:
         return features
@@ -195,6 +219,10 @@ def quality_features(
         clipped_fraction=clipped_fraction(ellipse, image_shape),
         mask_fit_iou=mask_fit_iou(np.asarray(prediction.mask, dtype=bool), ellipse),
     )
+    if image is not None:
+        if np.shape(image) != image_shape:
+            raise ValueError(f"the image is {np.shape(image)}, the prediction {image_shape}: give the measured image")
+        features["outside_scan_fraction"] = outside_scan_fraction(ellipse, scanned_area(image))
     if pixel_size_mm is not None:
         # Ramanujan II (1914), as biometry.measures; before the boundary offset, which
         # changes HC by under 10 mm and does not matter for a plausibility range.
@@ -248,6 +276,7 @@ def run_checks(
         "head_size": _within(features["perimeter_mm"], *limits.hc_range_mm),
         "head_extent": _within(features["extent"], *limits.extent_range),
         "clipped": _upper(features["clipped_fraction"], limits.max_clipped_fraction),
+        "outside_scan": _upper(features.get("outside_scan_fraction"), limits.max_outside_scan_fraction),
         "mask_fit": _lower(features["mask_fit_iou"], limits.min_mask_fit_iou),
     }
 
@@ -267,6 +296,8 @@ _REASONS = {
     "head_extent": "the head covers {value:.1%} of the image (plausible {limit} of the image area)",
     "clipped": "{value:.0%} of the head's outline lies outside the image (at most {limit}); "
     "center the head in the frame",
+    "outside_scan": "{value:.0%} of the head's outline lies at or past the edge of the scanned area "
+    "(at most {limit}), where the image cannot show it; move the head into the middle of the sector",
     "mask_fit": "the segmented outline is not an ellipse (IoU with the fitted ellipse {value:.3f}, needs {limit})",
 }
 
@@ -278,14 +309,16 @@ def assess_quality(
     pixel_size_mm: float | None,
     image_shape: tuple[int, int],
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    image: np.ndarray | None = None,
 ) -> QualityReport:
     """Check one frame; ``passed`` False means: do not report a measurement for it.
 
     prediction: the Predictor's output on the image grid; ellipse: the head ellipse
     fitted to it, or None when none was found; pixel_size_mm: mm per pixel or None
-    (then ``head_size`` is not checked); image_shape: (H, W) of the original image.
+    (then ``head_size`` is not checked); image_shape: (H, W) of the original image;
+    image: that image (None: ``outside_scan`` is not checked).
     """
-    features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image_shape)
+    features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image_shape, image=image)
     checks = run_checks(features, has_head=ellipse is not None, thresholds=thresholds)
     failed = refusing_rule(checks)
     score = 0.0

@@ -60,7 +60,7 @@ def write_explanations(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prediction = predictor.predict(image)
-    result = result_from_prediction(predictor, stem, prediction, pixel_size_mm)
+    result = result_from_prediction(predictor, stem, prediction, pixel_size_mm, image=image)
     maps: dict[str, tuple[np.ndarray, str, str, dict]] = {}
     cams = [m for m in methods if m != "uncertainty"]
     if cams:

@@ -372,6 +372,7 @@ class StreamProcessor:
             pixel_size_problem=self.pixel_size_problem,
             plane=plane,
             head=head,
+            image=frame.image,
         )
         quality = assess_frame(result, frame.image.shape)
         return FrameResult(

@@ -1,0 +1,202 @@
+"""The gate's ``outside_scan`` rule: its limit, and what it refuses on heads the scan sector cuts.
+
+    .venv/bin/python benchmarks/outside_scan.py [--data ../shared/data/hc18] [--model unext-scanners]
+
+A head that the scan sector's straight side cuts through (the head half under the fan's
+edge, or a probe moved off it) has no visible outline there. HC18 holds no such frame, so
+they are made from the model's own validation heads: every pixel beyond a straight line is
+set to black (blurred by 0.8 px, as a scanner's sector edge), the line placed at k times the
+reference ellipse's extent in a random direction from its centre (seeded per image):
+
+- ``side-1.00``: the line touches the reference ellipse; the whole head is in view, and
+  only the skull's outer echo beyond the ellipse is lost. It should be measured.
+- ``side-0.85``, ``side-0.70``: 15% and 30% of the head's extent in that direction lie
+  beyond the sector. The head is partly unseen, and the frame should be refused.
+
+The limit is chosen as the clipped fraction's is (``benchmarks/quality_gate.py``): on the
+CORRECT frames of the TRAINING split (|HC error| <= 5%), the largest value widened by 25%,
+rounded up to 0.01. Then, per set of frames (training, validation, the three cuts, and the
+capture, large-head and combined styles of ``evaluation.cross_scanner``), the gate as
+`fetometry measure` runs it without the plane check (research scoring isolates the gate),
+with and without the rule: heads measured, HC error of the measured ones, refusals.
+
+Writes benchmarks/results/outside_scan.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from fetometry.biometry.ellipse import Ellipse, ellipse_from_probability
+from fetometry.biometry.measures import measure_ellipse
+from fetometry.biometry.quality import refusing_rule
+from fetometry.data.hc18 import load_hc18
+from fetometry.evaluation.cross_scanner import render
+from fetometry.inference.backend import build_predictor
+from fetometry.pipeline import OK, REFUSED, measure_batch
+from fetometry.resources import DEFAULT_MODEL, weights_root
+from fetometry.training.trainer import git_commit, hardware_description
+
+REPO = Path(__file__).resolve().parents[1]
+CORRECT_RELATIVE_ERROR = 0.05  # as benchmarks/quality_gate.py
+MARGIN = 0.25
+CUTS = {"side-1.00": 1.0, "side-0.85": 0.85, "side-0.70": 0.7}
+STYLES = ("capture", "large-head", "combined")
+BATCH = 8
+
+
+def extent_along(ellipse: Ellipse, direction: float) -> float:
+    """How far the ellipse reaches from its centre along ``direction`` (its support function)."""
+    along = direction - ellipse.angle_rad
+    return math.hypot(ellipse.semi_major_px * math.cos(along), ellipse.semi_minor_px * math.sin(along))
+
+
+def sector_side_cut(image: np.ndarray, reference: Ellipse, k: float, direction: float) -> np.ndarray:
+    """Black beyond a straight line at k x the head's extent along ``direction`` from its centre."""
+    height, width = image.shape
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    along = (cols - reference.center_x_px) * math.cos(direction) + (rows - reference.center_y_px) * math.sin(direction)
+    keep = (along <= k * extent_along(reference, direction)).astype(np.float32)
+    return image * cv2.GaussianBlur(keep, (0, 0), 0.8)
+
+
+def frames_of(set_name: str, sample, index: int) -> tuple[np.ndarray, float]:
+    """(image, pixel size) of one HC18 sample in ``set_name``."""
+    image = sample.load_image().astype(np.float32)
+    if set_name in CUTS:
+        reference = ellipse_from_probability(sample.load_mask().astype(np.float32))
+        direction = float(np.random.default_rng(index).uniform(0.0, 2.0 * math.pi))
+        return sector_side_cut(image, reference, CUTS[set_name], direction), sample.pixel_size_mm
+    if set_name in STYLES:
+        styled, _, pixel_size_mm = render(set_name, image, sample.load_mask(), sample.pixel_size_mm)
+        return styled, pixel_size_mm
+    return image, sample.pixel_size_mm
+
+
+def row_of(predictor, result, sample, pixel_size_mm: float) -> dict:
+    """One frame: the rule's value, the verdicts with and without it, the HC error."""
+    checks = result.quality.checks if result.quality is not None else None
+    without = None
+    if checks is not None:
+        others = {name: check for name, check in checks.items() if name != "outside_scan"}
+        others["outside_scan"] = {"passed": None}
+        without = refusing_rule(others)
+    hc = None
+    if result.ellipse is not None and result.status in (OK, REFUSED):
+        hc = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px).hc_mm
+    return {
+        "name": sample.name,
+        "status": result.status,
+        "rule": result.quality.rule if result.quality is not None else None,
+        "outside_scan_fraction": None if checks is None else checks["outside_scan"]["value"],
+        "passed_with_rule": result.status == OK,
+        "passed_without_rule": checks is not None and without is None,
+        "hc_error_mm": None if hc is None else hc - sample.hc_mm,
+    }
+
+
+def run_set(predictor, set_name: str, samples) -> list[dict]:
+    rows = []
+    for start in tqdm(range(0, len(samples), BATCH), desc=set_name, unit="batch"):
+        chunk = samples[start : start + BATCH]
+        frames = [frames_of(set_name, s, start + i) for i, s in enumerate(chunk)]
+        results = measure_batch(
+            predictor,
+            [f[0] for f in frames],
+            filenames=[s.name for s in chunk],
+            pixel_sizes_mm=[f[1] for f in frames],
+            plane_checker=None,
+        )
+        rows += [row_of(predictor, r, s, f[1]) for r, s, f in zip(results, chunk, frames)]
+    return rows
+
+
+def choose_limit(train_rows: list[dict]) -> tuple[float, int]:
+    """(limit, correct frames): the largest value on correct training frames x 1.25, up to 0.01."""
+    correct = [
+        r
+        for r in train_rows
+        if r["outside_scan_fraction"] is not None
+        and r["hc_error_mm"] is not None
+        and abs(r["hc_error_mm"]) <= CORRECT_RELATIVE_ERROR * r["reference_hc_mm"]
+    ]
+    largest = max(r["outside_scan_fraction"] for r in correct)
+    return math.ceil(largest * (1 + MARGIN) * 100) / 100, len(correct)
+
+
+def summary(rows: list[dict]) -> dict:
+    def measured(key: str) -> dict:
+        kept = [r for r in rows if r[key]]
+        errors = [abs(r["hc_error_mm"]) for r in kept if r["hc_error_mm"] is not None]
+        return {
+            "measured": len(kept),
+            "hc_mae_mm": round(statistics.fmean(errors), 3) if errors else None,
+            "hc_abs_error_max_mm": round(max(errors), 2) if errors else None,
+            "over_5_mm": sum(e > 5 for e in errors),
+        }
+
+    values = sorted(r["outside_scan_fraction"] for r in rows if r["outside_scan_fraction"] is not None)
+    return {
+        "images": len(rows),
+        "without_rule": measured("passed_without_rule"),
+        "with_rule": measured("passed_with_rule"),
+        "refused_by_outside_scan": sum(r["rule"] == "outside_scan" for r in rows),
+        "outside_scan_fraction_quantiles": {q: round(float(np.quantile(values, q)), 3) for q in (0.5, 0.9, 0.99, 1.0)}
+        if values
+        else None,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18"))
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "outside_scan.json"))
+    args = parser.parse_args(argv)
+    started = time.time()
+    predictor = build_predictor(args.model, "onnx")
+    split = json.loads((weights_root() / args.model / "split.json").read_text())
+    by_name = {s.name: s for s in load_hc18(args.data)}
+    train = [by_name[n] for n in split["train"]]
+    validation = [by_name[n] for n in split["val"]]
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "hardware": hardware_description(),
+        "git_commit": git_commit(),
+        "model": args.model,
+        "limit_in_use": predictor.config.thresholds.max_outside_scan_fraction,
+        "plane_check": "off (the gate alone)",
+        "sets": {},
+    }
+    train_rows = run_set(predictor, "train", train)
+    for row, sample in zip(train_rows, train):
+        row["reference_hc_mm"] = sample.hc_mm
+    limit, correct = choose_limit(train_rows)
+    report["chosen_on_train"] = {
+        "max_outside_scan_fraction": limit,
+        "correct_train_images": correct,
+        "rule": "largest value on correct TRAINING frames (|HC error| <= 5%) x 1.25, rounded up to 0.01",
+    }
+    report["sets"]["train"] = summary(train_rows)
+    for set_name in ("validation", *CUTS, *STYLES):
+        rows = run_set(predictor, set_name, validation)
+        report["sets"][set_name] = {**summary(rows), "rows": rows}
+        print(set_name, json.dumps({k: v for k, v in report["sets"][set_name].items() if k != "rows"}), flush=True)
+    report["seconds"] = round(time.time() - started, 1)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"limit chosen on train: {limit} (in use: {report['limit_in_use']}); wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
