@@ -4,12 +4,13 @@
 
 A head that the scan sector's straight side cuts through (the head half under the fan's
 edge, or a probe moved off it) has no visible outline there. HC18 holds no such frame, so
-they are made from the model's own validation heads: every pixel beyond a straight line is
-set to black (blurred by 0.8 px, as a scanner's sector edge), the line placed at k times the
-reference ellipse's extent in a random direction from its centre (seeded per image):
+they are made from the model's own validation heads (``scanner_styles.cut_beyond_line``):
+every pixel beyond a straight line is set to black (blurred by 0.8 px, as a scanner's
+sector edge), the line placed at k times the reference head's extent in a random
+direction from its centre (seeded per image):
 
-- ``side-1.00``: the line touches the reference ellipse; the whole head is in view, and
-  only the skull's outer echo beyond the ellipse is lost. It should be measured.
+- ``side-1.00``: the line touches the reference head; the whole head is in view, and
+  only the skull's outer echo beyond its outline is lost. It should be measured.
 - ``side-0.85``, ``side-0.70``: 15% and 30% of the head's extent in that direction lie
   beyond the sector. The head is partly unseen, and the frame should be refused.
 
@@ -33,18 +34,17 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fetometry.biometry.ellipse import Ellipse, ellipse_from_probability
 from fetometry.biometry.measures import measure_ellipse
 from fetometry.biometry.quality import refusing_rule
 from fetometry.data.hc18 import load_hc18
+from fetometry.data.scanner_styles import cut_beyond_line
 from fetometry.evaluation.cross_scanner import render
 from fetometry.inference.backend import build_predictor
 from fetometry.pipeline import OK, REFUSED, measure_batch
-from fetometry.resources import DEFAULT_MODEL, weights_root
+from fetometry.resources import DEFAULT_MODEL, resolve_weights
 from fetometry.training.trainer import git_commit, hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,28 +55,12 @@ STYLES = ("capture", "large-head", "combined")
 BATCH = 8
 
 
-def extent_along(ellipse: Ellipse, direction: float) -> float:
-    """How far the ellipse reaches from its centre along ``direction`` (its support function)."""
-    along = direction - ellipse.angle_rad
-    return math.hypot(ellipse.semi_major_px * math.cos(along), ellipse.semi_minor_px * math.sin(along))
-
-
-def sector_side_cut(image: np.ndarray, reference: Ellipse, k: float, direction: float) -> np.ndarray:
-    """Black beyond a straight line at k x the head's extent along ``direction`` from its centre."""
-    height, width = image.shape
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    along = (cols - reference.center_x_px) * math.cos(direction) + (rows - reference.center_y_px) * math.sin(direction)
-    keep = (along <= k * extent_along(reference, direction)).astype(np.float32)
-    return image * cv2.GaussianBlur(keep, (0, 0), 0.8)
-
-
 def frames_of(set_name: str, sample, index: int) -> tuple[np.ndarray, float]:
     """(image, pixel size) of one HC18 sample in ``set_name``."""
     image = sample.load_image().astype(np.float32)
     if set_name in CUTS:
-        reference = ellipse_from_probability(sample.load_mask().astype(np.float32))
         direction = float(np.random.default_rng(index).uniform(0.0, 2.0 * math.pi))
-        return sector_side_cut(image, reference, CUTS[set_name], direction), sample.pixel_size_mm
+        return cut_beyond_line(image, sample.load_mask(), CUTS[set_name], direction), sample.pixel_size_mm
     if set_name in STYLES:
         styled, _, pixel_size_mm = render(set_name, image, sample.load_mask(), sample.pixel_size_mm)
         return styled, pixel_size_mm
@@ -160,12 +144,12 @@ def summary(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18"))
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a shipped name or a weights folder")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "outside_scan.json"))
     args = parser.parse_args(argv)
     started = time.time()
     predictor = build_predictor(args.model, "onnx")
-    split = json.loads((weights_root() / args.model / "split.json").read_text())
+    split = json.loads((resolve_weights(args.model) / "split.json").read_text())
     by_name = {s.name: s for s in load_hc18(args.data)}
     train = [by_name[n] for n in split["train"]]
     validation = [by_name[n] for n in split["val"]]

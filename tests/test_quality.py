@@ -223,3 +223,32 @@ def test_default_model_passes_real_heads_and_refuses_noise():
     report = assess_quality(prediction, ellipse, pixel_size_mm=0.1, image_shape=SHAPE)
     assert not report.passed and report.rule in RULES, report.checks
     assert math.isfinite(report.score)
+
+
+def test_the_scanned_area_is_the_sector_with_its_fluid_and_without_its_panels():
+    """Speckle inside a fan, a flat black pool of fluid in it, a flat grey panel and a
+    text-sized speckled patch outside: the scanned area is the fan, fluid included."""
+    from fetometry.biometry.field_of_view import scanned_area
+
+    rows, cols = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    fan = (np.abs(cols - 400) < 0.7 * rows + 20) & (rows < 520)
+    image = np.where(fan, speckle(), 0.0).astype(np.float32)
+    pool = (rows - 300) ** 2 + (cols - 400) ** 2 < 60**2
+    image[pool] = 0.0
+    image[:, 720:] = 0.4  # a vendor's grey panel
+    image[20:40, 20:60] = speckle((20, 40), seed=1)  # vendor text
+    area = scanned_area(image)
+    assert area[pool].all() and area[400, 400]
+    assert not area[30, 40] and not area[270, 760] and not area[100, 100]
+    assert scanned_area(np.zeros(SHAPE, np.float32)).all()  # no sector to find: the image bounds it
+
+
+def test_outside_scan_fraction_is_the_share_of_the_outline_past_the_edge():
+    from fetometry.biometry.field_of_view import outside_scan_fraction
+
+    circle = Ellipse(400.0, 270.0, 100.0, 100.0, 0.0)
+    everywhere = np.ones(SHAPE, bool)
+    assert outside_scan_fraction(circle, everywhere) == 0.0
+    left_half = everywhere.copy()
+    left_half[:, 400:] = False  # the sector ends at the circle's centre
+    assert outside_scan_fraction(circle, left_half) == pytest.approx(0.5, abs=0.02)

@@ -148,3 +148,32 @@ def test_scanners_is_a_recipe_choice():
     assert TrainConfig.from_dict({"augmentation": "scanners-beam"}).augmentation == "scanners-beam"
     with pytest.raises(ValueError, match="scanners"):
         TrainConfig.from_dict({"augmentation": "any"})
+
+
+def test_cut_beyond_line_blacks_out_past_a_line_at_a_share_of_the_head():
+    from fetometry.data.scanner_styles import cut_beyond_line
+
+    image = np.full((200, 300), 0.5, np.float32)
+    mask = np.zeros((200, 300), np.float32)
+    mask[60:140, 110:190] = 1.0  # a head 80 px wide, centred at x = 149.5
+    touching = cut_beyond_line(image, mask, 1.0, 0.0)  # the line at the head's right edge
+    assert touching[100, 185] == pytest.approx(0.5) and touching[100, 200] == 0.0
+    cut = cut_beyond_line(image, mask, 0.5, 0.0)  # half of its right half out of view
+    assert cut[100, 160] == pytest.approx(0.5) and cut[100, 175] == 0.0 and cut[100, 100] == pytest.approx(0.5)
+    upwards = cut_beyond_line(image, mask, 0.5, -np.pi / 2)
+    assert upwards[70, 150] == 0.0 and upwards[130, 150] == pytest.approx(0.5)
+    assert np.array_equal(cut_beyond_line(image, np.zeros_like(mask), 0.5, 0.0), image)
+
+
+def test_the_sector_cut_augmenter_cuts_the_image_and_keeps_the_whole_mask(monkeypatch):
+    from fetometry.data.scanner_styles import SectorCutAugmenter
+
+    image, mask = _ring(height=256, width=384, a=110, b=90)
+    monkeypatch.setattr(SectorCutAugmenter, "P_SECTOR_CUT", 1.0)
+    monkeypatch.setattr(ScannerAugmenter, "__call__", lambda self, i, m, rng=None: (i.copy(), m.copy()))
+    out, same_mask = SectorCutAugmenter()(image, mask, np.random.default_rng(3))
+    assert np.array_equal(same_mask, mask)
+    lost = (image > 0.5) & (out < 0.05)  # skull echo gone past the line
+    assert lost.sum() > 50 and (out <= image + 1e-6).all()
+    assert TrainConfig.from_dict({"augmentation": "scanners-cut"}).augmentation == "scanners-cut"
+    assert repr(SectorCutAugmenter()).startswith("SectorCutAugmenter")

@@ -95,6 +95,23 @@ def beam_blur(image: np.ndarray, top_sigma_px: float, bottom_sigma_px: float) ->
     return out.astype(np.float32)
 
 
+def cut_beyond_line(image: np.ndarray, mask: np.ndarray, reach: float, direction: float) -> np.ndarray:
+    """The image black beyond a straight line across the head: a scan sector's straight
+    side cutting it. The line is perpendicular to ``direction`` (radians, image axes), at
+    ``reach`` times the head's extent along it from the mask's centroid (1: touching the
+    head; 0.7: 30% of that extent out of view), blurred by 0.8 px as a sector's edge."""
+    rows, cols = np.nonzero(mask > 0.5)
+    if rows.size == 0:
+        return image.copy()
+    along_x, along_y = np.cos(direction), np.sin(direction)
+    centre_x, centre_y = cols.mean(), rows.mean()
+    extent = float(((cols - centre_x) * along_x + (rows - centre_y) * along_y).max()) + 0.5
+    height, width = image.shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    keep = ((x - centre_x) * along_x + (y - centre_y) * along_y <= reach * extent).astype(np.float32)
+    return (image * cv2.GaussianBlur(keep, (0, 0), 0.8)).astype(np.float32)
+
+
 def sector(shape: tuple[int, int], apex_xy: tuple[float, float], half_angle: float, depth: float) -> np.ndarray:
     """(H, W) float32 fan: 1 inside a sector from ``apex_xy`` (px, possibly above the
     frame), ``half_angle`` radians either side of straight down, out to ``depth`` px."""
@@ -314,3 +331,24 @@ class BeamWidthAugmenter(ScannerAugmenter):
             top = float(rng.uniform(0.5, 2.0))
             image = beam_blur(image, top, top * float(rng.uniform(1.2, 2.2)))
         return image
+
+
+class SectorCutAugmenter(ScannerAugmenter):
+    """:class:`ScannerAugmenter`, then, with probability ``P_SECTOR_CUT``, a scan sector's
+    straight side across the head (:func:`cut_beyond_line`, reach 0.6-1.05 of its extent,
+    any direction). The mask stays the whole head: the network learns to outline the head
+    the sector cuts, and the quality gate's ``outside_scan`` rule decides whether enough
+    of it was in view (``augmentation = "scanners-cut"``; an experiment, docs/QUALITY.md)."""
+
+    P_SECTOR_CUT = 0.15
+
+    def __repr__(self) -> str:
+        return f"SectorCutAugmenter(strength={self.strength})"
+
+    def __call__(self, image, mask, rng=None):
+        rng = self._rng if rng is None else rng
+        image, mask = super().__call__(image, mask, rng)
+        if self.strength > 0.0 and rng.uniform() < self._p(self.P_SECTOR_CUT) and mask.max() > 0.5:
+            reach, direction = float(rng.uniform(0.6, 1.05)), float(rng.uniform(0.0, 2.0 * np.pi))
+            image = cut_beyond_line(image, mask, reach, direction)
+        return image, mask

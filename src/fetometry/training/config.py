@@ -13,7 +13,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-AUGMENTATIONS = ("ultrasound", "scanners", "scanners-beam", "flips")
+AUGMENTATIONS = ("ultrasound", "scanners", "scanners-beam", "scanners-cut", "flips")
 
 
 @dataclass
@@ -36,8 +36,9 @@ class TrainConfig:
     #: "ultrasound" (flips, affine, intensity, speckle, blur, shadow; scaled by
     #: augment_strength), "scanners" (that, then other scanners' physics and capture
     #: styles: fetometry.data.scanner_styles), "scanners-beam" (that, then a coarser
-    #: lateral resolution: scanner_styles.BeamWidthAugmenter) or "flips" (the plain
-    #: recipe of the benchmark's reference row).
+    #: lateral resolution: scanner_styles.BeamWidthAugmenter), "scanners-cut" (that, then a
+    #: scan sector's side across the head: scanner_styles.SectorCutAugmenter) or "flips"
+    #: (the plain recipe of the benchmark's reference row).
     augmentation: str = "ultrasound"
     val_fraction: float = 0.2
     split_seed: int = 0
