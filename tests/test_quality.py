@@ -230,7 +230,7 @@ def test_the_scanned_area_is_the_sector_with_its_fluid_and_without_its_panels():
     text-sized speckled patch outside: the scanned area is the fan, fluid included."""
     from fetometry.biometry.field_of_view import scanned_area
 
-    rows, cols = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    rows, cols = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
     fan = (np.abs(cols - 400) < 0.7 * rows + 20) & (rows < 520)
     image = np.where(fan, speckle(), 0.0).astype(np.float32)
     pool = (rows - 300) ** 2 + (cols - 400) ** 2 < 60**2
