@@ -26,10 +26,10 @@ probabilities are its own: MedSegDiff-V2's mean foreground probability sits at
      the largest training value widened by 25%, rounded UP to 0.01;
    - ranges (head perimeter in mm, image extent): the training extremes widened by 25%
      (every training head, from the first to the third trimester, fits with room);
-   - ``max_outside_scan_fraction`` is not chosen here: it is one limit for every model
-     (how much of an outline may lie at the scan sector's edge is the image's geometry,
-     not a model's probabilities), chosen by benchmarks/outside_scan.py with the clipped
-     fraction's rule on the default model's training split.
+   - ``max_outside_scan_fraction`` is not chosen here: it is one limit for every model,
+     chosen by benchmarks/outside_scan.py with the clipped fraction's rule on the default
+     model's training split (docs/QUALITY.md, "A head the scan sector cuts", says where
+     that falls short: a model that outlines past the sector's edge would choose more).
 4. Refusal rates (per rule and overall) of correct and incorrect frames on train and
    validation, with the CHOSEN thresholds (``gate``) and, for comparison, with
    ``fetometry.biometry.quality.DEFAULT_THRESHOLDS`` (``gate_defaults``); the
