@@ -282,3 +282,34 @@ class _Here:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+def test_outside_scan_chooses_its_limit_on_correct_training_frames_only():
+    script = load_script("outside_scan")
+    rows = [
+        {"outside_scan_fraction": 0.0, "hc_error_mm": 1.0, "reference_hc_mm": 200.0},
+        {"outside_scan_fraction": 0.108, "hc_error_mm": -2.0, "reference_hc_mm": 200.0},
+        {"outside_scan_fraction": 0.5, "hc_error_mm": 30.0, "reference_hc_mm": 200.0},  # 15% off: not correct
+        {"outside_scan_fraction": None, "hc_error_mm": None, "reference_hc_mm": 200.0},  # no ellipse
+    ]
+    assert script.choose_limit(rows) == (0.14, 2)  # 0.108 x 1.25 = 0.135, up to 0.01
+    summary = script.summary(
+        [
+            {
+                "passed_without_rule": True,
+                "passed_with_rule": False,
+                "hc_error_mm": -9.0,
+                "rule": "outside_scan",
+                "outside_scan_fraction": 0.3,
+            },
+            {
+                "passed_without_rule": True,
+                "passed_with_rule": True,
+                "hc_error_mm": 1.0,
+                "rule": None,
+                "outside_scan_fraction": 0.0,
+            },
+        ]
+    )
+    assert summary["without_rule"] == {"measured": 2, "hc_mae_mm": 5.0, "hc_abs_error_max_mm": 9.0, "over_5_mm": 1}
+    assert summary["with_rule"]["measured"] == 1 and summary["refused_by_outside_scan"] == 1
