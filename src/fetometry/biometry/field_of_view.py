@@ -53,12 +53,14 @@ def scanned_area(image: np.ndarray) -> np.ndarray:
     mean = cv2.blur(small, (SPECKLE_WINDOW, SPECKLE_WINDOW))
     variance = cv2.blur(small * small, (SPECKLE_WINDOW, SPECKLE_WINDOW)) - mean * mean
     speckled = (variance >= np.float32(SPECKLE_SD) ** 2).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(speckled, connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(speckled, connectivity=8)
     large = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= MIN_REGION_SHARE * speckled.size) + 1
     if not large.size:
         return np.ones((height, width), dtype=bool)
     area = np.zeros_like(speckled)
-    regions = np.isin(labels, large).astype(np.uint8)
+    is_large = np.zeros(count, dtype=np.uint8)
+    is_large[large] = 1
+    regions = is_large[labels]
     contours, _ = cv2.findContours(regions, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.fillConvexPoly(area, cv2.convexHull(np.concatenate(contours)), 1)
     return cv2.resize(area, (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)

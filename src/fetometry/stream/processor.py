@@ -39,7 +39,7 @@ the second pass alone (``Predictor.predict_in_window``). This is the one place w
 frame's segmentation differs from ``fetometry predict`` on the same image: the window
 comes from the frame before rather than from this frame's first pass, and the map is
 zero outside the window. A frame whose head touches the window's edge (or has none in
-it) takes the full two passes, and so does every batch holding a frame index divisible by
+it) takes the full two passes, and so does every frame whose index is divisible by
 ``refresh_every``, so a head entering elsewhere in the frame is found within a second.
 ``docs/BENCHMARKS.md`` ("Every scale") measures its speed and its agreement with the
 untracked stream.
@@ -104,8 +104,8 @@ FRAME_COLUMNS = [
 DEFAULT_WINDOW = 9
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_MIN_HISTORY = 3
-#: With tracking, every batch holding a frame index divisible by this runs the full
-#: two-pass segmentation (about once a second at 30 frames/s).
+#: With tracking, every frame whose index is divisible by this takes the full two-pass
+#: segmentation (about once a second at 30 frames/s).
 DEFAULT_REFRESH_EVERY = 30
 
 
@@ -329,18 +329,20 @@ class StreamProcessor:
     def _segment(self, frames: list[Frame]) -> list[Prediction]:
         """The batch's predictions. Tracking: with a window carried from the batch before,
         only the second look runs (one pass per frame instead of two); a frame whose head
-        left the window, and every batch holding a multiple of ``refresh_every``, take the
-        full ``predict_batch`` (first look, then the second look at its own window)."""
+        left the window, and every frame whose index is a multiple of ``refresh_every``,
+        take the full ``predict_batch`` (first look, then the second look at its own
+        window)."""
         images = [f.image for f in frames]
-        refresh = any(f.index % self.refresh_every == 0 for f in frames)
-        if not self.track or self._window is None or refresh:
+        if not self.track or self._window is None:
             predictions = self.predictor.predict_batch(images)
         else:
-            tracked = self.predictor.predict_in_window(images, self._window)
-            lost = [image for image, prediction in zip(images, tracked) if prediction is None]
-            redone = iter(self.predictor.predict_batch(lost))
-            predictions = [next(redone) if prediction is None else prediction for prediction in tracked]
-            self.frames_tracked += len(images) - len(lost)
+            due = [f.index % self.refresh_every == 0 for f in frames]
+            tracked = iter(self.predictor.predict_in_window([i for i, d in zip(images, due) if not d], self._window))
+            predictions = [None if d else next(tracked) for d in due]
+            full = [i for i, p in zip(images, predictions) if p is None]
+            redone = iter(self.predictor.predict_batch(full))
+            predictions = [next(redone) if p is None else p for p in predictions]
+            self.frames_tracked += len(images) - len(full)
         if self.track:
             self._window = self.predictor.next_window(predictions[-1])
         return predictions
@@ -555,7 +557,7 @@ def _segmentation_summary(processor: StreamProcessor) -> str:
         return "first look and second look on every frame, as `fetometry predict`"
     return (
         "tracked: the second look alone at the window of the frame before; the full two passes on "
-        f"the first batch, every batch with a frame index divisible by {processor.refresh_every}, "
+        f"the first batch, every frame whose index is divisible by {processor.refresh_every}, "
         "and every frame whose head left the window"
     )
 
