@@ -41,6 +41,7 @@ from fetometry.biometry.measures import measure_ellipse
 from fetometry.biometry.quality import refusing_rule
 from fetometry.data.hc18 import load_hc18
 from fetometry.data.scanner_styles import cut_beyond_line
+from fetometry.data.splits import model_split
 from fetometry.evaluation.cross_scanner import render
 from fetometry.inference.backend import build_predictor
 from fetometry.pipeline import OK, REFUSED, measure_batch
@@ -144,7 +145,9 @@ def summary(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18"))
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a shipped name or a weights folder")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="a shipped name or a weights folder, or a,b,c: their ensemble"
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "outside_scan.json"))
     parser.add_argument(
         "--sets",
@@ -159,10 +162,10 @@ def main(argv=None) -> int:
         parser.error(f"unknown sets {sorted(unknown)}")
     started = time.time()
     predictor = build_predictor(args.model, "auto")
-    split = json.loads((resolve_weights(args.model) / "split.json").read_text())
-    by_name = {s.name: s for s in load_hc18(args.data)}
-    train = [by_name[n] for n in split["train"]]
-    validation = [by_name[n] for n in split["val"]]
+    # The model's own split.json; an ensemble's members' (fetometry.data.model_split).
+    members = predictor.config.members or [predictor.config.weights_dir]
+    split = model_split([resolve_weights(m) for m in members], source="split.json").select(load_hc18(args.data))
+    train, validation = split["train"], split["val"]
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "hardware": hardware_description(),
