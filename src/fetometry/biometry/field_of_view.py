@@ -12,7 +12,8 @@ border; ``outside_scan`` catches one cut by the sector's.
 of at least half a grey level in every 5x5 window) covers tissue; solid panels and the
 black outside the sector have none, and text, rulers and grey bars are small regions.
 Amniotic fluid can be as flat as the corners (HC18's first-trimester frames hold large
-areas of exact zeros around the head), so flatness alone cannot tell it from the outside;
+areas around the head with no speckle above half a grey level), so flatness alone cannot
+tell it from the outside;
 the hull can: a sector is convex, and fluid lies inside it, between speckled tissue.
 
 ``outside_scan_fraction``: the share of the ellipse's outline (by the parameter of its
@@ -70,12 +71,12 @@ def outside_scan_fraction(ellipse: Ellipse, scanned: np.ndarray) -> float:
     """Share of the ellipse's outline whose outside, out to ``REACH_PX + REACH_OF_MINOR x
     semi-minor`` px, leaves ``scanned`` (``scanned_area``) or the image."""
     height, width = scanned.shape
+    x, y = ellipse.points(SAMPLES).T
+    # The outward normal at the parametric angle t, the points' own (a cos t, b sin t), is
+    # along (b cos t, a sin t), then rotated.
     t = np.linspace(0.0, 2.0 * np.pi, SAMPLES, endpoint=False)
     a, b = ellipse.semi_major_px, ellipse.semi_minor_px
     cos_a, sin_a = np.cos(ellipse.angle_rad), np.sin(ellipse.angle_rad)
-    x = ellipse.center_x_px + a * np.cos(t) * cos_a - b * np.sin(t) * sin_a
-    y = ellipse.center_y_px + a * np.cos(t) * sin_a + b * np.sin(t) * cos_a
-    # The outward normal at (a cos t, b sin t) is along (b cos t, a sin t), then rotated.
     normal_x = b * np.cos(t) * cos_a - a * np.sin(t) * sin_a
     normal_y = b * np.cos(t) * sin_a + a * np.sin(t) * cos_a
     norm = np.hypot(normal_x, normal_y)
