@@ -1,12 +1,13 @@
 """Stream speed: frames per second end to end on an 800x540 cine loop, PyTorch vs onnxruntime.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/stream_speed.py [--model unext] [--frames 60]
-        [--plane off,1,4] [--track on,off]
+        [--plane off,1,8,8:fixed] [--track on,off]
 
 ``--track on,off`` runs the stream with and without its window tracking (one network pass
 per frame instead of the still image's two when the head is small) and compares the two
-frame by frame (tracking_agreement). ``--plane`` adds variants with the plane check (SonoNet-16 on every k-th frame, the
-frames between carrying its verdict); "off" is the stream without it.
+frame by frame (tracking_agreement). ``--plane`` adds variants with the plane check (SonoNet-16 on every k-th frame and on
+any frame whose view changed, the frames between carrying its verdict; "k:fixed" without
+the view rule); "off" is the stream without it.
 
 End to end = what `fetometry stream` does after the model is loaded: open and decode the
 loop (MJPG AVI, or a DICOM cine with --format dicom), segment (Predictor.predict_batch),
@@ -37,17 +38,22 @@ import cv2
 import numpy as np
 import torch
 
+from fetometry.data.hc18 import load_hc18
 from fetometry.data.synthetic import make_phantom
 from fetometry.inference.backend import build_predictor
 from fetometry.inference.predictor import Predictor
 from fetometry.io.video import open_source
 from fetometry.pipeline import plane_checker_for, result_from_prediction
+from fetometry.resources import SAMPLES_DIR
+from fetometry.stream.plane_schedule import DEFAULT_MAX_VIEW_CHANGE
 from fetometry.stream.processor import assess_frame, run_stream
 from fetometry.training.trainer import hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 540, 800
 PIXEL_SIZE_MM = 0.15
+#: The bundled HC18 sample of ``--loop held`` (a 120 mm second-trimester head).
+HELD_SAMPLE = "164_2HC.png"
 
 
 class Fp32Predictor(Predictor):
@@ -88,11 +94,33 @@ def phantom_loop(n_frames: int, *, seed: int = 0) -> np.ndarray:
     return np.stack(frames)
 
 
-def write_loop(frames: np.ndarray, folder: Path, kind: str) -> Path:
+def held_head_loop(head: np.ndarray, n_frames: int, *, seed: int = 0) -> np.ndarray:
+    """(N, 540, 800) float32: a real head under a probe held by hand: fresh speckle every
+    frame (multiplicative, SD 0.5 blurred at 1 px), a sway of 20 px over 3 s and a turn of
+    3 degrees over 4 s at 30 frames/s (up to 1.4 px and 0.16 degrees a frame)."""
+    rng = np.random.default_rng(seed)
+    head = cv2.resize(head.astype(np.float32), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+    frames = []
+    for t in range(n_frames):
+        matrix = cv2.getRotationMatrix2D((WIDTH / 2, HEIGHT / 2), 3.0 * np.sin(2 * np.pi * t / 120), 1.0)
+        matrix[0, 2] += 20.0 * np.sin(2 * np.pi * t / 90)
+        moved = cv2.warpAffine(head, matrix, (WIDTH, HEIGHT))
+        speckle = cv2.GaussianBlur(rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32), (0, 0), 1.0)
+        frames.append(np.clip(moved * (1 + 0.5 * speckle), 0, 1))
+    return np.stack(frames)
+
+
+def bundled_head(name: str = HELD_SAMPLE) -> tuple[np.ndarray, float]:
+    """(image, pixel size mm) of one of the HC18 samples shipped with the package."""
+    sample = next(s for s in load_hc18(SAMPLES_DIR) if s.name == name)
+    return sample.load_image(), float(sample.pixel_size_mm)
+
+
+def write_loop(frames: np.ndarray, folder: Path, kind: str, pixel_size_mm: float = PIXEL_SIZE_MM) -> Path:
     if kind == "dicom":
         from fetometry.io.dicom import write_ultrasound_dicom
 
-        return write_ultrasound_dicom(folder / "loop.dcm", frames, pixel_size_mm=PIXEL_SIZE_MM, frame_time_ms=1000 / 30)
+        return write_ultrasound_dicom(folder / "loop.dcm", frames, pixel_size_mm=pixel_size_mm, frame_time_ms=1000 / 30)
     path = folder / "loop.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (WIDTH, HEIGHT), False)
     for frame in frames:
@@ -102,17 +130,27 @@ def write_loop(frames: np.ndarray, folder: Path, kind: str) -> Path:
 
 
 def stream_once(
-    predictor: Predictor, loop: Path, backend: str, plane: str = "off", *, track: bool = True, rows: list | None = None
+    predictor: Predictor,
+    loop: Path,
+    backend: str,
+    plane: str = "off",
+    *,
+    track: bool = True,
+    rows: list | None = None,
+    pixel_size_mm: float = PIXEL_SIZE_MM,
 ) -> tuple[float, float, dict]:
     """One end-to-end pass: open + run_stream (read, segment, [plane check], fit, measure,
-    gate, write). ``plane``: "off" or k, the plane classifier on every k-th frame;
+    gate, write). ``plane``: "off"; k, the plane classifier on every k-th frame and on any
+    frame whose view changed (``stream.plane_schedule``, as `fetometry stream` runs it);
+    or "k:fixed", on every k-th frame only;
     ``track``: the stream's window tracking; ``rows``: filled with frames.csv's rows.
 
     Returns (wall s, CPU s of this process, summary)."""
     checker = None if plane == "off" else plane_checker_for("on")
+    every, _, view_rule = plane.partition(":")
     with tempfile.TemporaryDirectory() as out:
         wall, cpu = time.perf_counter(), time.process_time()
-        with open_source(loop, pixel_size_mm=PIXEL_SIZE_MM) as source:
+        with open_source(loop, pixel_size_mm=pixel_size_mm) as source:
             summary = run_stream(
                 source,
                 predictor,
@@ -120,7 +158,8 @@ def stream_once(
                 backend=backend,
                 progress=False,
                 plane_checker=checker,
-                plane_every=1 if plane == "off" else int(plane),
+                plane_every=1 if plane == "off" else int(every),
+                max_view_change=None if view_rule == "fixed" else DEFAULT_MAX_VIEW_CHANGE,
                 track=track,
             )
         elapsed = time.perf_counter() - wall, time.process_time() - cpu
@@ -140,6 +179,7 @@ def end_to_end(
     repeats: int,
     planes: tuple[str, ...] = ("off",),
     tracks: tuple[bool, ...] = (True,),
+    pixel_size_mm: float = PIXEL_SIZE_MM,
 ) -> dict[str, dict]:
     """Median over repeats per backend, plane and tracking setting; runs interleave
     (torch, onnx, torch, ...) so that a change of load on the machine hits every variant alike."""
@@ -152,7 +192,7 @@ def end_to_end(
     runs: dict[str, list] = {key: [] for key in variants}
     for _ in range(repeats):
         for key, (name, plane, track) in variants.items():
-            runs[key].append(stream_once(predictors[name], loop, name, plane, track=track))
+            runs[key].append(stream_once(predictors[name], loop, name, plane, track=track, pixel_size_mm=pixel_size_mm))
     results = {}
     for name, passes in runs.items():
         wall = statistics.median(p[0] for p in passes)
@@ -168,17 +208,19 @@ def end_to_end(
             "frames": summary["frames"],
             "frames_accepted": summary["frames_accepted"],
             "frames_tracked": summary["frames_tracked"],
+            "frames_plane_checked": summary["frames_plane_checked"],
+            "frames_plane_checked_for_view_change": summary["frames_plane_checked_for_view_change"],
             "hc_mm_median_accepted": summary["hc_mm_median_accepted"],
         }
     return results
 
 
-def tracking_agreement(predictor: Predictor, loop: Path) -> dict:
+def tracking_agreement(predictor: Predictor, loop: Path, pixel_size_mm: float = PIXEL_SIZE_MM) -> dict:
     """Per frame, the tracked stream against the untracked one (every frame as a still
     image): HC difference (mm) and status agreement."""
     tracked, untracked = [], []
-    stream_once(predictor, loop, "agreement", track=True, rows=tracked)
-    stream_once(predictor, loop, "agreement", track=False, rows=untracked)
+    stream_once(predictor, loop, "agreement", track=True, rows=tracked, pixel_size_mm=pixel_size_mm)
+    stream_once(predictor, loop, "agreement", track=False, rows=untracked, pixel_size_mm=pixel_size_mm)
     pairs = [(a, b) for a, b in zip(tracked, untracked) if a["hc_mm"] and b["hc_mm"]]
     diffs = [abs(float(a["hc_mm"]) - float(b["hc_mm"])) for a, b in pairs]
     return {
@@ -237,11 +279,19 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--format", choices=("avi", "dicom"), default="avi")
+    parser.add_argument(
+        "--loop",
+        choices=("phantom", "held"),
+        default="phantom",
+        help=f"phantom: a synthetic head drifting and growing; held: the bundled HC18 sample {HELD_SAMPLE} under a "
+        "moving probe (fresh speckle, drift and turn every frame)",
+    )
     parser.add_argument("--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx")
     parser.add_argument(
         "--plane",
         default="off",
-        help="comma-separated plane-check settings: off, or k (classifier on every k-th frame), e.g. off,1,4",
+        help="comma-separated plane-check settings: off; k (classifier on every k-th frame and on any frame whose "
+        "view changed, as `fetometry stream`); k:fixed (every k-th frame only), e.g. off,1,8,8:fixed",
     )
     parser.add_argument(
         "--track", default="on", help="comma-separated tracking settings of the stream: on, off (e.g. on,off)"
@@ -253,15 +303,19 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "hardware": hardware_description(),
         "model": args.model,
-        "loop": {"height": HEIGHT, "width": WIDTH, "frames": args.frames, "format": args.format},
+        "loop": {"height": HEIGHT, "width": WIDTH, "frames": args.frames, "format": args.format, "kind": args.loop},
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "note": args.note,
         "machine_before": machine_state(),
         "backends": {},
     }
-    frames = phantom_loop(args.frames)
+    if args.loop == "held":
+        head, pixel_size_mm = bundled_head()
+        frames = held_head_loop(head, args.frames)
+    else:
+        frames, pixel_size_mm = phantom_loop(args.frames), PIXEL_SIZE_MM
     with tempfile.TemporaryDirectory() as work:
-        loop = write_loop(frames, Path(work), args.format)
+        loop = write_loop(frames, Path(work), args.format, pixel_size_mm)
         predictors = {}
         for backend in args.backends.split(","):
             try:
@@ -271,10 +325,10 @@ def main(argv=None) -> int:
                 continue
             predictors[backend].predict_batch(list(frames[: predictors[backend].batch_size]))  # warm-up
         tracks = tuple(value == "on" for value in args.track.split(","))
-        variants = end_to_end(predictors, loop, args.repeats, tuple(args.plane.split(",")), tracks)
+        variants = end_to_end(predictors, loop, args.repeats, tuple(args.plane.split(",")), tracks, pixel_size_mm)
         if len(tracks) > 1:
             first = next(iter(predictors.values()))
-            report["tracking_agreement"] = tracking_agreement(first, loop)
+            report["tracking_agreement"] = tracking_agreement(first, loop, pixel_size_mm)
             print(f"tracked vs untracked: {report['tracking_agreement']}", flush=True)
         for backend, result in variants.items():
             result["stages_sequential"] = stages(predictors[backend.split("+")[0]], frames)

@@ -552,3 +552,41 @@ def test_tracking_refreshes_with_the_full_segmentation_every_k_frames():
 def test_tracking_options_are_checked():
     with pytest.raises(StreamError, match="refresh_every"):
         StreamProcessor(MaskPredictor({}, {}), pixel_size_mm=None, batch_size=1, refresh_every=0)
+
+
+def test_a_change_of_view_gets_its_own_plane_check_before_its_turn():
+    """Plane check every 8th frame: the probe leaves the head at frame 3 (another picture,
+    which the scripted classifier calls 4CH). The view rule checks frame 3 at once, so no
+    frame of the new view is measured under the head's carried verdict; without the rule,
+    frames 3-7 are."""
+    frames, masks, _ = exact_mask_frames(8)
+    for i in range(3, 8):
+        moved = np.roll(frames[i].image, (40, 60), axis=(0, 1))  # the picture moves away
+        moved[0, 0] = i / 1000
+        frames[i] = Frame(i, frames[i].time_ms, moved)
+    thorax = set(range(3, 8))
+
+    def statuses(max_view_change):
+        checker = ScriptedPlaneChecker(thorax=thorax)
+        processor = StreamProcessor(
+            MaskPredictor(masks, {}),
+            pixel_size_mm=0.9,
+            plane_checker=checker,
+            plane_every=8,
+            max_view_change=max_view_change,
+        )
+        return checker, [r.result.status for r in processor.process(frames)], processor
+
+    checker, with_rule, processor = statuses(0.25)
+    assert checker.checked == [0, 3] and processor.plane_schedule.checked_for_change == 1
+    assert with_rule[3:] == ["not_a_head_plane"] * 5
+    checker, without_rule, _ = statuses(None)
+    assert checker.checked == [0] and without_rule[3:] == ["ok"] * 5
+
+
+def test_bad_plane_schedules_are_stream_errors():
+    frames, masks, _ = exact_mask_frames(2)
+    with pytest.raises(StreamError, match="plane_every"):
+        StreamProcessor(MaskPredictor(masks, {}), pixel_size_mm=0.5, plane_every=0)
+    with pytest.raises(StreamError, match="max_view_change"):
+        StreamProcessor(MaskPredictor(masks, {}), pixel_size_mm=0.5, max_view_change=0.0)

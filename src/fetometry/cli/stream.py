@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fetometry import DISCLAIMER
 from fetometry.cli.common import add_backend_argument, add_model_argument, add_plane_check_argument
+from fetometry.stream.plane_schedule import DEFAULT_MAX_VIEW_CHANGE, DEFAULT_PLANE_EVERY
 
 
 def add_parser(subparsers) -> None:
@@ -35,8 +36,16 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--plane-every",
         type=int,
-        default=1,
-        help="run the plane classifier on every k-th frame; the frames between carry its verdict (default 1)",
+        default=DEFAULT_PLANE_EVERY,
+        help="run the plane classifier on at least every k-th frame; the frames between carry its verdict "
+        f"(default {DEFAULT_PLANE_EVERY}; 1: every frame)",
+    )
+    p.add_argument(
+        "--plane-view-change",
+        type=_view_change_limit,
+        default=DEFAULT_MAX_VIEW_CHANGE,
+        help="also check at once a frame whose picture moved more than this from the last checked frame's "
+        f"(mean |difference| of standardised thumbnails; default {DEFAULT_MAX_VIEW_CHANGE:g}; 'off': every k-th only)",
     )
     p.add_argument(
         "--track",
@@ -46,6 +55,18 @@ def add_parser(subparsers) -> None:
         "before (the full two passes every 30 frames and whenever the head leaves the window); "
         "off: every frame as `fetometry predict` segments a still image (default on)",
     )
+
+
+def _view_change_limit(text: str) -> float | None:
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number, or 'off'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number, or 'off'")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             min_history=min(3, max(1, args.window)),
             plane_checker=plane_checker_for(args.plane_check),
             plane_every=args.plane_every,
+            max_view_change=args.plane_view_change,
             track=args.track == "on",
         )
     _print_summary(summary, Path(args.out))

@@ -1,6 +1,6 @@
 """Cine loops and video at frame rate: per-frame measurement, quality, smoothing, best frame.
 
-    frames (io.video) -> Predictor.predict_batch (batches) + PlaneChecker (every k-th frame)
+    frames (io.video) -> Predictor.predict_batch (batches) + PlaneChecker (the frames stream.plane_schedule picks)
            -> pipeline.result_from_prediction (plane check, gate, ellipse, HC)
            -> quality gate (biometry.quality) x temporal consistency -> smoothing -> outputs
 
@@ -70,6 +70,7 @@ from fetometry.inference.predictor import Prediction, Predictor
 from fetometry.io.images import write_mask
 from fetometry.io.video import Frame, FrameSource
 from fetometry.pipeline import PLANE_COLUMNS, HeadFit, ImageResult, fit_head, result_from_prediction
+from fetometry.stream.plane_schedule import DEFAULT_MAX_VIEW_CHANGE, DEFAULT_PLANE_EVERY, PlaneSchedule
 from fetometry.threads import prefetch
 
 log = logging.getLogger(__name__)
@@ -298,17 +299,19 @@ class StreamProcessor:
         threads: bool = True,
         fit_workers: int = 2,
         plane_checker: PlaneChecker | None = None,
-        plane_every: int = 1,
+        plane_every: int = DEFAULT_PLANE_EVERY,
+        max_view_change: float | None = DEFAULT_MAX_VIEW_CHANGE,
         track: bool = True,
         refresh_every: int = DEFAULT_REFRESH_EVERY,
     ):
         if fit_workers < 1:
             raise StreamError(f"fit_workers={fit_workers}: give at least 1")
         self.fit_workers = fit_workers
-        if plane_every < 1:
-            raise StreamError(f"plane_every={plane_every}: check the plane on every k-th frame, k >= 1")
+        try:
+            self.plane_schedule = PlaneSchedule(every=plane_every, max_view_change=max_view_change)
+        except ValueError as error:
+            raise StreamError(str(error)) from None
         self.plane_checker = plane_checker
-        self.plane_every = plane_every
         self._last_plane: PlaneResult | None = None
         self.predictor = predictor
         self.pixel_size_mm = pixel_size_mm
@@ -348,12 +351,13 @@ class StreamProcessor:
         return predictions
 
     def _planes(self, frames: list[Frame]) -> list[tuple[PlaneResult | None, bool]]:
-        """(plane scores, checked on this frame) per frame: the classifier runs on every
-        ``plane_every``-th frame of the stream and the frames between carry its verdict;
-        only a frame checked itself can become the best frame (``_is_better``)."""
+        """(plane scores, checked on this frame) per frame: the classifier runs on the
+        frames ``plane_schedule`` picks (every k-th, and any whose view changed) and the
+        frames between carry its verdict; only a frame checked itself can become the best
+        frame (``_is_better``)."""
         if self.plane_checker is None:
             return [(None, False)] * len(frames)
-        due = [f for f in frames if f.index % self.plane_every == 0]
+        due = [f for f in frames if self.plane_schedule.due(f.image)]
         checked = dict(zip((f.index for f in due), self.plane_checker.check_batch([f.image for f in due])))
         planes = []
         for frame in frames:
@@ -538,9 +542,11 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
         "plane_check": (
             "off"
             if processor.plane_checker is None
-            else f"{processor.plane_checker.name} on every {processor.plane_every}. frame (frames between carry its verdict; "
-            "only a frame checked itself and seen as a head plane can be the best frame)"
+            else f"{processor.plane_checker.name} on {_plane_schedule_summary(processor.plane_schedule)} (frames "
+            "between carry its verdict; only a frame checked itself and seen as a head plane can be the best frame)"
         ),
+        "frames_plane_checked": processor.plane_schedule.checked if processor.plane_checker else 0,
+        "frames_plane_checked_for_view_change": processor.plane_schedule.checked_for_change,
         "segmentation": _segmentation_summary(processor),
         "frames_tracked": processor.frames_tracked,
         "temporal_consistency": f"1 - |P - median of the last {tracker.window} gated perimeters| / median / {tracker.tolerance:g}, clipped to [0, 1]; undefined for the first {tracker.min_history} gated frames",
@@ -548,6 +554,15 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
         "disclaimer": DISCLAIMER,
         "version": __version__,
     }
+
+
+def _plane_schedule_summary(schedule: PlaneSchedule) -> str:
+    if schedule.every == 1:
+        return "every frame"
+    rule = f"every {schedule.every}. frame"
+    if schedule.max_view_change is None:
+        return rule
+    return f"{rule} and every frame whose view changed by more than {schedule.max_view_change:g} since the last check"
 
 
 def _segmentation_summary(processor: StreamProcessor) -> str:
