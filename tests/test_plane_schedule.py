@@ -93,3 +93,14 @@ def test_the_shipped_limit_is_the_measured_one():
 def test_thumbnail_takes_any_frame_size():
     small = cv2.resize(head(0), (264, 180), interpolation=cv2.INTER_AREA)
     assert thumbnail(small).shape == (28, 36)
+
+
+def test_the_stream_verb_reads_the_view_change_limit():
+    import argparse
+
+    from fetometry.cli.stream import _view_change_limit
+
+    assert _view_change_limit("off") is None and _view_change_limit("0.2") == 0.2
+    for bad in ("0", "-1", "much"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _view_change_limit(bad)
