@@ -203,6 +203,41 @@ def test_fit_is_robust_to_noise_and_outliers():
     assert abs(naive_hc / _perimeter(truth) - 1) > 0.02
 
 
+def test_a_clean_outline_skips_the_subsets_and_ends_on_the_same_ellipse(monkeypatch):
+    """The all-point fit starts a clean outline (median residual within 2% of the radius);
+    the inlier refit and refinement then give what the least-median search gives."""
+    import fetometry.biometry.ellipse as ellipse_module
+
+    rng = np.random.default_rng(3)
+    truth = Ellipse.from_axes(400.0, 270.0, 160.0, 120.0, 0.4)
+    wobble = 1 + 0.01 * np.sin(5 * np.linspace(0, 2 * np.pi, 900, endpoint=False))[:, None]  # a network's smooth wobble
+    centre = np.array([400.0, 270.0])
+    points = centre + (truth.points(900) - centre) * wobble + rng.normal(0.0, 0.4, (900, 2))
+    searched = []
+    original = ellipse_module._direct_fit_batch
+    monkeypatch.setattr(ellipse_module, "_direct_fit_batch", lambda subsets: searched.append(1) or original(subsets))
+    fast = fit_ellipse(points)
+    assert not searched  # the clean outline took no random subsets
+    monkeypatch.setattr(ellipse_module, "_CLEAN_OUTLINE_MEDIAN", 0.0)
+    full = fit_ellipse(points)
+    assert searched  # ... and with the shortcut off it did
+    for name in ("center_x_px", "center_y_px", "semi_major_px", "semi_minor_px", "angle_rad"):
+        assert getattr(fast, name) == pytest.approx(getattr(full, name), abs=1e-9)
+
+
+def test_an_outline_with_outliers_still_takes_the_least_median_search(monkeypatch):
+    import fetometry.biometry.ellipse as ellipse_module
+
+    rng = np.random.default_rng(7)
+    truth = Ellipse.from_axes(300.0, 250.0, 150.0, 100.0, 0.7)
+    points = np.concatenate([truth.points(400), rng.uniform([0, 0], [600, 500], (130, 2))])
+    searched = []
+    original = ellipse_module._direct_fit_batch
+    monkeypatch.setattr(ellipse_module, "_direct_fit_batch", lambda subsets: searched.append(1) or original(subsets))
+    fit_ellipse(points)
+    assert searched
+
+
 def test_fit_of_exact_points_is_exact():
     truth = Ellipse.from_axes(-3.0, 12.0, 9.0, 4.0, 2.5)
     fitted = fit_ellipse(truth.points(7))

@@ -15,11 +15,11 @@ input (minus the mean, over the SD), so a change of gain moves it little. The vi
 of two frames is the mean absolute difference of their thumbnails, in SDs of the picture.
 
 The limit is measured, not guessed (``benchmarks/plane_view_change.py``): it is half the
-smallest view change at which the plane verdict was seen to change, over fades from HC18
-heads to SonoNet's non-head example planes and back and over heads sliding out of the
-frame. A frame that carries a verdict is therefore never more than ``every - 1`` frames
-from a checked one and never further from its picture than half of any change that
-flipped a verdict in those tests.
+smallest view change from a head plane to a frame the check no longer calls one, over fades
+from HC18 heads to SonoNet's non-head example planes, heads sliding out of the frame and
+heads zoomed in. A frame that carries a verdict is therefore never more than ``every - 1``
+frames from a checked one and never further from its picture than half of any change that
+ended a head plane's verdict in those tests.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     height, width = THUMBNAIL_HW
     pixels = np.asarray(image, dtype=np.float32)
     # A quarter first: INTER_AREA by a whole factor takes a fast path (0.14 against 0.54 ms
-    # for an 800x540 frame in one step), and the two steps average the same pixels.
+    # for an 800x540 frame in one step); the two steps average nearly the same pixels.
     quarter = cv2.resize(
         pixels, (max(width, pixels.shape[1] // 4), max(height, pixels.shape[0] // 4)), interpolation=cv2.INTER_AREA
     )

@@ -32,6 +32,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     bce_weight: float = 0.5
+    #: Weight of the boundary loss (Kervadec et al. 2019; ``losses.boundary_loss``, distances
+    #: in canvas px) added to Dice + BCE; 0 = off.
+    boundary_weight: float = 0.0
     augment_strength: float = 1.0
     #: "ultrasound" (flips, affine, intensity, speckle, blur, shadow; scaled by
     #: augment_strength), "scanners" (that, then other scanners' physics and capture
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"export_checkpoint={config.export_checkpoint!r}: use 'best' or 'last'")
         if config.hc_offset_from not in ("masks", "predictions"):
             raise ValueError(f"hc_offset_from={config.hc_offset_from!r}: use 'masks' or 'predictions'")
+        if not config.boundary_weight >= 0:
+            raise ValueError(f"boundary_weight={config.boundary_weight}: use 0 (off) or a positive weight")
         if config.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation={config.augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
         return config

@@ -41,7 +41,7 @@ from fetometry.training.distributed import (
     broadcast_buffers,
     broadcast_parameters,
 )
-from fetometry.training.losses import dice_bce_loss
+from fetometry.training.losses import segmentation_loss
 
 log = logging.getLogger(__name__)
 
@@ -221,11 +221,14 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     def _loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """The model's own ``training_loss`` (a sampled model) or Dice + BCE on its logits."""
+        """The model's own ``training_loss`` (a sampled model) or Dice + BCE (+ the boundary
+        loss when ``boundary_weight`` is set) on its logits."""
         own_loss = self.model.training_loss  # None for a feed-forward net (SegmentationNetwork)
         if own_loss is not None:
             return own_loss(images, masks)
-        return dice_bce_loss(self.model(images), masks, bce_weight=self.config.bce_weight)
+        return segmentation_loss(
+            self.model(images), masks, bce_weight=self.config.bce_weight, boundary_weight=self.config.boundary_weight
+        )
 
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) probabilities: the sigmoid of the logits, or a sampled model's sampler."""
