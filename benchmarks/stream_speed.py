@@ -284,7 +284,7 @@ def main(argv=None) -> int:
         choices=("phantom", "held"),
         default="phantom",
         help=f"phantom: a synthetic head drifting and growing; held: the bundled HC18 sample {HELD_SAMPLE} under a "
-        "moving probe (fresh speckle, drift and turn every frame)",
+        "hand-held probe (fresh speckle every frame, a sway and a turn)",
     )
     parser.add_argument("--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx")
     parser.add_argument(
