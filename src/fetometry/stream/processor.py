@@ -545,7 +545,7 @@ def _summary(run: StreamRun, source: FrameSource, processor: StreamProcessor, el
             else f"{processor.plane_checker.name} on {_plane_schedule_summary(processor.plane_schedule)} (frames "
             "between carry its verdict; only a frame checked itself and seen as a head plane can be the best frame)"
         ),
-        "frames_plane_checked": processor.plane_schedule.checked if processor.plane_checker else 0,
+        "frames_plane_checked": processor.plane_schedule.checked,
         "frames_plane_checked_for_view_change": processor.plane_schedule.checked_for_change,
         "segmentation": _segmentation_summary(processor),
         "frames_tracked": processor.frames_tracked,
