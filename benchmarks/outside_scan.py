@@ -52,8 +52,10 @@ from fetometry.resources import DEFAULT_MODEL, resolve_weights
 from fetometry.training.trainer import git_commit, hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
-CORRECT_RELATIVE_ERROR = 0.05  # as benchmarks/quality_gate.py
-MARGIN = 0.25
+sys.path.insert(0, str(REPO / "benchmarks"))
+# The gate's calibration rule, shared with the other thresholds: correct = |HC error| <= 5%, widened by 25%.
+from quality_gate import CORRECT_RELATIVE_ERROR, RANGE_MARGIN  # noqa: E402
+
 CUTS = {"side-1.00": 1.0, "side-0.85": 0.85, "side-0.70": 0.7}
 STYLES = ("capture", "large-head", "combined")
 BATCH = 8
@@ -137,7 +139,7 @@ def choose_limit(train_rows: list[dict]) -> tuple[float, int]:
         and abs(r["hc_error_mm"]) <= CORRECT_RELATIVE_ERROR * r["reference_hc_mm"]
     ]
     largest = max(r["outside_scan_fraction"] for r in correct)
-    return math.ceil(largest * (1 + MARGIN) * 100) / 100, len(correct)
+    return math.ceil(largest * (1 + RANGE_MARGIN) * 100) / 100, len(correct)
 
 
 def summary(rows: list[dict]) -> dict:
