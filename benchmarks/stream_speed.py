@@ -104,10 +104,14 @@ def held_head_loop(head: np.ndarray, n_frames: int, *, seed: int = 0) -> np.ndar
     for t in range(n_frames):
         matrix = cv2.getRotationMatrix2D((WIDTH / 2, HEIGHT / 2), 3.0 * np.sin(2 * np.pi * t / 120), 1.0)
         matrix[0, 2] += 20.0 * np.sin(2 * np.pi * t / 90)
-        moved = cv2.warpAffine(head, matrix, (WIDTH, HEIGHT))
-        speckle = cv2.GaussianBlur(rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32), (0, 0), 1.0)
-        frames.append(np.clip(moved * (1 + 0.5 * speckle), 0, 1))
+        frames.append(with_fresh_speckle(cv2.warpAffine(head, matrix, (WIDTH, HEIGHT)), rng))
     return np.stack(frames)
+
+
+def with_fresh_speckle(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A frame as the next acquisition sees it: multiplicative speckle, SD 0.5 blurred at 1 px."""
+    speckle = cv2.GaussianBlur(rng.standard_normal(frame.shape).astype(np.float32), (0, 0), 1.0)
+    return np.clip(frame * (1 + 0.5 * speckle), 0, 1)
 
 
 def bundled_head(name: str = HELD_SAMPLE) -> tuple[np.ndarray, float]:
