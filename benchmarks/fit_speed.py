@@ -8,13 +8,15 @@ bundled images) are computed once and saved. Then ``pipeline.result_from_predict
 fresh process per checkout: this one, and with ``--baseline-src`` another checkout's
 ``src`` first on the path (e.g. a ``git worktree`` of an earlier commit), alternately
 ``--repeats`` times. Reports the median ms per image of each, and how far the results of
-the two are apart: statuses that differ, and the largest |HC difference|.
+the two are apart: statuses, ellipses (every parameter, exactly) and quality scores that
+differ, and the largest |HC difference|.
 Writes benchmarks/results/fit_speed.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -59,12 +61,21 @@ def fit_maps(folder: Path) -> dict:
     for entry in json.loads((folder / "meta.json").read_text()):
         probability = np.load(folder / f"{entry['name']}.npy")
         mask = probability >= predictor.threshold
-        prediction = Prediction(probability, mask, float(probability[mask].mean()) if mask.any() else 0.0)
+        confidence = float(probability[mask].mean()) if mask.any() else 0.0
+        try:  # as the Predictor makes it: the mask's threshold travels with it
+            prediction = Prediction(probability, mask, confidence, predictor.threshold)
+        except TypeError:  # a checkout whose Prediction does not carry its threshold
+            prediction = Prediction(probability, mask, confidence)
         start = time.perf_counter()
         result = result_from_prediction(predictor, entry["name"], prediction, entry["pixel_size_mm"])
         seconds.append(time.perf_counter() - start)
         rows.append(
-            {"status": result.status, "hc_mm": None if result.measurement is None else result.measurement.hc_mm}
+            {
+                "status": result.status,
+                "hc_mm": None if result.measurement is None else result.measurement.hc_mm,
+                "quality_score": None if result.quality is None else result.quality.score,
+                "ellipse": None if result.ellipse is None else list(dataclasses.astuple(result.ellipse)),
+            }
         )
     return {"ms_median": 1000 * statistics.median(seconds), "rows": rows}
 
@@ -85,6 +96,8 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
         "images": len(a),
         "statuses_differ": sum(x["status"] != y["status"] for x, y in zip(a, b)),
         "hc_abs_difference_max_mm": max((abs(x - y) for x, y in both), default=None),
+        "ellipses_differ": sum(x.get("ellipse") != y.get("ellipse") for x, y in zip(a, b)),
+        "quality_scores_differ": sum(x.get("quality_score") != y.get("quality_score") for x, y in zip(a, b)),
     }
 
 

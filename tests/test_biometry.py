@@ -551,3 +551,58 @@ def test_geometric_refine_reaches_the_huber_minimum_that_scipy_finds():
     np.testing.assert_allclose(ours[:4], theirs[:4], atol=1e-7)
     assert _angle_error(ours[4], theirs[4]) < 1e-7
     np.testing.assert_allclose(ours[:4], _params(truth)[:4], atol=5e-3)
+
+
+def test_component_boundary_equals_the_four_scan_form_and_the_listed_centroid():
+    """The outline's crossings are found with one comparison per axis and the centroid
+    from row and column counts; both must give exactly the points, in exactly the order,
+    of one scan per crossing kind and the mean of np.nonzero's indices."""
+    from fetometry.biometry.ellipse import _centroid, _component_boundary, largest_component
+
+    def four_scans(prob, component, level, origin):
+        points = []
+        for axis in (0, 1):
+            first, second = [slice(None)] * 2, [slice(None)] * 2
+            first[axis], second[axis] = slice(None, -1), slice(1, None)
+            inside_a, inside_b = component[tuple(first)], component[tuple(second)]
+            value_a, value_b = prob[tuple(first)], prob[tuple(second)]
+            for a_in in (True, False):
+                rows, cols = np.nonzero(inside_a & ~inside_b if a_in else ~inside_a & inside_b)
+                v_in = (value_a if a_in else value_b)[rows, cols].astype(float)
+                v_out = (value_b if a_in else value_a)[rows, cols].astype(float)
+                t = np.clip((v_in - level) / np.maximum(v_in - v_out, 1e-12), 0.0, 1.0)
+                step = t if a_in else 1.0 - t
+                y, x = (rows + origin[0]).astype(float), (cols + origin[1]).astype(float)
+                y, x = (y + step, x) if axis == 0 else (y, x + step)
+                points.append(np.stack([x, y], axis=1))
+        xy = np.concatenate(points)
+        rows, cols = np.nonzero(component)
+        rows, cols = rows + origin[0], cols + origin[1]
+        return xy[np.argsort(np.arctan2(xy[:, 1] - rows.mean(), xy[:, 0] - cols.mean()), kind="stable")]
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        prob = cv2.GaussianBlur(rng.random((60, 90)).astype(np.float32), (0, 0), 3.0)
+        prob = (prob - prob.min()) / (prob.max() - prob.min())
+        component = largest_component(prob >= 0.5)
+        origin = (int(rng.integers(0, 500)), int(rng.integers(0, 500)))
+        np.testing.assert_array_equal(
+            _component_boundary(prob, component, 0.5, origin=origin), four_scans(prob, component, 0.5, origin)
+        )
+        rows, cols = np.nonzero(component)
+        assert _centroid(component, origin) == ((rows + origin[0]).mean(), (cols + origin[1]).mean())
+
+
+def test_head_from_probability_returns_the_component_it_fitted():
+    from fetometry.biometry.ellipse import ellipse_from_probability, head_from_probability, largest_component
+
+    truth = Ellipse(400.0, 270.0, 150.0, 110.0, 0.4)
+    prob = truth.to_mask((540, 800)).astype(np.float32) * 0.9
+    prob[20:30, 20:30] = 0.8  # a fragment the component leaves out
+    ellipse, head = head_from_probability(prob)
+    assert ellipse == ellipse_from_probability(prob)
+    whole = np.zeros(prob.shape, bool)
+    (row, col), (height, width) = head.origin, head.pixels.shape
+    whole[row : row + height, col : col + width] = head.pixels
+    np.testing.assert_array_equal(whole, largest_component(prob >= 0.5))
+    assert head.threshold == 0.5

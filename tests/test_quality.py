@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fetometry.biometry.ellipse import Ellipse, ellipse_from_probability
+from fetometry.biometry.ellipse import largest_component as real_largest_component
 from fetometry.biometry.quality import (
     DEFAULT_THRESHOLDS,
     RULES,
@@ -252,3 +253,49 @@ def test_outside_scan_fraction_is_the_share_of_the_outline_past_the_edge():
     left_half = everywhere.copy()
     left_half[:, 400:] = False  # the sector ends at the circle's centre
     assert outside_scan_fraction(circle, left_half) == pytest.approx(0.5, abs=0.02)
+
+
+def test_mask_fit_iou_from_the_fits_component_is_the_same_number():
+    """The fit hands its component to the gate (``head=``): the IoU must be exactly the
+    one found from the mask, with specks, a hole, a head cut by the border, an ellipse
+    partly outside the image and one beside the mask."""
+    from fetometry.biometry.ellipse import head_from_probability
+
+    rng = np.random.default_rng(3)
+    cases = [(GOOD, GOOD), (Ellipse(60.0, 270.0, 180.0, 150.0, 1.0),) * 2, (GOOD, Ellipse(700.0, 100.0, 90, 60, 0.2))]
+    for drawn, judged in cases:
+        probability = np.clip(drawn.to_mask(SHAPE) * 0.9 + rng.normal(0, 0.15, SHAPE), 0, 1).astype(np.float32)
+        probability[260:280, 390:410] = 0.0  # a hole the component fills
+        _, head = head_from_probability(probability)
+        mask = probability >= head.threshold
+        assert mask_fit_iou(mask, judged, head=head) == mask_fit_iou(mask, judged)
+
+
+def test_the_gate_takes_the_fits_component_only_at_the_masks_threshold(monkeypatch):
+    """result_from_prediction hands the component over when the prediction's threshold is
+    the fit's (the gate then finds no component of its own); the report is the same either way."""
+    import fetometry.biometry.quality as quality
+    from fetometry.pipeline import fit_head, result_from_prediction
+    from fetometry.weights_config import WeightsConfig
+
+    found_again = []
+    monkeypatch.setattr(
+        quality, "largest_component", lambda mask: found_again.append(1) or real_largest_component(mask)
+    )
+
+    class StandIn:
+        name, hc_offset_px, config = "stand-in", 0.0, WeightsConfig()
+
+    mask = GOOD.to_mask(SHAPE)
+    mask[100:104, 100:104] = True  # a speck beside the head
+    probability = mask.astype(np.float32) * 0.97
+    reports, searches = [], []
+    for threshold in (0.5, None):
+        prediction = Prediction(probability, mask, 0.97, threshold)
+        head = fit_head(prediction)
+        assert head.component is not None and head.component.threshold == 0.5
+        found_again.clear()
+        reports.append(result_from_prediction(StandIn(), "x", prediction, 0.15, head=head).quality)
+        searches.append(len(found_again))
+    assert searches == [0, 1]
+    assert reports[0].checks == reports[1].checks and reports[0].score == reports[1].score

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fetometry.biometry.ellipse import Ellipse, EllipseFitError, NoHeadError, ellipse_from_probability
+from fetometry.biometry.ellipse import Ellipse, EllipseFitError, HeadComponent, NoHeadError, head_from_probability
 from fetometry.biometry.measures import HeadMeasurement, measure_ellipse, ramanujan_perimeter
 from fetometry.biometry.quality import QualityReport, assess_quality
 from fetometry.data.loaders import detect_layout, load
@@ -146,17 +146,20 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class HeadFit:
-    """The ellipse fitted to a probability map, or the status and reason why there is none."""
+    """The ellipse fitted to a probability map and the head component it was fitted to,
+    or the status and reason why there is none."""
 
     ellipse: Ellipse | None
     status: str = OK
     detail: str = ""
+    component: HeadComponent | None = None
 
 
 def fit_head(prediction: Prediction) -> HeadFit:
     """Probability map -> the head's ellipse (``biometry.ellipse``), or no head / no fit."""
     try:
-        return HeadFit(ellipse_from_probability(prediction.probability))
+        ellipse, component = head_from_probability(prediction.probability)
+        return HeadFit(ellipse, component=component)
     except NoHeadError as error:
         return HeadFit(None, NO_HEAD, f"no head found: {error}")
     except EllipseFitError as error:
@@ -213,6 +216,8 @@ def result_from_prediction(
             image_shape=prediction.probability.shape,
             thresholds=predictor.config.thresholds,
             image=image,
+            # The fit's component is the mask's largest one when both used one threshold.
+            head=head.component if head.component and head.component.threshold == prediction.threshold else None,
         )
         if not result.quality.passed:
             result.status, result.detail = REFUSED, result.quality.detail

@@ -246,11 +246,14 @@ def _component_boundary(
         first = [slice(None), slice(None)]
         second = [slice(None), slice(None)]
         first[axis], second[axis] = slice(None, -1), slice(1, None)
-        inside_a, inside_b = component[tuple(first)], component[tuple(second)]
+        inside_a = component[tuple(first)]
         value_a, value_b = prob[tuple(first)], prob[tuple(second)]
+        # One comparison finds every edge the outline crosses; the first pixel's side
+        # then splits them, each part in raster order as its own scan would give.
+        rows_all, cols_all = np.nonzero(inside_a != component[tuple(second)])
+        first_inside = inside_a[rows_all, cols_all]
         for a_in in (True, False):  # the inside pixel is the first or the second one
-            crossing = inside_a & ~inside_b if a_in else ~inside_a & inside_b
-            rows, cols = np.nonzero(crossing)
+            rows, cols = rows_all[first_inside == a_in], cols_all[first_inside == a_in]
             v_in = (value_a if a_in else value_b)[rows, cols].astype(float)
             v_out = (value_b if a_in else value_a)[rows, cols].astype(float)
             # Linear interpolation from the inside center towards the outside center.
@@ -268,10 +271,22 @@ def _component_boundary(
     xy = np.concatenate(points)
     if len(xy) == 0:
         return np.zeros((0, 2))
-    rows, cols = np.nonzero(component)
-    rows, cols = rows + origin[0], cols + origin[1]
-    order = np.argsort(np.arctan2(xy[:, 1] - rows.mean(), xy[:, 0] - cols.mean()), kind="stable")
+    center_y, center_x = _centroid(component, origin)
+    order = np.argsort(np.arctan2(xy[:, 1] - center_y, xy[:, 0] - center_x), kind="stable")
     return xy[order]
+
+
+def _centroid(component: np.ndarray, origin: tuple[int, int]) -> tuple[float, float]:
+    """(row, col) mean of the True pixels in frame coordinates, from the row and column
+    counts: the same float64 values as the mean of ``np.nonzero``'s indices plus
+    ``origin`` (each sum is an exact integer below 2**53, divided once), without listing
+    every pixel."""
+    count = np.count_nonzero(component)
+    rows = np.arange(origin[0], origin[0] + component.shape[0], dtype=np.int64)
+    cols = np.arange(origin[1], origin[1] + component.shape[1], dtype=np.int64)
+    row_sum = int(component.sum(axis=1, dtype=np.int64) @ rows)
+    col_sum = int(component.sum(axis=0, dtype=np.int64) @ cols)
+    return row_sum / count, col_sum / count
 
 
 def _as_2d(array: np.ndarray, name: str) -> np.ndarray:
@@ -671,6 +686,16 @@ def _check_quality(ellipse: Ellipse, unit: np.ndarray, sigma: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class HeadComponent:
+    """The head's pixels that an ellipse was fitted to: the largest component of the
+    probability map at ``threshold`` (holes filled), cut to a window of the frame."""
+
+    pixels: np.ndarray  # (h, w) bool
+    origin: tuple[int, int]  # (row, col) of pixels[0, 0] in the frame
+    threshold: float
+
+
 def ellipse_from_probability(
     prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = MIN_HEAD_AREA_PX
 ) -> Ellipse:
@@ -681,6 +706,14 @@ def ellipse_from_probability(
     Integer masks count nonzero as head. Raises NoHeadError when no component of at least
     ``min_area_px`` pixels exists, EllipseFitError when its outline is not elliptical.
     """
+    return head_from_probability(prob, threshold=threshold, min_area_px=min_area_px)[0]
+
+
+def head_from_probability(
+    prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = MIN_HEAD_AREA_PX
+) -> tuple[Ellipse, HeadComponent]:
+    """``ellipse_from_probability``, and the component it was fitted to (the quality
+    gate's mask-fit rule compares the two without finding the component again)."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     prob = _as_probability(prob)
@@ -697,9 +730,10 @@ def ellipse_from_probability(
             f"the largest head candidate covers {area} px, below the minimum of {min_area_px} px; "
             "no plausible head found (lower min_area_px only for tiny images)"
         )
-    boundary = _component_boundary(prob, component, threshold, origin=(window[0].start, window[1].start))
+    origin = (window[0].start, window[1].start)
+    boundary = _component_boundary(prob, component, threshold, origin=origin)
     if len(boundary) < MIN_FIT_POINTS:
         raise EllipseFitError(f"the head outline has only {len(boundary)} points inside the image")
     ellipse = fit_ellipse(boundary)
     log.debug("fitted %s to %d boundary points of a %d px component", ellipse, len(boundary), area)
-    return ellipse
+    return ellipse, HeadComponent(component, origin, threshold)

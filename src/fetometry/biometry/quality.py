@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fetometry.biometry.ellipse import Ellipse, largest_component
+from fetometry.biometry.ellipse import Ellipse, HeadComponent, largest_component
 from fetometry.biometry.field_of_view import outside_scan_fraction, scanned_area
 from fetometry.biometry.measures import ramanujan_perimeter
 
@@ -155,15 +155,19 @@ def clipped_fraction(ellipse: Ellipse, image_shape: tuple[int, int], *, samples:
     return float(lengths[outside].sum() / lengths.sum())
 
 
-def mask_fit_iou(mask: np.ndarray, ellipse: Ellipse) -> float:
+def mask_fit_iou(mask: np.ndarray, ellipse: Ellipse, *, head: HeadComponent | None = None) -> float:
     """IoU between the largest head component of ``mask`` (holes filled) and the ellipse,
     both restricted to the image.
 
-    Computed on the box holding every mask pixel and the ellipse: the same components
-    and holes as on the whole image (outside the box there is only background), at a
-    fraction of the cost.
+    ``head``: that component when the ellipse fit found it already
+    (``biometry.ellipse.head_from_probability`` at the threshold that made ``mask``):
+    the same IoU without finding it again. Otherwise it is computed on the box holding
+    every mask pixel and the ellipse: the same components and holes as on the whole image
+    (outside the box there is only background), at a fraction of the cost.
     """
     mask = np.asarray(mask, dtype=bool)
+    if head is not None:
+        return _component_fit_iou(head, ellipse, mask.shape)
     x0, y0, x1, y1 = _ellipse_box(ellipse, *mask.shape)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size:
@@ -176,6 +180,26 @@ def mask_fit_iou(mask: np.ndarray, ellipse: Ellipse) -> float:
     inside = ellipse.normalised_radius(x.astype(float), y.astype(float)) <= 1.0
     union = np.count_nonzero(inside | component)
     return float(np.count_nonzero(inside & component) / union) if union else 0.0
+
+
+def _component_fit_iou(head: HeadComponent, ellipse: Ellipse, image_shape: tuple[int, int]) -> float:
+    """``mask_fit_iou`` from the component itself: |inside & head| counted where the
+    ellipse's box and the component's window overlap, the union as |inside| + |head| - that."""
+    x0, y0, x1, y1 = _ellipse_box(ellipse, *image_shape)
+    y, x = np.ogrid[y0:y1, x0:x1]
+    inside = ellipse.normalised_radius(x.astype(float), y.astype(float)) <= 1.0
+    row0, col0 = head.origin
+    height, width = head.pixels.shape
+    top, bottom = max(y0, row0), min(y1, row0 + height)
+    left, right = max(x0, col0), min(x1, col0 + width)
+    both = 0
+    if top < bottom and left < right:
+        both = np.count_nonzero(
+            inside[top - y0 : bottom - y0, left - x0 : right - x0]
+            & head.pixels[top - row0 : bottom - row0, left - col0 : right - col0]
+        )
+    union = np.count_nonzero(inside) + np.count_nonzero(head.pixels) - both
+    return float(both / union) if union else 0.0
 
 
 def _ellipse_box(ellipse: Ellipse, height: int, width: int) -> tuple[int, int, int, int]:
@@ -197,11 +221,14 @@ def quality_features(
     pixel_size_mm: float | None,
     image_shape: tuple[int, int],
     image: np.ndarray | None = None,
+    head: HeadComponent | None = None,
 ) -> dict:
     """The numbers the rules look at (None where they cannot be computed).
 
     prediction: a ``fetometry.inference.Prediction`` on the image grid (H, W); image: the
-    (H, W) grayscale image itself, for ``outside_scan_fraction`` (None: not computed).
+    (H, W) grayscale image itself, for ``outside_scan_fraction`` (None: not computed);
+    head: the component ``ellipse`` was fitted to, when it is the prediction mask's
+    largest (``mask_fit_iou``).
     Keys: confidence, axis_ratio, perimeter_mm, extent, clipped_fraction,
     outside_scan_fraction, mask_fit_iou.
     """
@@ -217,7 +244,7 @@ def quality_features(
         axis_ratio=ellipse.axis_ratio,
         extent=area_px / (image_shape[0] * image_shape[1]),
         clipped_fraction=clipped_fraction(ellipse, image_shape),
-        mask_fit_iou=mask_fit_iou(np.asarray(prediction.mask, dtype=bool), ellipse),
+        mask_fit_iou=mask_fit_iou(np.asarray(prediction.mask, dtype=bool), ellipse, head=head),
     )
     if image is not None:
         if np.shape(image) != image_shape:
@@ -310,15 +337,19 @@ def assess_quality(
     image_shape: tuple[int, int],
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
     image: np.ndarray | None = None,
+    head: HeadComponent | None = None,
 ) -> QualityReport:
     """Check one frame; ``passed`` False means: do not report a measurement for it.
 
     prediction: the Predictor's output on the image grid; ellipse: the head ellipse
     fitted to it, or None when none was found; pixel_size_mm: mm per pixel or None
     (then ``head_size`` is not checked); image_shape: (H, W) of the original image;
-    image: that image (None: ``outside_scan`` is not checked).
+    image: that image (None: ``outside_scan`` is not checked); head: the component the
+    ellipse was fitted to, at the threshold of ``prediction.mask`` (None: found again).
     """
-    features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image_shape, image=image)
+    features = quality_features(
+        prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image_shape, image=image, head=head
+    )
     checks = run_checks(features, has_head=ellipse is not None, thresholds=thresholds)
     failed = refusing_rule(checks)
     score = 0.0

@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prediction:
-    """probability: (H, W) float32 in [0, 1]; mask: (H, W) bool; both on the input grid."""
+    """probability: (H, W) float32 in [0, 1]; mask: (H, W) bool; both on the input grid.
+    threshold: the level that cut ``mask`` from ``probability`` (None: not known)."""
 
     probability: np.ndarray
     mask: np.ndarray
     confidence: float
+    threshold: float | None = None
 
 
 def _is_onnx(path: Path) -> bool:
@@ -258,7 +260,7 @@ class Predictor:
     def _prediction(self, full: np.ndarray) -> Prediction:
         mask = full >= self.threshold
         confidence = float(full[mask].mean()) if mask.any() else 0.0
-        return Prediction(full, mask, confidence)
+        return Prediction(full, mask, confidence, self.threshold)
 
     def next_window(self, prediction: Prediction) -> tuple[slice, slice] | None:
         """The second look's window around ``prediction``'s head, for ``predict_in_window``
