@@ -1,9 +1,11 @@
 """The fit, gate and measurement on saved probability maps: time per image, and the same results as another checkout.
 
     .venv/bin/python benchmarks/fit_speed.py [--baseline-src /path/to/other/checkout/src] [--repeats 2]
+        [--styles hc18,capture,combined,large-head]
 
 The default model's probability maps of its HC18 validation split (../shared; else the
-bundled images) are computed once and saved. Then ``pipeline.result_from_prediction``
+bundled images), and with ``--styles`` of the same heads rendered in other capture styles
+(``evaluation.cross_scanner``), are computed once and saved. Then ``pipeline.result_from_prediction``
 (ellipse fit, quality gate, HC with the model's offset; no plane check) runs on them in a
 fresh process per checkout: this one, and with ``--baseline-src`` another checkout's
 ``src`` first on the path (e.g. a ``git worktree`` of an earlier commit), alternately
@@ -33,10 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "hc18"
 
 
-def save_maps(folder: Path) -> None:
-    """The default model's maps of its validation heads as .npy, with their pixel sizes."""
+def save_maps(folder: Path, styles: tuple[str, ...] = ("hc18",)) -> None:
+    """The default model's maps of its validation heads as .npy, with their pixel sizes,
+    in each of ``styles`` (``evaluation.cross_scanner``: "hc18" is the image as it is)."""
     from fetometry.data import load
     from fetometry.data.splits import model_split
+    from fetometry.evaluation.cross_scanner import render
     from fetometry.inference.backend import build_predictor
     from fetometry.resources import SAMPLES_DIR
 
@@ -44,9 +48,12 @@ def save_maps(folder: Path) -> None:
     samples = load(SHARED) if (SHARED / "training_set").is_dir() else load(SAMPLES_DIR)
     validation = model_split(predictor.config).validation(samples) or samples
     meta = []
-    for sample in validation:
-        np.save(folder / f"{sample.name}.npy", predictor.predict(sample.load_image()).probability)
-        meta.append({"name": sample.name, "pixel_size_mm": sample.pixel_size_mm})
+    for style in styles:
+        for sample in validation:
+            image, _, pixel_size_mm = render(style, sample.load_image(), sample.load_mask(), sample.pixel_size_mm)
+            name = f"{style}_{sample.name}"
+            np.save(folder / f"{name}.npy", predictor.predict(image).probability)
+            meta.append({"name": name, "pixel_size_mm": pixel_size_mm})
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -105,6 +112,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline-src", help="another checkout's src folder, run alternately as 'baseline'")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--styles",
+        default="hc18",
+        help="comma-separated renderings of the validation heads (evaluation.cross_scanner), e.g. "
+        "hc18,capture,combined,large-head; the timing is over all of them",
+    )
     parser.add_argument("--fit-maps", type=Path, help=argparse.SUPPRESS)  # the child process's job
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fit_speed.json")
     args = parser.parse_args(argv)
@@ -113,7 +126,7 @@ def main(argv=None) -> int:
         return 0
     trees = {"this": None} | ({"baseline": args.baseline_src} if args.baseline_src else {})
     with tempfile.TemporaryDirectory() as scratch:
-        save_maps(Path(scratch))
+        save_maps(Path(scratch), tuple(args.styles.split(",")))
         runs: dict[str, list[dict]] = {tree: [] for tree in trees}
         for _ in range(args.repeats):
             for tree, src in trees.items():
@@ -121,6 +134,7 @@ def main(argv=None) -> int:
     report = {
         "date": date.today().isoformat(),
         "baseline_src": args.baseline_src,
+        "styles": args.styles.split(","),
         "ms_per_image": {tree: [round(r["ms_median"], 2) for r in results] for tree, results in runs.items()},
     }
     if args.baseline_src:

@@ -8,7 +8,8 @@ canvas pixel is then a fixed number of IMAGE pixels at every pixel size (and gro
 with it); an error set by the anatomy or the annotation would not be. This scores the model
 (foundation protocol: full resolution, every image, no gate) on its training and its
 validation split and groups the absolute HC error by pixel size, in mm, in image pixels
-of perimeter and as a share of the HC. Writes benchmarks/results/hc_error_by_pixel_size_MODEL.json.
+of perimeter and as a share of the HC, and by head size (the reference HC: whether the
+error or its sign changes with the trimester). Writes benchmarks/results/hc_error_by_pixel_size_MODEL.json.
 Needs ../shared/data/hc18.
 """
 
@@ -31,6 +32,8 @@ from fetometry.pipeline import result_from_prediction
 REPO = Path(__file__).resolve().parents[1]
 HC18 = REPO.parent / "shared" / "data" / "hc18"
 BINS_MM = (0.0, 0.1, 0.13, 0.16, 0.2, 1.0)
+#: Reference HC (mm): about the first trimester, mid-pregnancy, late second and the third.
+BINS_HC_MM = (0.0, 100.0, 175.0, 250.0, 1000.0)
 
 
 def errors(predictor, samples, part: str) -> list[dict]:
@@ -66,6 +69,26 @@ def by_pixel_size(rows: list[dict]) -> list[dict]:
     return out
 
 
+def by_head_size(rows: list[dict]) -> list[dict]:
+    """The error by the reference HC: does the model fall short (or overshoot) on large heads?"""
+    hc = np.array([r["hc_mm"] for r in rows])
+    error = np.array([r["error_mm"] for r in rows])
+    out = []
+    for low, high in zip(BINS_HC_MM[:-1], BINS_HC_MM[1:]):
+        inside = (hc >= low) & (hc < high)
+        if inside.any():
+            out.append(
+                {
+                    "hc_mm": [low, high],
+                    "n": int(inside.sum()),
+                    "hc_mae_mm": round(float(np.abs(error[inside]).mean()), 3),
+                    "hc_bias_mm": round(float(error[inside].mean()), 3),
+                    "hc_bias_percent": round(float((100 * error[inside] / hc[inside]).mean()), 3),
+                }
+            )
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="unext-scanners")
@@ -82,6 +105,7 @@ def main(argv=None) -> int:
             "hc_mae_mm_without_10_worst": round(float(np.mean(np.abs([r["error_mm"] for r in worst_first[10:]]))), 3),
             "worst_10": [{"name": r["name"], "error_mm": round(r["error_mm"], 2)} for r in worst_first[:10]],
             "by_pixel_size": by_pixel_size(rows),
+            "by_head_size": by_head_size(rows),
         }
     out = REPO / "benchmarks" / "results" / f"hc_error_by_pixel_size_{Path(args.model).name}.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
