@@ -338,3 +338,38 @@ def test_the_recipe_can_calibrate_the_offset_on_the_models_own_ellipses(tiny_run
     monkeypatch.setattr(Predictor, "predict_batch", nothing)
     kept = WeightsConfig.read(calibrate_and_export(run_dir, config, samples, data, progress=False))
     assert kept.hc_offset_px == masks_only.hc_offset_px and kept.hc_offset_px_masks is None
+
+
+def test_distilled_targets_blend_the_mask_and_the_teachers_probability(tiny_run, phantom_hc18):
+    """training.distill: each target becomes (1 - w) mask + w teacher probability on the
+    same canvas; w = 0 leaves the masks as they are."""
+    from fetometry.inference.predictor import Predictor
+    from fetometry.training.dataset import SegmentationDataset
+    from fetometry.training.distill import blend_teacher_targets
+
+    samples = load_hc18(phantom_hc18)[:6]
+    canvas = (TINY_RECIPE["canvas_h"], TINY_RECIPE["canvas_w"])
+    dataset = SegmentationDataset(samples, canvas, progress=False)
+    masks = [m.copy() for m in dataset.masks]
+    teacher = str(tiny_run / "model")
+    blend_teacher_targets(dataset, [teacher], 0.0, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(masks, dataset.masks))
+
+    blend_teacher_targets(dataset, [teacher], 0.25, progress=False)
+    probability = Predictor.from_weights(teacher).predict(dataset.images[0].astype(np.float32) / 255).probability
+    expected = np.round(np.clip(0.75 * masks[0] / 255 + 0.25 * probability, 0, 1) * 255)
+    assert np.abs(dataset.masks[0].astype(int) - expected).max() <= 1
+    assert not np.array_equal(dataset.masks[0], masks[0])  # a teacher unsure at the edge softens it
+
+
+def test_distillation_is_checked_in_the_recipe(tiny_run, phantom_hc18, tmp_path):
+    with pytest.raises(ValueError, match="teacher's share"):
+        TrainConfig.from_dict({**TINY_RECIPE, "distill_weight": 1.5})
+    with pytest.raises(ValueError, match="list of model names"):
+        TrainConfig.from_dict({**TINY_RECIPE, "distill_from": "unext-gpu"})
+    # A teacher that trained on this run's validation images would leak them into its targets.
+    leaky = TrainConfig.from_dict(
+        {**TINY_RECIPE, "epochs": 1, "split_seed": 7, "distill_from": [str(tiny_run / "model")]}
+    )
+    with pytest.raises(ValueError, match="teacher .* validation images"):
+        Trainer(leaky, tmp_path / "leaky", progress=False).fit(load_hc18(phantom_hc18))

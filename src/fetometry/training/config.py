@@ -35,6 +35,11 @@ class TrainConfig:
     #: Weight of the boundary loss (Kervadec et al. 2019; ``losses.boundary_loss``, distances
     #: in canvas px) added to Dice + BCE; 0 = off.
     boundary_weight: float = 0.0
+    #: Teachers (shipped model names or weights folders; several are averaged) whose
+    #: probability on each training canvas is blended into the target with the share
+    #: ``distill_weight`` (``training.distill``); empty = no distillation.
+    distill_from: list[str] = field(default_factory=list)
+    distill_weight: float = 0.5
     augment_strength: float = 1.0
     #: "ultrasound" (flips, affine, intensity, speckle, blur, shadow; scaled by
     #: augment_strength), "scanners" (that, then other scanners' physics and capture
@@ -116,9 +121,19 @@ class TrainConfig:
             raise ValueError(f"hc_offset_from={config.hc_offset_from!r}: use 'masks' or 'predictions'")
         if not config.boundary_weight >= 0:
             raise ValueError(f"boundary_weight={config.boundary_weight}: use 0 (off) or a positive weight")
+        check_distill_weight(config.distill_weight)
+        if isinstance(config.distill_from, str):
+            raise ValueError(f"distill_from={config.distill_from!r}: give a list of model names or folders")
         if config.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation={config.augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
         return config
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_distill_weight(weight: float) -> float:
+    """The teacher's share of a distilled target (``training.distill``), from 0 to 1."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distill_weight={weight}: give the teacher's share of the target, from 0 to 1")
+    return float(weight)

@@ -32,8 +32,10 @@ from fetometry.machine import hardware_description
 from fetometry.models import available_models, create_model
 from fetometry.models.base import SegmentationNetwork
 from fetometry.models.weights import load_weights, save_weights
+from fetometry.resources import resolve_weights
 from fetometry.training.config import TrainConfig
 from fetometry.training.dataset import SegmentationDataset
+from fetometry.training.distill import blend_teacher_targets
 from fetometry.training.distributed import (
     DistributedContext,
     average_gradients,
@@ -260,6 +262,10 @@ class Trainer:
         train_set = SegmentationDataset(
             splits["train"], config.canvas_hw, augment=augment, seed=config.seed, progress=self.progress
         )
+        if config.distill_from:
+            for teacher in config.distill_from:
+                check_no_validation_leak(resolve_weights(teacher), splits["val"], role="teacher")
+            blend_teacher_targets(train_set, config.distill_from, config.distill_weight, progress=self.progress)
         val_set = (
             SegmentationDataset(splits["val"], config.canvas_hw, progress=self.progress) if splits["val"] else None
         )
@@ -429,21 +435,22 @@ def initial_weights_file(init_from: str | Path) -> Path:
     return path
 
 
-def check_no_validation_leak(init_from: str | Path, val_samples: list[Sample]) -> None:
-    """Refuse initial weights that were trained on one of this run's validation images:
-    its validation scores would then be optimistic. A folder's split.json says which images
-    trained it; a bare .safetensors file cannot be checked, which is logged."""
+def check_no_validation_leak(init_from: str | Path, val_samples: list[Sample], *, role: str = "init_from") -> None:
+    """Refuse initial (or teacher, ``role="teacher"``) weights that were trained on one of
+    this run's validation images: its validation scores would then be optimistic. A
+    folder's split.json says which images trained it; a bare .safetensors file cannot be
+    checked, which is logged."""
     split_file = Path(init_from) / "split.json" if Path(init_from).is_dir() else None
     if split_file is None or not split_file.is_file():
         log.warning(
-            "init_from %s has no split.json: cannot check that it never saw this run's validation images", init_from
+            "%s %s has no split.json: cannot check that it never saw this run's validation images", role, init_from
         )
         return
     trained_on = set(json.loads(split_file.read_text(encoding="utf-8")).get("train", []))
     leaked = sorted(trained_on & {s.name for s in val_samples})
     if leaked:
         raise ValueError(
-            f"init_from {init_from} was trained on {len(leaked)} of this run's validation images (e.g. {leaked[:3]}); use the same split"
+            f"{role} {init_from} was trained on {len(leaked)} of this run's validation images (e.g. {leaked[:3]}); use the same split"
         )
 
 
