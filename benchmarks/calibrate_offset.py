@@ -77,7 +77,7 @@ def main() -> None:
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"calibrate_offset_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"calibrate_offset_{Path(args.model).name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     if args.write:
         write_prediction_offset(resolve_weights(args.model), calibration)
