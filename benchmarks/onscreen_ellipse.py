@@ -95,6 +95,8 @@ def hc_px(ellipse: Ellipse, offset_px: float = 0.0) -> float:
 
 
 def compare(model: str, image: np.ndarray, reference: Ellipse, checker) -> tuple[dict, Ellipse | None]:
+    """One model on the frame as ``fetometry measure`` runs it (``checker``: the plane check,
+    or None; the gate on; no pixel size), and its HC in pixels against ``reference``'s."""
     predictor = build_predictor(model, "auto")
     result = measure_batch(predictor, [image], filenames=[FRAME.name], pixel_sizes_mm=[None], plane_checker=checker)[0]
     row = {"model": model, "status": result.status, "detail": result.detail[:100]}
