@@ -49,44 +49,47 @@ def errors(predictor, samples, part: str) -> list[dict]:
     return rows
 
 
+def binned(values: np.ndarray, edges: tuple[float, ...], name: str, stats) -> list[dict]:
+    """One row per non-empty bin [low, high) of ``values``: ``{name: [low, high], "n": ...}``
+    and what ``stats(inside)`` (a bool mask of the rows in the bin) adds."""
+    out = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (values >= low) & (values < high)
+        if inside.any():
+            out.append({name: [low, high], "n": int(inside.sum()), **stats(inside)})
+    return out
+
+
 def by_pixel_size(rows: list[dict]) -> list[dict]:
     pixel = np.array([r["pixel_size_mm"] for r in rows])
     error = np.abs([r["error_mm"] for r in rows])
     hc = np.array([r["hc_mm"] for r in rows])
-    out = []
-    for low, high in zip(BINS_MM[:-1], BINS_MM[1:]):
-        inside = (pixel >= low) & (pixel < high)
-        if inside.any():
-            out.append(
-                {
-                    "pixel_size_mm": [low, high],
-                    "n": int(inside.sum()),
-                    "hc_mae_mm": round(float(error[inside].mean()), 3),
-                    "hc_mae_image_px": round(float((error[inside] / pixel[inside]).mean()), 2),
-                    "hc_mae_percent": round(float((100 * error[inside] / hc[inside]).mean()), 3),
-                }
-            )
-    return out
+    return binned(
+        pixel,
+        BINS_MM,
+        "pixel_size_mm",
+        lambda inside: {
+            "hc_mae_mm": round(float(error[inside].mean()), 3),
+            "hc_mae_image_px": round(float((error[inside] / pixel[inside]).mean()), 2),
+            "hc_mae_percent": round(float((100 * error[inside] / hc[inside]).mean()), 3),
+        },
+    )
 
 
 def by_head_size(rows: list[dict]) -> list[dict]:
     """The error by the reference HC: does the model fall short (or overshoot) on large heads?"""
     hc = np.array([r["hc_mm"] for r in rows])
     error = np.array([r["error_mm"] for r in rows])
-    out = []
-    for low, high in zip(BINS_HC_MM[:-1], BINS_HC_MM[1:]):
-        inside = (hc >= low) & (hc < high)
-        if inside.any():
-            out.append(
-                {
-                    "hc_mm": [low, high],
-                    "n": int(inside.sum()),
-                    "hc_mae_mm": round(float(np.abs(error[inside]).mean()), 3),
-                    "hc_bias_mm": round(float(error[inside].mean()), 3),
-                    "hc_bias_percent": round(float((100 * error[inside] / hc[inside]).mean()), 3),
-                }
-            )
-    return out
+    return binned(
+        hc,
+        BINS_HC_MM,
+        "hc_mm",
+        lambda inside: {
+            "hc_mae_mm": round(float(np.abs(error[inside]).mean()), 3),
+            "hc_bias_mm": round(float(error[inside].mean()), 3),
+            "hc_bias_percent": round(float((100 * error[inside] / hc[inside]).mean()), 3),
+        },
+    )
 
 
 def main(argv=None) -> int:

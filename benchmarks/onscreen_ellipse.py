@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from fetometry.biometry.ellipse import Ellipse, fit_ellipse
-from fetometry.biometry.measures import ramanujan_perimeter
+from fetometry.biometry.measures import measure_ellipse
 from fetometry.inference.backend import build_predictor
 from fetometry.machine import hardware_description
 from fetometry.pipeline import measure_batch, plane_checker_for
@@ -90,16 +90,16 @@ def without_marks(rgb: np.ndarray, **layout) -> np.ndarray:
 
 
 def hc_px(ellipse: Ellipse, offset_px: float = 0.0) -> float:
-    """The ellipse's HC in pixels, with ``offset_px`` off both semi-axes (``measure_ellipse``)."""
-    return ramanujan_perimeter(ellipse.semi_major_px - offset_px, ellipse.semi_minor_px - offset_px)
+    """The ellipse's HC in pixels with ``offset_px`` off both semi-axes: the one measurement
+    path (``measure_ellipse``) at one mm per pixel."""
+    return measure_ellipse(ellipse, 1.0, offset_px=offset_px).hc_mm
 
 
-def compare(model: str, image: np.ndarray, reference: Ellipse, checker) -> tuple[dict, Ellipse | None]:
+def compare(predictor, image: np.ndarray, reference: Ellipse, checker) -> tuple[dict, Ellipse | None]:
     """One model on the frame as ``fetometry measure`` runs it (``checker``: the plane check,
     or None; the gate on; no pixel size), and its HC in pixels against ``reference``'s."""
-    predictor = build_predictor(model, "auto")
     result = measure_batch(predictor, [image], filenames=[FRAME.name], pixel_sizes_mm=[None], plane_checker=checker)[0]
-    row = {"model": model, "status": result.status, "detail": result.detail[:100]}
+    row = {"status": result.status, "detail": result.detail[:100]}
     if result.ellipse is None:
         return row, None
     e, reference_hc = result.ellipse, hc_px(reference)
@@ -142,15 +142,16 @@ def main(argv=None) -> int:
     image = without_marks(rgb)
     checker = plane_checker_for("on")
     rows = []
-    for model in args.models.split(","):
-        row, ellipse = compare(model, image, reference, checker)
+    predictors = [build_predictor(model, "auto") for model in args.models.split(",")]
+    for model, predictor in zip(args.models.split(","), predictors):
+        row, ellipse = compare(predictor, image, reference, checker)
         draw(image, reference, ellipse, args.out.with_suffix("") / f"{model}.jpg")
-        rows.append(row)
+        rows.append({"model": model, **row})
         print(json.dumps(row))
     # Whether the marks themselves steer the outline: the first model on the frame as captured.
     marked = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    row, _ = compare(args.models.split(",")[0], marked, reference, checker)
-    rows.append({**row, "model": f"{row['model']} (marks kept)"})
+    row, _ = compare(predictors[0], marked, reference, checker)
+    rows.append({"model": f"{rows[0]['model']} (marks kept)", **row})
     print(json.dumps(rows[-1]))
     report = {
         "date": date.today().isoformat(),

@@ -11,6 +11,7 @@ import pytest
 from test_benchmark_scripts import load_script
 
 from fetometry.biometry.ellipse import Ellipse
+from fetometry.inference.backend import build_predictor
 from fetometry.resources import DEFAULT_MODEL
 
 onscreen = load_script("onscreen_ellipse")
@@ -72,6 +73,7 @@ def test_the_default_outline_lies_on_a_uk_sonographers_ellipse():
     rgb = cv2.cvtColor(cv2.imread(str(onscreen.FRAME), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     reference, found = onscreen.onscreen_ellipse(rgb)
     assert found["dot_residual_max_fraction"] < 0.01
-    row, ellipse = onscreen.compare(DEFAULT_MODEL, onscreen.without_marks(rgb), reference, checker=None)
+    predictor = build_predictor(DEFAULT_MODEL, "auto")
+    row, ellipse = onscreen.compare(predictor, onscreen.without_marks(rgb), reference, checker=None)
     assert ellipse is not None and row["status"] == "no_pixel_size"
     assert abs(row["hc_difference_percent"]) < 2.0
