@@ -56,6 +56,23 @@ def quantize(fp32_path: Path, out_path: Path, canvases: np.ndarray) -> Path:
     return out_path
 
 
+def calibration_canvases(predictor: Predictor, data: str | Path, count: int) -> np.ndarray:
+    """Up to ``count`` canvases of the model's TRAINING split, evenly spaced over it."""
+    train = model_split(predictor.config, source="recipe").select(load(data))["train"]
+    return np.stack([letterbox(s.load_image(), predictor.canvas_hw)[0] for s in train[:: max(1, len(train) // count)]])
+
+
+def int8_stream_predictor(model: str, data: str | Path, work: Path, count: int = 64):
+    """The shipped onnxruntime predictor of ``model`` with its graph quantised to int8
+    (calibrated as ``main`` does): the one OnnxPredictor class, the default threads."""
+    from fetometry.inference.onnx_session import OnnxPredictor, create_session
+
+    fp32 = build_predictor(model, "onnx")
+    graph = quantize(cached_onnx(fp32.config.weights_dir), work / "int8.onnx", calibration_canvases(fp32, data, count))
+    config = fp32.config.replace(backend="onnxruntime-int8", onnx_path=str(graph))
+    return OnnxPredictor(create_session(graph), canvas_hw=fp32.canvas_hw, threshold=fp32.threshold, config=config)
+
+
 def forward_ms(predictor: Predictor, canvas: np.ndarray, repeats: int = 30) -> float:
     predictor._probabilities(canvas[None])
     times = []
@@ -76,11 +93,8 @@ def main() -> None:
     args = parser.parse_args()
 
     fp32 = build_predictor(args.model, "onnx")
-    parts = model_split(fp32.config, source="recipe").select(load(args.data))
-    train, val = parts["train"], parts["val"]
-    canvases = np.stack(
-        [letterbox(s.load_image(), fp32.canvas_hw)[0] for s in train[:: max(1, len(train) // args.calibration)]]
-    )
+    val = model_split(fp32.config, source="recipe").select(load(args.data))["val"]
+    canvases = calibration_canvases(fp32, args.data, args.calibration)
     with tempfile.TemporaryDirectory() as scratch:
         int8_path = quantize(cached_onnx(fp32.config.weights_dir), Path(scratch) / "int8.onnx", canvases)
         int8 = Predictor(

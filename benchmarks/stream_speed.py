@@ -1,7 +1,8 @@
-"""Stream speed: frames per second end to end on an 800x540 cine loop, PyTorch vs onnxruntime.
+"""Stream speed: frames per second end to end on an 800x540 cine loop, PyTorch vs onnxruntime
+(float32, and int8 quantised).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/stream_speed.py [--model unext] [--frames 60]
-        [--plane off,1,8,8:fixed] [--track on,off]
+        [--backends torch,onnx,onnx-int8] [--plane off,1,8,8:fixed] [--track on,off] [--fresh 3]
 
 ``--track on,off`` runs the stream with and without its window tracking (one network pass
 per frame instead of the still image's two when the head is small) and compares the two
@@ -16,7 +17,15 @@ frames.csv and best_frame.png. The loop is a synthetic phantom head (fetometry.d
 synthetic) drifting and growing over the frames. Both backends run in the same process on
 the same file, median of --repeats runs each; the ratio onnx / torch is of those medians.
 "torch" is the Predictor as shipped: PyTorch eager (no compilation), bf16 autocast,
-channels_last; "torch-fp32" the same without autocast (plain fp32 eager). A per-stage breakdown (sequential, no threads) shows where the time goes.
+channels_last; "torch-fp32" the same without autocast (plain fp32 eager); "onnx-int8" the
+shipped onnxruntime predictor over the graph quantised as ``benchmarks/quantize.py`` does
+(static QDQ int8, calibrated on 64 canvases of the model's training split in --data), with
+its frames compared to onnx's one by one (int8_agreement). A per-stage breakdown
+(sequential, no threads) shows where the time goes.
+
+``--fresh N`` also times the default command from a fresh process, start-up included:
+``fetometry stream LOOP --pixel-size MM --out DIR`` (the default model, backend and plane
+schedule), N times; frames / wall time of the whole process is the rate "from start-up".
 
 The machine's state is recorded honestly: threads used, CPU affinity and load averages
 before and after (other processes, e.g. training, share the cores).
@@ -29,6 +38,7 @@ import csv
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +60,9 @@ from fetometry.stream.processor import assess_frame, run_stream
 from fetometry.training.trainer import hardware_description
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from quantize import int8_stream_predictor  # noqa: E402
+
 HEIGHT, WIDTH = 540, 800
 PIXEL_SIZE_MM = 0.15
 #: The bundled HC18 sample of ``--loop held`` (a 120 mm second-trimester head).
@@ -65,8 +78,11 @@ class Fp32Predictor(Predictor):
         return self._forward_proba(x)[:, 0].numpy()
 
 
-def make_predictor(model: str, backend: str) -> Predictor:
-    """torch (as shipped: bf16 autocast), torch-fp32 (no autocast) or onnx."""
+def make_predictor(model: str, backend: str, data: str, work: Path) -> Predictor:
+    """torch (as shipped: bf16 autocast), torch-fp32 (no autocast), onnx, or onnx-int8
+    (its graph quantised into ``work``, calibrated on training images in ``data``)."""
+    if backend == "onnx-int8":
+        return int8_stream_predictor(model, data, work)
     if backend == "torch-fp32":
         shipped = build_predictor(model, "torch")
         return Fp32Predictor(
@@ -225,18 +241,46 @@ def tracking_agreement(predictor: Predictor, loop: Path, pixel_size_mm: float = 
     tracked, untracked = [], []
     stream_once(predictor, loop, "agreement", track=True, rows=tracked, pixel_size_mm=pixel_size_mm)
     stream_once(predictor, loop, "agreement", track=False, rows=untracked, pixel_size_mm=pixel_size_mm)
-    pairs = [(a, b) for a, b in zip(tracked, untracked) if a["hc_mm"] and b["hc_mm"]]
+    return frame_agreement(tracked, untracked, ("tracked", "untracked"))
+
+
+def int8_agreement(fp32: Predictor, int8: Predictor, loop: Path, pixel_size_mm: float = PIXEL_SIZE_MM) -> dict:
+    """Per frame, the int8 graph's stream against the float32 one's (both tracked, no plane check)."""
+    rows_fp32, rows_int8 = [], []
+    stream_once(fp32, loop, "agreement", rows=rows_fp32, pixel_size_mm=pixel_size_mm)
+    stream_once(int8, loop, "agreement", rows=rows_int8, pixel_size_mm=pixel_size_mm)
+    return frame_agreement(rows_fp32, rows_int8, ("fp32", "int8"))
+
+
+def frame_agreement(rows_a: list[dict], rows_b: list[dict], names: tuple[str, str]) -> dict:
+    """Two streams' frames.csv rows, frame by frame: status and verdict agreement, HC
+    |difference| (mm) over the frames both measured."""
+    pairs = [(a, b) for a, b in zip(rows_a, rows_b) if a["hc_mm"] and b["hc_mm"]]
     diffs = [abs(float(a["hc_mm"]) - float(b["hc_mm"])) for a, b in pairs]
     return {
-        "frames": len(tracked),
-        "same_status": sum(a["status"] == b["status"] for a, b in zip(tracked, untracked)),
-        "same_accepted": sum(a["accepted"] == b["accepted"] for a, b in zip(tracked, untracked)),
+        "frames": len(rows_a),
+        "same_status": sum(a["status"] == b["status"] for a, b in zip(rows_a, rows_b)),
+        "same_accepted": sum(a["accepted"] == b["accepted"] for a, b in zip(rows_a, rows_b)),
         "frames_measured_both": len(pairs),
         "hc_abs_diff_mm_median": round(statistics.median(diffs), 4) if diffs else None,
         "hc_abs_diff_mm_max": round(max(diffs), 4) if diffs else None,
-        "hc_median_mm_tracked": round(statistics.median(float(a["hc_mm"]) for a, _ in pairs), 3) if pairs else None,
-        "hc_median_mm_untracked": round(statistics.median(float(b["hc_mm"]) for _, b in pairs), 3) if pairs else None,
+        f"hc_median_mm_{names[0]}": round(statistics.median(float(a["hc_mm"]) for a, _ in pairs), 3) if pairs else None,
+        f"hc_median_mm_{names[1]}": round(statistics.median(float(b["hc_mm"]) for _, b in pairs), 3) if pairs else None,
     }
+
+
+def fresh_process(loop: Path, frames: int, repeats: int, pixel_size_mm: float) -> dict:
+    """The default `fetometry stream` command in a new process, start-up included."""
+    walls = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            command = [sys.executable, "-m", "fetometry.cli", "-q", "stream", str(loop)]
+            command += ["--pixel-size", str(pixel_size_mm), "--out", out]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+            walls.append(time.perf_counter() - started)
+    wall = statistics.median(walls)
+    return {"runs_s": [round(w, 3) for w in walls], "median_s": round(wall, 3), "fps": round(frames / wall, 2)}
 
 
 def stages(predictor: Predictor, frames: np.ndarray, n: int = 12) -> dict:
@@ -290,7 +334,11 @@ def main(argv=None) -> int:
         help=f"phantom: a synthetic head drifting and growing; held: the bundled HC18 sample {HELD_SAMPLE} under a "
         "hand-held probe (fresh speckle every frame, a sway and a turn)",
     )
-    parser.add_argument("--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx")
+    parser.add_argument(
+        "--backends", default="torch,torch-fp32,onnx", help="comma-separated: torch, torch-fp32, onnx, onnx-int8"
+    )
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18"), help="HC18 (onnx-int8)")
+    parser.add_argument("--fresh", type=int, default=0, help="also time N fresh `fetometry stream` processes")
     parser.add_argument(
         "--plane",
         default="off",
@@ -323,8 +371,8 @@ def main(argv=None) -> int:
         predictors = {}
         for backend in args.backends.split(","):
             try:
-                predictors[backend] = make_predictor(args.model, backend)
-            except ImportError as error:
+                predictors[backend] = make_predictor(args.model, backend, args.data, Path(work))
+            except (ImportError, FileNotFoundError) as error:
                 report["backends"][backend] = {"error": f"backend unavailable: {error}"}
                 continue
             predictors[backend].predict_batch(list(frames[: predictors[backend].batch_size]))  # warm-up
@@ -334,6 +382,12 @@ def main(argv=None) -> int:
             first = next(iter(predictors.values()))
             report["tracking_agreement"] = tracking_agreement(first, loop, pixel_size_mm)
             print(f"tracked vs untracked: {report['tracking_agreement']}", flush=True)
+        if "onnx" in predictors and "onnx-int8" in predictors:
+            report["int8_agreement"] = int8_agreement(predictors["onnx"], predictors["onnx-int8"], loop, pixel_size_mm)
+            print(f"int8 vs fp32: {report['int8_agreement']}", flush=True)
+        if args.fresh:
+            report["fresh_process"] = fresh_process(loop, args.frames, args.fresh, pixel_size_mm)
+            print(f"fresh `fetometry stream` process: {report['fresh_process']}", flush=True)
         for backend, result in variants.items():
             result["stages_sequential"] = stages(predictors[backend.split("+")[0]], frames)
             report["backends"][backend] = result
@@ -347,6 +401,8 @@ def main(argv=None) -> int:
         report["onnx_over_torch_fps"] = round(fps["onnx"] / fps["torch"], 3)
         cpu = {name: report["backends"][name]["cpu_ms_per_frame"] for name in ("torch", "onnx")}
         report["torch_over_onnx_cpu_ms_per_frame"] = round(cpu["torch"] / cpu["onnx"], 3)
+    if fps.get("onnx-int8") and fps.get("onnx"):
+        report["int8_over_fp32_fps"] = round(fps["onnx-int8"] / fps["onnx"], 3)
     if fps.get("torch-fp32") and fps.get("onnx"):
         report["onnx_over_torch_fp32_fps"] = round(fps["onnx"] / fps["torch-fp32"], 3)
     report["target_fps"] = 60

@@ -313,3 +313,52 @@ def test_outside_scan_chooses_its_limit_on_correct_training_frames_only():
     )
     assert summary["without_rule"] == {"measured": 2, "hc_mae_mm": 5.0, "hc_abs_error_max_mm": 9.0, "over_5_mm": 1}
     assert summary["with_rule"]["measured"] == 1 and summary["refused_by_outside_scan"] == 1
+
+
+def test_frame_filling_carries_the_reference_ellipse_past_the_frame_and_bins_by_clipped_share():
+    """The reference outline in the rendered frame is the original one moved and scaled by
+    the style's map, so its share outside the frame is known even where the mask is cut."""
+    import numpy as np
+
+    from fetometry.biometry.ellipse import Ellipse
+    from fetometry.biometry.quality import clipped_fraction
+
+    script = load_script("frame_filling")
+    original = Ellipse(300.0, 200.0, 150.0, 100.0, 0.0)
+    mask = original.to_mask((540, 800))
+    moved = script.reference_in_frame(mask, 2.0, (540, 800))
+    assert (moved.center_x_px, moved.center_y_px) == pytest.approx((400, 270), abs=0.6)
+    assert (moved.semi_major_px, moved.semi_minor_px) == pytest.approx((300, 200), abs=1.5)
+    assert clipped_fraction(moved, (540, 800)) == 0.0
+    assert clipped_fraction(script.reference_in_frame(mask, 3.0, (540, 800)), (540, 800)) > 0.2
+    rows = [
+        {"clipped_fraction": 0.0, "rule": None, "status": "ok", "hc_any_mm": 101.0, "ref_hc_mm": 100.0},
+        {"clipped_fraction": 0.12, "rule": "clipped", "status": "refused", "hc_any_mm": 97.0, "ref_hc_mm": 100.0},
+        {"clipped_fraction": 0.13, "rule": "clipped", "status": "refused", "hc_any_mm": 105.0, "ref_hc_mm": 100.0},
+        {"clipped_fraction": None, "rule": "no_head", "status": "refused", "hc_any_mm": None, "ref_hc_mm": 100.0},
+    ]
+    bins = {b["clipped_from"]: b for b in script.by_clipped_fraction(rows)}
+    assert bins[0.0]["n"] == 1 and bins[0.0]["mae_mm"] == 1.0 and bins[0.0]["measured"] == 1
+    assert bins[0.10]["n"] == 2 and bins[0.10]["refused_clipped"] == 2
+    assert bins[0.10]["mae_mm"] == 4.0 and bins[0.10]["bias_mm"] == 1.0 and bins[0.10]["worst_abs_mm"] == 5.0
+    assert bins[0.05] == {"clipped_from": 0.05, "clipped_to": 0.10, "refused_clipped": 0, "measured": 0, "n": 0}
+    assert np.isclose(sum(b["n"] for b in bins.values()), 3)
+
+
+def test_stream_speed_compares_two_streams_frame_by_frame():
+    script = load_script("stream_speed")
+    fp32 = [
+        {"status": "ok", "accepted": "1", "hc_mm": "100.0"},
+        {"status": "ok", "accepted": "1", "hc_mm": "110.0"},
+        {"status": "refused", "accepted": "0", "hc_mm": ""},
+    ]
+    int8 = [
+        {"status": "ok", "accepted": "1", "hc_mm": "100.5"},
+        {"status": "ok", "accepted": "0", "hc_mm": "108.0"},
+        {"status": "ok", "accepted": "1", "hc_mm": "90.0"},
+    ]
+    agreement = script.frame_agreement(fp32, int8, ("fp32", "int8"))
+    assert agreement["frames"] == 3 and agreement["same_status"] == 2 and agreement["same_accepted"] == 1
+    assert agreement["frames_measured_both"] == 2
+    assert agreement["hc_abs_diff_mm_median"] == 1.25 and agreement["hc_abs_diff_mm_max"] == 2.0
+    assert agreement["hc_median_mm_fp32"] == 105.0 and agreement["hc_median_mm_int8"] == 104.25

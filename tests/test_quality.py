@@ -16,7 +16,9 @@ from fetometry.biometry.quality import (
     RULES,
     QualityThresholds,
     assess_quality,
+    clipped_advice,
     clipped_fraction,
+    clipped_sides,
     mask_fit_iou,
 )
 from fetometry.inference.predictor import Prediction
@@ -97,6 +99,14 @@ def test_a_speck_is_refused_by_its_extent_even_without_pixel_size():
     speck = Ellipse(400.0, 270.0, 12.0, 10.0, 0.0)
     report = assess(speck, pixel_size_mm=None)
     assert report.rule == "head_extent"
+    assert report.detail.endswith("zoom in or reduce the depth until the head fills more of the image")
+
+
+def test_a_head_that_fills_the_frame_is_refused_by_extent_and_told_to_zoom_out():
+    filling = Ellipse(400.0, 270.0, 380.0, 268.0, 0.0)  # inside the image, 74% of its area
+    report = assess(filling, pixel_size_mm=None)
+    assert report.rule == "head_extent" and report.checks["clipped"]["passed"] is True
+    assert "zoom out or increase the depth" in report.detail
 
 
 def test_a_head_cut_by_the_border_is_refused():
@@ -104,6 +114,26 @@ def test_a_head_cut_by_the_border_is_refused():
     report = assess(cut)
     assert report.rule == "clipped" and "outside the image" in report.detail
     assert report.checks["clipped"]["value"] > 0.2
+    assert report.detail.endswith("move the head away from the left edge")
+
+
+def test_a_centred_head_larger_than_the_image_is_told_to_zoom_out_not_to_move():
+    """Moving a head cut on two opposite edges cannot bring it into view: the advice
+    says so instead of asking to center a head that is centred already."""
+    larger = Ellipse(400.0, 270.0, 300.0, 290.0, 0.0)  # centred; 290 px half-axis in a 540 px tall image
+    report = assess(larger)
+    assert report.rule == "clipped"
+    assert clipped_sides(larger, SHAPE) == ("top", "bottom")
+    assert "larger than the image" in report.detail and "zoom out" in report.detail
+    assert "center" not in report.detail and "move the head" not in report.detail
+
+
+def test_clipped_sides_name_each_edge_the_outline_passes():
+    assert clipped_sides(GOOD, SHAPE) == ()
+    assert clipped_sides(Ellipse(780.0, 10.0, 100.0, 80.0, 0.0), SHAPE) == ("top", "right")
+    assert clipped_sides(Ellipse(400.0, 270.0, 420.0, 200.0, 0.0), SHAPE) == ("left", "right")
+    assert clipped_advice(("top", "right")) == "move the head away from the top and right edges"
+    assert "larger than the image" in clipped_advice(("left", "right"))
 
 
 def test_a_head_the_scan_sector_cuts_is_refused_and_one_inside_it_is_not():
@@ -120,6 +150,17 @@ def test_a_head_the_scan_sector_cuts_is_refused_and_one_inside_it_is_not():
     assert report.checks["outside_scan"]["value"] > 0.2
     clear_of_it = np.where(columns - 0.6 * rows > 600, 0.0, image).astype(np.float32)
     assert assess(GOOD, image=clear_of_it).passed
+    assert report.detail.endswith("move the head into the middle of the sector")
+
+
+def test_a_head_touching_the_top_and_bottom_is_told_to_zoom_out():
+    """A centred head whose skull reaches the image's top and bottom edges: inside the
+    image (``clipped`` passes), but the skull outside its outline is not all in view, on
+    two opposite sides, so the advice is to zoom out rather than to move it."""
+    touching = Ellipse(400.0, 270.0, 330.0, 268.0, 0.0)  # 2 px from the top and the bottom
+    report = assess(touching)
+    assert report.rule == "outside_scan" and report.checks["clipped"]["value"] == 0.0
+    assert "larger than the scanned area: zoom out or increase the depth" in report.detail
 
 
 def test_without_the_image_the_scan_edge_is_not_checked():

@@ -16,7 +16,7 @@ from fetometry.data.scanner_styles import (
     sector,
 )
 from fetometry.data.synthetic import make_phantom
-from fetometry.evaluation.cross_scanner import STYLES, lateral_blur, render
+from fetometry.evaluation.cross_scanner import STYLES, frame_filling, large_head, lateral_blur, render
 from fetometry.training.config import TrainConfig
 
 
@@ -136,6 +136,35 @@ def test_each_out_of_domain_style_keeps_the_reference_hc(style, phantom):
     assert hc == pytest.approx(phantom.hc_mm, rel=0.005)
     if style != "hc18":
         assert not np.array_equal(image, phantom.image) or image.shape != phantom.image.shape
+
+
+@pytest.mark.parametrize("fill", [0.9, 1.0, 1.1])
+def test_frame_filling_centres_the_head_at_the_asked_size(fill, phantom):
+    """The head's box becomes ``fill`` of the frame (here its height binds), centred;
+    the pixel size shrinks by the zoom, so the reference HC in mm holds."""
+    image, mask, pixel = frame_filling(fill)(phantom.image, phantom.mask.astype(np.float32), phantom.pixel_size_mm)
+    zoom = phantom.pixel_size_mm / pixel
+    ys, xs = np.nonzero(phantom.mask)
+    assert zoom == pytest.approx(fill * 540 / (np.ptp(ys) + 1), rel=1e-6)
+    rows = np.flatnonzero((mask > 0.5).any(axis=1))
+    cols = np.flatnonzero((mask > 0.5).any(axis=0))
+    assert (cols.min() + cols.max()) / 2 == pytest.approx(400, abs=1.5)
+    assert (rows.min() + rows.max()) / 2 == pytest.approx(270, abs=1.5)
+    assert rows.max() - rows.min() + 1 == pytest.approx(min(fill, 1.0) * 540, abs=2)
+    if fill > 1:
+        assert rows.min() == 0 and rows.max() == 539  # the skull runs off the top and the bottom
+    if fill <= 1:
+        hc = measure_ellipse(ellipse_from_probability((mask > 0.5).astype(np.float32)), pixel).hc_mm
+        assert hc == pytest.approx(phantom.hc_mm, rel=0.005)
+
+
+def test_large_head_is_frame_filling_at_its_share_and_leaves_a_large_head_alone(phantom):
+    mask = phantom.mask.astype(np.float32)
+    for got, expected in zip(large_head(phantom.image, mask, 0.15), frame_filling(0.9)(phantom.image, mask, 0.15)):
+        np.testing.assert_array_equal(got, expected)
+    filling = frame_filling(0.95)(phantom.image, mask, 0.15)
+    unchanged = large_head(filling[0], filling[1], filling[2])
+    assert unchanged[2] == filling[2] and unchanged[0] is filling[0]
 
 
 def test_unknown_style_is_named():

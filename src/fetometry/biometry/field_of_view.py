@@ -70,6 +70,13 @@ def scanned_area(image: np.ndarray) -> np.ndarray:
 def outside_scan_fraction(ellipse: Ellipse, scanned: np.ndarray) -> float:
     """Share of the ellipse's outline whose outside, out to ``REACH_PX + REACH_OF_MINOR x
     semi-minor`` px, leaves ``scanned`` (``scanned_area``) or the image."""
+    unseen, _ = unseen_outline(ellipse, scanned)
+    return float(unseen.mean())
+
+
+def unseen_outline(ellipse: Ellipse, scanned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(SAMPLES,) bool: which outline samples' outside leaves ``scanned`` or the image
+    (``outside_scan_fraction``), and (SAMPLES, 2) their unit outward normals (x, y)."""
     height, width = scanned.shape
     x, y = ellipse.points(SAMPLES).T
     # The outward normal at the parametric angle t, the points' own (a cos t, b sin t), is
@@ -88,4 +95,12 @@ def outside_scan_fraction(ellipse: Ellipse, scanned: np.ndarray) -> float:
         off_image = (col < 0) | (col >= width) | (row < 0) | (row >= height)
         inside = scanned[np.clip(row, 0, height - 1), np.clip(col, 0, width - 1)]
         unseen |= off_image | ~inside
-    return float(unseen.mean())
+    return unseen, np.stack([normal_x, normal_y], axis=1)
+
+
+def cut_on_opposite_sides(unseen: np.ndarray, normals: np.ndarray) -> bool:
+    """Whether the unseen parts of an outline face opposite ways (two of their outward
+    normals more than 120 degrees apart): the view cuts the head on two opposite sides,
+    so no shift of the head brings all of it into view."""
+    facing = normals[unseen]
+    return bool(facing.size and (facing @ facing.T).min() < -0.5)

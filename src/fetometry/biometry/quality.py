@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fetometry.biometry.ellipse import Ellipse, HeadComponent, largest_component
-from fetometry.biometry.field_of_view import outside_scan_fraction, scanned_area
+from fetometry.biometry.field_of_view import cut_on_opposite_sides, outside_scan_fraction, scanned_area, unseen_outline
 from fetometry.biometry.measures import ramanujan_perimeter
 
 #: Rule names in the order they are checked (the first failing one is reported).
@@ -153,6 +153,26 @@ def clipped_fraction(ellipse: Ellipse, image_shape: tuple[int, int], *, samples:
         (middle[:, 0] < -0.5) | (middle[:, 0] > width - 0.5) | (middle[:, 1] < -0.5) | (middle[:, 1] > height - 0.5)
     )
     return float(lengths[outside].sum() / lengths.sum())
+
+
+def clipped_sides(ellipse: Ellipse, image_shape: tuple[int, int], *, samples: int = 720) -> tuple[str, ...]:
+    """The image edges the ellipse's outline runs past, of ("top", "bottom", "left",
+    "right"), in that order (the image as ``clipped_fraction`` bounds it)."""
+    height, width = image_shape
+    x, y = ellipse.points(samples).T
+    past = {"top": y < -0.5, "bottom": y > height - 0.5, "left": x < -0.5, "right": x > width - 0.5}
+    return tuple(side for side, outside in past.items() if outside.any())
+
+
+def clipped_advice(sides: tuple[str, ...]) -> str:
+    """What the sonographer can do about a clipped head: a head cut on two opposite edges
+    is larger than the image wherever it is put, so moving it does not help."""
+    opposite = {"top", "bottom"} <= set(sides) or {"left", "right"} <= set(sides)
+    if opposite:
+        return "the head is larger than the image: zoom out or increase the depth until the whole skull is in view"
+    if not sides:
+        return "center the head in the frame"
+    return f"move the head away from the {' and '.join(sides)} edge{'s' if len(sides) > 1 else ''}"
 
 
 def mask_fit_iou(mask: np.ndarray, ellipse: Ellipse, *, head: HeadComponent | None = None) -> float:
@@ -320,13 +340,35 @@ _REASONS = {
     "scan a transverse plane through the thalami",
     "head_size": "the head's circumference would be {value:.0f} mm (plausible {limit} mm); "
     "check the pixel size or the segmentation",
-    "head_extent": "the head covers {value:.1%} of the image (plausible {limit} of the image area)",
-    "clipped": "{value:.0%} of the head's outline lies outside the image (at most {limit}); "
-    "center the head in the frame",
+    "head_extent": "the head covers {value:.1%} of the image (plausible {limit} of the image area); {advice}",
+    "clipped": "{value:.0%} of the head's outline lies outside the image (at most {limit}); {advice}",
     "outside_scan": "{value:.0%} of the head's outline lies at or past the edge of the scanned area "
-    "(at most {limit}), where the image cannot show it; move the head into the middle of the sector",
+    "(at most {limit}), where the image cannot show it; {advice}",
     "mask_fit": "the segmented outline is not an ellipse (IoU with the fitted ellipse {value:.3f}, needs {limit})",
 }
+
+
+def _advice(
+    rule: str,
+    value: float,
+    thresholds: QualityThresholds,
+    ellipse: Ellipse | None,
+    image_shape: tuple[int, int],
+    image: np.ndarray | None,
+) -> str:
+    """What to change at the scanner, for the rules whose refusal the view explains (only
+    refused frames get here, so the scanned area is found again rather than kept)."""
+    if rule == "clipped":
+        return clipped_advice(clipped_sides(ellipse, image_shape))
+    if rule == "outside_scan":
+        if cut_on_opposite_sides(*unseen_outline(ellipse, scanned_area(image))):
+            return "the head is larger than the scanned area: zoom out or increase the depth until all of it is in view"
+        return "move the head into the middle of the sector"
+    if rule == "head_extent":
+        if value < thresholds.extent_range[0]:
+            return "zoom in or reduce the depth until the head fills more of the image"
+        return "zoom out or increase the depth until the whole skull is in view with room around it"
+    return ""
 
 
 def assess_quality(
@@ -358,5 +400,7 @@ def assess_quality(
     if failed is None:
         return QualityReport(True, float(np.clip(score, 0.0, 1.0)), None, "all quality checks passed", checks)
     check = checks[failed]
-    detail = f"refused by rule '{failed}': " + _REASONS[failed].format(value=check["value"], limit=check["limit"])
+    advice = _advice(failed, check["value"], thresholds, ellipse, image_shape, image)
+    reason = _REASONS[failed].format(value=check["value"], limit=check["limit"], advice=advice)
+    detail = f"refused by rule '{failed}': " + reason
     return QualityReport(False, float(np.clip(score, 0.0, 1.0)), failed, detail, checks)

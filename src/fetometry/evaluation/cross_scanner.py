@@ -123,16 +123,37 @@ def large_head(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     """Magnified about the head until its box fills 90% of the frame (a late-pregnancy head
     at a shallow depth); the head stays inside the frame. Heads that already fill it are
     left as they are."""
+    return centred_zoom(image, mask, pixel_size_mm, LARGE_HEAD_FILL, min_zoom=1.05)
+
+
+def frame_filling(fill: float) -> Style:
+    """The style of a head magnified and centred until its box is ``fill`` of the frame
+    (of its height or its width, whichever comes first). Above 1 the skull runs off the
+    frame on two opposite sides: a centred head larger than the image, as a late-pregnancy
+    head at a shallow depth or a high zoom shows it. ``benchmarks/frame_filling.py`` sweeps it."""
+
+    def style(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+        return centred_zoom(image, mask, pixel_size_mm, fill)
+
+    return style
+
+
+def centred_zoom(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float, fill: float, *, min_zoom: float = 0.0):
+    """Magnified (or shrunk) so that the head's reference box is ``fill`` of the frame, its
+    centre moved to the frame's centre; left as it is when the zoom would be at most
+    ``min_zoom``. The pixel size shrinks with the zoom, so the CSV's HC still holds."""
     ys, xs = np.nonzero(mask > 0.5)
     if ys.size == 0:
         return image, mask, pixel_size_mm
     height, width = image.shape
     box_h, box_w = np.ptp(ys) + 1, np.ptp(xs) + 1
-    zoom = min(LARGE_HEAD_FILL * height / box_h, LARGE_HEAD_FILL * width / box_w)
-    if zoom <= 1.05:
+    zoom = min(fill * height / box_h, fill * width / box_w)
+    if zoom <= min_zoom:
         return image, mask, pixel_size_mm
-    # The fixed point that maps the head's box centre to the frame centre under the zoom.
     box_cx, box_cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    if abs(zoom - 1.0) < 1e-6:
+        zoom = 1.0 + 1e-6  # the fixed point below needs zoom != 1; the picture is the same
+    # The fixed point that maps the head's box centre to the frame centre under the zoom.
     fixed = ((width / 2 - zoom * box_cx) / (1 - zoom), (height / 2 - zoom * box_cy) / (1 - zoom))
     out, moved = zoom_on(image, mask, (float(fixed[0]), float(fixed[1])), zoom)
     return out, moved, pixel_size_mm / zoom
