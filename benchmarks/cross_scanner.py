@@ -53,7 +53,7 @@ def score_style(predictor, checker, samples, style: str, *, progress: bool) -> d
         )
         for sample, (_, mask, pixel), result in zip(chunk, rendered, results):
             hc_any = (
-                measure_ellipse(result.ellipse, pixel, offset_px=predictor.hc_offset_px).hc_mm
+                measure_ellipse(result.ellipse, pixel, offset_px=predictor.boundary_offset_px(result.prediction)).hc_mm
                 if result.ellipse is not None
                 else None
             )

@@ -85,7 +85,8 @@ def score_fill(predictor, checker, samples, fill: float, *, progress: bool) -> l
         for sample, image, (_, _, pixel), result in zip(chunk, images, rendered, results):
             ellipse = result.ellipse
             reference = reference_in_frame(sample.load_mask(), sample.pixel_size_mm / pixel, image.shape)
-            hc_any = measure_ellipse(ellipse, pixel, offset_px=predictor.hc_offset_px).hc_mm if ellipse else None
+            offset = predictor.boundary_offset_px(result.prediction)
+            hc_any = measure_ellipse(ellipse, pixel, offset_px=offset).hc_mm if ellipse else None
             rows.append(
                 {
                     "name": sample.name,

@@ -165,7 +165,7 @@ def measure_once(predictor: Predictor, path: Path, pixel_size_mm: float) -> None
     except (NoHeadError, EllipseFitError):
         ellipse = None
     if ellipse is not None:
-        measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px)
+        measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.boundary_offset_px(prediction))
     assess_quality(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image.shape)
 
 

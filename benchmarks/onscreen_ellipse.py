@@ -103,7 +103,7 @@ def compare(predictor, image: np.ndarray, reference: Ellipse, checker) -> tuple[
     if result.ellipse is None:
         return row, None
     e, reference_hc = result.ellipse, hc_px(reference)
-    model_hc = hc_px(e, predictor.hc_offset_px)
+    model_hc = hc_px(e, predictor.boundary_offset_px(result.prediction))
     row.update(
         hc_px=round(model_hc, 1),
         hc_difference_percent=round(100 * (model_hc / reference_hc - 1), 2),

@@ -83,7 +83,9 @@ def row_of(predictor, result, sample, pixel_size_mm: float) -> dict:
         without = refusing_rule(others)
     hc = None
     if result.ellipse is not None and result.status in (OK, REFUSED):
-        hc = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px).hc_mm
+        hc = measure_ellipse(
+            result.ellipse, pixel_size_mm, offset_px=predictor.boundary_offset_px(result.prediction)
+        ).hc_mm
     return {
         "name": sample.name,
         "status": result.status,

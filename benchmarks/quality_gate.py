@@ -94,7 +94,7 @@ def _gate_row(predictor: Predictor, image: np.ndarray, pixel_size_mm: float | No
         ellipse = None
     features = quality_features(prediction, ellipse, pixel_size_mm=pixel_size_mm, image_shape=image.shape, image=image)
     hc = (
-        measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px).hc_mm
+        measure_ellipse(ellipse, pixel_size_mm, offset_px=predictor.boundary_offset_px(prediction)).hc_mm
         if ellipse and pixel_size_mm
         else None
     )

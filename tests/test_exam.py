@@ -46,6 +46,9 @@ class OraclePredictor:
     hc_offset_px = 0.0
     config = WeightsConfig()
 
+    def boundary_offset_px(self, prediction) -> float:
+        return self.hc_offset_px
+
     def __init__(self, mask: np.ndarray):
         self.mask = mask
         self.calls = 0

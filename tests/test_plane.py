@@ -364,6 +364,9 @@ def test_a_refused_plane_gets_no_mm_value_and_its_columns():
     class StandIn:
         name, hc_offset_px, config = "stand-in", 0.0, WeightsConfig()
 
+        def boundary_offset_px(self, prediction) -> float:
+            return self.hc_offset_px
+
     mask = np.zeros((200, 300), bool)
     yy, xx = np.ogrid[:200, :300]
     mask[((yy - 100) / 60.0) ** 2 + ((xx - 150) / 80.0) ** 2 <= 1] = True

@@ -327,6 +327,9 @@ def test_the_gate_takes_the_fits_component_only_at_the_masks_threshold(monkeypat
     class StandIn:
         name, hc_offset_px, config = "stand-in", 0.0, WeightsConfig()
 
+        def boundary_offset_px(self, prediction) -> float:
+            return self.hc_offset_px
+
     mask = GOOD.to_mask(SHAPE)
     mask[100:104, 100:104] = True  # a speck beside the head
     probability = mask.astype(np.float32) * 0.97

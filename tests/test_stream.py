@@ -152,6 +152,9 @@ class MaskPredictor:
 
     batch_size, hc_offset_px, name, config, second_look = 2, 0.0, "exact-mask", WeightsConfig(), None
 
+    def boundary_offset_px(self, prediction) -> float:
+        return self.hc_offset_px
+
     def __init__(self, masks: dict[int, np.ndarray], levels: dict[int, float]):
         self.masks, self.levels, self.calls = masks, levels, 0
 

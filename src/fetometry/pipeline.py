@@ -228,7 +228,8 @@ def result_from_prediction(
             pixel_size_problem or "no pixel size: give --pixel-size MM or --pixel-csv CSV; no mm value without it"
         )
         return result
-    result.measurement = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=predictor.hc_offset_px)
+    offset_px = predictor.boundary_offset_px(prediction)
+    result.measurement = measure_ellipse(result.ellipse, pixel_size_mm, offset_px=offset_px)
     return result
 
 

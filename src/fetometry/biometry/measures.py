@@ -173,23 +173,33 @@ def offset_for_reference_px(ellipse: Ellipse, pixel_size_mm: float, reference_hc
 
 
 def calibrate_offset_px(
-    ellipses: Sequence[Ellipse], pixel_sizes_mm: Sequence[float], reference_hc_mm: Sequence[float]
+    ellipses: Sequence[Ellipse],
+    pixel_sizes_mm: Sequence[float],
+    reference_hc_mm: Sequence[float],
+    *,
+    scale_ratios: Sequence[float] | None = None,
 ) -> float:
     """Median over images of the per-image offset (``offset_for_reference_px``), in px.
 
     Use it on a TRAINING split only; pass the result to ``measure_ellipse(offset_px=...)``.
     Positive: the fitted ellipses lie outside the reference ellipses. Images whose
     reference cannot be matched are skipped with a warning; none matched -> ValueError.
+    ``scale_ratios``: per image, the canvas pixels per image pixel of the network pass
+    that drew its outline over those of the reference frame
+    (``Predictor.boundary_offset_px``); each offset is multiplied by its ratio, so the
+    result is in pixels of the reference frame. None: every ratio is 1.
     """
-    if not (len(ellipses) == len(pixel_sizes_mm) == len(reference_hc_mm)):
+    scale_ratios = [1.0] * len(ellipses) if scale_ratios is None else list(scale_ratios)
+    if not (len(ellipses) == len(pixel_sizes_mm) == len(reference_hc_mm) == len(scale_ratios)):
         raise ValueError(
-            f"need one pixel size and one reference HC per ellipse, got {len(ellipses)} ellipses, "
-            f"{len(pixel_sizes_mm)} pixel sizes, {len(reference_hc_mm)} references"
+            f"need one pixel size, one reference HC and one scale ratio per ellipse, got {len(ellipses)} ellipses, "
+            f"{len(pixel_sizes_mm)} pixel sizes, {len(reference_hc_mm)} references, {len(scale_ratios)} ratios"
         )
     offsets = []
-    for index, (ellipse, pixel_size, reference) in enumerate(zip(ellipses, pixel_sizes_mm, reference_hc_mm)):
+    rows = zip(ellipses, pixel_sizes_mm, reference_hc_mm, scale_ratios)
+    for index, (ellipse, pixel_size, reference, ratio) in enumerate(rows):
         try:
-            offsets.append(offset_for_reference_px(ellipse, pixel_size, reference))
+            offsets.append(offset_for_reference_px(ellipse, pixel_size, reference) * ratio)
         except ValueError as error:
             log.warning("offset calibration: skipping image %d: %s", index, error)
     if not offsets:

@@ -248,10 +248,10 @@ def hc_uncertainty(
     if unknown or not sources:
         raise UncertaintyError(f"unknown uncertainty source(s) {unknown}; use some of {', '.join(SOURCES)}")
     members = [m for source in sources for m in MEMBER_FUNCTIONS[source](predictor, image)]
-    offset = predictor.hc_offset_px
+    prediction = prediction if prediction is not None else predictor.predict(image)
+    offset = predictor.boundary_offset_px(prediction)
     member_hc = [hc_px(m, offset, predictor.threshold) for m in members]
     valid = [v for v in member_hc if v is not None]
-    prediction = prediction if prediction is not None else predictor.predict(image)
     value = hc_px(prediction.probability, offset, predictor.threshold)
     spread = float(np.std(valid, ddof=1)) if len(valid) >= 2 else None
     if residual_fraction is None:

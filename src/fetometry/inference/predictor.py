@@ -33,18 +33,26 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prediction:
     """probability: (H, W) float32 in [0, 1]; mask: (H, W) bool; both on the input grid.
-    threshold: the level that cut ``mask`` from ``probability`` (None: not known)."""
+    threshold: the level that cut ``mask`` from ``probability`` (None: not known).
+    canvas_scale: canvas pixels per input pixel of the network pass that drew the head
+    (the second look's, where it looked again; None: not known), which sets the boundary
+    offset in input pixels (``Predictor.boundary_offset_px``)."""
 
     probability: np.ndarray
     mask: np.ndarray
     confidence: float
     threshold: float | None = None
+    canvas_scale: float | None = None
 
 
 def _is_onnx(path: Path) -> bool:
     """An exported file, or a folder holding a MedSegDiff-V2 export (condition.onnx)."""
     return path.suffix == ".onnx" or (path.is_dir() and (path / "condition.onnx").is_file())
 
+
+#: The frame every shipped model's ``hc_offset_px`` was calibrated on: an 800x540 HC18
+#: image, segmented whole (the first look). The offset is in its pixels.
+OFFSET_REFERENCE_HW = (540, 800)
 
 #: The second look's settings when a weights config turns it on without its own.
 DEFAULT_SECOND_LOOK = {"margin": 1.5, "max_window": 0.8}
@@ -210,6 +218,26 @@ class Predictor:
     def name(self) -> str:
         return self.config.display_name or self.config.model or "model"
 
+    def boundary_offset_px(self, prediction: Prediction) -> float:
+        """The HC boundary offset in ``prediction``'s input pixels.
+
+        The network draws the head's boundary a fixed distance off the reference ellipse in
+        pixels of the canvas it sees, wherever the canvas came from. So the offset, which
+        ``hc_offset_px`` gives in pixels of an 800x540 frame segmented whole, scales with
+        the canvas pixels per input pixel of the pass that drew the head: half as many input
+        pixels in a frame of twice the resolution, fewer for a head the second look
+        magnified. Without the pass's scale, ``hc_offset_px`` as it stands (docs/BENCHMARKS.md,
+        "The boundary offset follows the network's resolution")."""
+        if prediction.canvas_scale is None:
+            return self.hc_offset_px
+        return self.hc_offset_px * (self.offset_reference_scale / prediction.canvas_scale)
+
+    @property
+    def offset_reference_scale(self) -> float:
+        """Canvas pixels per input pixel of an 800x540 frame segmented whole: the pass
+        ``hc_offset_px`` holds for."""
+        return Letterbox(*OFFSET_REFERENCE_HW, *self.canvas_hw).scale
+
     @property
     def hc_offset_px(self) -> float:
         """Calibrated boundary offset of the training masks (see biometry.calibrate_offset_px)."""
@@ -253,14 +281,15 @@ class Predictor:
             boxes.append(box)
         probs = self._probabilities(np.stack(canvases))
         maps = [np.clip(unletterbox(prob, box), 0.0, 1.0) for prob, box in zip(probs, boxes)]
+        scales = [box.scale for box in boxes]
         if self.second_look is not None:
-            maps = self._second_look(images, maps)
-        return [self._prediction(full) for full in maps]
+            maps, scales = self._second_look(images, maps, scales)
+        return [self._prediction(full, scale) for full, scale in zip(maps, scales)]
 
-    def _prediction(self, full: np.ndarray) -> Prediction:
+    def _prediction(self, full: np.ndarray, canvas_scale: float) -> Prediction:
         mask = full >= self.threshold
         confidence = float(full[mask].mean()) if mask.any() else 0.0
-        return Prediction(full, mask, confidence, self.threshold)
+        return Prediction(full, mask, confidence, self.threshold, canvas_scale)
 
     def next_window(self, prediction: Prediction) -> tuple[slice, slice] | None:
         """The second look's window around ``prediction``'s head, for ``predict_in_window``
@@ -289,28 +318,31 @@ class Predictor:
                 continue
             full = np.zeros(image.shape, dtype=np.float32)
             full[window] = inside
-            predictions.append(self._prediction(full))
+            predictions.append(self._prediction(full, box.scale))
         return predictions
 
-    def _second_look(self, images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
+    def _second_look(
+        self, images: list[np.ndarray], maps: list[np.ndarray], scales: list[float]
+    ) -> tuple[list[np.ndarray], list[float]]:
         """Segment small heads again at a higher resolution: a window around the first
         look's largest component, ``margin`` times its box and of the canvas's shape, is
         letterboxed onto the whole canvas, and its map replaces the first one inside the
         window. A head already filling most of the frame (window >= ``max_window`` of the
-        frame's height or width) keeps its first map."""
+        frame's height or width) keeps its first map. Returns the maps and each one's
+        canvas scale at the head (the window's where it looked again)."""
         windows = [head_window(m >= self.threshold, self.canvas_hw, **self.second_look) for m in maps]
         todo = [i for i, w in enumerate(windows) if w is not None]
         if not todo:
-            return maps
+            return maps, scales
         crops = [images[i][windows[i]] for i in todo]
         canvases, boxes = zip(*(letterbox(crop, self.canvas_hw) for crop in crops))
         probs = self._probabilities(np.stack(canvases))
-        maps = list(maps)
+        maps, scales = list(maps), list(scales)
         for i, prob, box in zip(todo, probs, boxes):
             refined = maps[i].copy()
             refined[windows[i]] = np.clip(unletterbox(prob, box), 0.0, 1.0)
-            maps[i] = refined
-        return maps
+            maps[i], scales[i] = refined, box.scale
+        return maps, scales
 
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]

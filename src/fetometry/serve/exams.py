@@ -274,9 +274,9 @@ class ExamService:
                 if finish is None:
                     return exam
                 identity = await run_in_threadpool(self.cache.identity, key)
-                upload = Upload(
-                    hashlib.sha256(data).hexdigest(), identity, predictor.hc_offset_px, actor or auth.LOCAL_ACTOR
-                )
+                prediction = exam.result.prediction
+                offset = predictor.hc_offset_px if prediction is None else predictor.boundary_offset_px(prediction)
+                upload = Upload(hashlib.sha256(data).hexdigest(), identity, offset, actor or auth.LOCAL_ACTOR)
                 return await run_in_threadpool(finish, exam, upload)
         finally:
             self.pending -= 1

@@ -34,31 +34,45 @@ def load_dataset(data_dir: str | Path) -> list[Sample]:
     return load_annotated(data_dir)
 
 
-def calibrate_on(samples: list[Sample], *, progress: bool = True) -> dict:
-    """Median boundary offset (px) between reference masks and reference HC."""
-    ellipses, sizes, references = [], [], []
+def calibrate_on(samples: list[Sample], *, progress: bool = True, canvas_hw: tuple[int, int] | None = None) -> dict:
+    """Median boundary offset (px) between reference masks and reference HC, in pixels of
+    an 800x540 frame (``Predictor.boundary_offset_px``): each image's offset is scaled by
+    its frame's canvas scale over that frame's on ``canvas_hw`` (1 for HC18's frames;
+    None: not scaled)."""
+    ellipses, sizes, references, ratios = [], [], [], []
     for sample in tqdm(samples, desc="calibrating HC offset", disable=not progress, leave=False):
         if sample.pixel_size_mm is None or sample.hc_mm is None:
             continue
+        mask = sample.load_mask().astype("float32")
         try:
-            ellipses.append(ellipse_from_probability(sample.load_mask().astype("float32")))
+            ellipses.append(ellipse_from_probability(mask))
         except (NoHeadError, EllipseFitError, ValueError) as error:
             log.warning("calibration skips %s: %s", sample.name, error)
             continue
         sizes.append(sample.pixel_size_mm)
         references.append(sample.hc_mm)
+        ratios.append(1.0 if canvas_hw is None else _frame_scale_ratio(mask.shape, canvas_hw))
     if not ellipses:
         log.warning("no reference HC available: HC offset calibration skipped (offset 0 px)")
         return {"hc_offset_px": 0.0, "calibration_images": 0}
     return {
-        "hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)),
+        "hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references, scale_ratios=ratios)),
         "calibration_images": len(ellipses),
     }
 
 
+def _frame_scale_ratio(frame_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> float:
+    """A whole frame's canvas pixels per image pixel over an 800x540 frame's."""
+    from fetometry.data.transforms import Letterbox
+    from fetometry.inference.predictor import OFFSET_REFERENCE_HW
+
+    return Letterbox(*frame_hw, *canvas_hw).scale / Letterbox(*OFFSET_REFERENCE_HW, *canvas_hw).scale
+
+
 def fitted_ellipses(predictor, samples: list[Sample], *, batch_size: int = 4) -> list:
     """The ellipse ``measure``'s path (segment, second look, fit; no plane check, no gate)
-    fits to each sample, in order: (ellipse or None, the reason when None)."""
+    fits to each sample, in order: (ellipse or None, the reason when None, the canvas
+    scale of the pass that drew the head)."""
     from fetometry.pipeline import measure_batch
 
     fitted = []
@@ -71,7 +85,7 @@ def fitted_ellipses(predictor, samples: list[Sample], *, batch_size: int = 4) ->
             pixel_sizes_mm=[s.pixel_size_mm for s in chunk],
             gate=False,
         )
-        fitted.extend((r.ellipse, r.detail) for r in results)
+        fitted.extend((r.ellipse, r.detail, r.prediction.canvas_scale) for r in results)
     return fitted
 
 
@@ -83,18 +97,20 @@ def calibrate_on_predictions(predictor, samples: list[Sample]) -> dict:
     boundary sits a fraction of a pixel away from that, and this offset corrects the
     model's (benchmarks/calibrate_offset.py measures both on the validation split)."""
     usable = [s for s in samples if s.pixel_size_mm is not None and s.hc_mm is not None]
-    ellipses, sizes, references = [], [], []
-    for sample, (ellipse, reason) in zip(usable, fitted_ellipses(predictor, usable)):
+    ellipses, sizes, references, ratios = [], [], [], []
+    for sample, (ellipse, reason, scale) in zip(usable, fitted_ellipses(predictor, usable)):
         if ellipse is None:
             log.warning("prediction calibration skips %s: %s", sample.name, reason)
             continue
         ellipses.append(ellipse)
         sizes.append(sample.pixel_size_mm)
         references.append(sample.hc_mm)
+        # A pass of unknown scale counts in its own pixels, as boundary_offset_px measures it.
+        ratios.append(1.0 if scale is None else scale / predictor.offset_reference_scale)
     if not ellipses:
         raise ValueError("no training image with a pixel size, a reference HC and a fitted head to calibrate on")
     return {
-        "hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references)),
+        "hc_offset_px": float(calibrate_offset_px(ellipses, sizes, references, scale_ratios=ratios)),
         "calibration_images": len(ellipses),
         "hc_offset_source": "the model's own fitted ellipses on its training split (benchmarks/calibrate_offset.py)",
     }
@@ -148,7 +164,8 @@ def calibrate_and_export(
     trained elsewhere (benchmarks/gpu_train.py) and exported here on the original images."""
     train_names = set(json.loads((run_dir / "split.json").read_text())["train"])
     training = [s for s in samples if s.name in train_names]
-    folder = export_weights(run_dir, run_dir / "model", config, calibrate_on(training, progress=progress), data)
+    calibration = calibrate_on(training, progress=progress, canvas_hw=config.canvas_hw)
+    folder = export_weights(run_dir, run_dir / "model", config, calibration, data)
     if config.hc_offset_from == "predictions":
         recalibrate_on_predictions(folder, training)
     return folder
