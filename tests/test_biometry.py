@@ -438,6 +438,20 @@ def test_calibration_recovers_a_known_outward_offset_from_masks():
     np.testing.assert_allclose(corrected, references, rtol=2e-3)
 
 
+def test_calibration_converts_each_offset_to_the_reference_frame_by_its_scale_ratio():
+    """A head drawn 0.7 px outside on a grid of half the reference's resolution (ratio 2:
+    its pass saw twice as many canvas pixels per image pixel) is 1.4 reference px out."""
+    ellipses, sizes, references = [], [], []
+    for a, b, size in ((120.0, 100.0, 0.2), (90.0, 70.0, 0.25), (150.0, 120.0, 0.3)):
+        ellipses.append(Ellipse(400.0, 270.0, a + 0.7, b + 0.7, 0.0))
+        sizes.append(size)
+        references.append(ramanujan_perimeter(a, b) * size)
+    assert calibrate_offset_px(ellipses, sizes, references) == pytest.approx(0.7, abs=1e-6)
+    assert calibrate_offset_px(ellipses, sizes, references, scale_ratios=[2.0] * 3) == pytest.approx(1.4, abs=1e-6)
+    with pytest.raises(ValueError, match="one scale ratio"):
+        calibrate_offset_px(ellipses, sizes, references, scale_ratios=[2.0])
+
+
 def test_calibration_validates_inputs():
     e = Ellipse(0.0, 0.0, 100.0, 80.0, 0.0)
     with pytest.raises(ValueError, match="one pixel size"):

@@ -57,3 +57,31 @@ def test_default_model_on_shared_validation_images(shared_hc18, predictor):
     val = splits["val"][::6]  # 30 images keep the test fast
     scores = [dice(predictor.predict(s.load_image()).mask, s.load_mask()) for s in val]
     assert np.mean(scores) > 0.95, np.mean(scores)
+
+
+def test_the_hc_does_not_depend_on_the_pixel_grid_the_head_was_saved_on(predictor):
+    """The bundled heads, and the same frames resampled to half their resolution: the
+    boundary offset follows the network's pass, so the HC stays where it was. A fixed
+    offset in input pixels (the rule before) takes twice the distance off on the coarser
+    grid and measures every head short (docs/BENCHMARKS.md)."""
+    from fetometry.biometry.measures import measure_ellipse
+    from fetometry.evaluation.cross_scanner import resampled
+    from fetometry.pipeline import measure_batch
+
+    samples = load_hc18(SAMPLES_DIR)
+    images = [s.load_image() for s in samples]
+    halved = [resampled(0.5)(image, image, s.pixel_size_mm) for image, s in zip(images, samples)]
+    names = [s.name for s in samples]
+    full = measure_batch(
+        predictor, images, filenames=names, pixel_sizes_mm=[s.pixel_size_mm for s in samples], gate=False
+    )
+    half = measure_batch(
+        predictor, [h[0] for h in halved], filenames=names, pixel_sizes_mm=[h[2] for h in halved], gate=False
+    )
+    follows = [b.measurement.hc_mm - a.measurement.hc_mm for a, b in zip(full, half)]
+    fixed = [
+        measure_ellipse(b.ellipse, h[2], offset_px=predictor.hc_offset_px).hc_mm - a.measurement.hc_mm
+        for a, b, h in zip(full, half, halved)
+    ]
+    assert abs(np.mean(follows)) < 0.4 < abs(np.mean(fixed))
+    assert np.mean(fixed) < 0

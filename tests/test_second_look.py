@@ -112,3 +112,32 @@ def test_predict_in_window_accepts_a_head_at_the_frame_edge():
 def test_next_window_is_none_without_a_second_look():
     predictor = Predictor(Brightness(), canvas_hw=(64, 96))
     assert predictor.next_window(predictor.predict(_disc())) is None
+
+
+def test_each_prediction_records_the_canvas_scale_of_the_pass_that_drew_its_head():
+    """First look: the frame's letterbox scale. Second look: its window's. A tracked frame:
+    the carried window's. The boundary offset follows it."""
+    predictor = Predictor(Brightness(), canvas_hw=(64, 96), config={"second_look": dict(DEFAULT_SECOND_LOOK)})
+    small, large = _disc(), _disc(radius=250, centre=(400, 270))
+    looked_again, whole = predictor.predict_batch([small, large])
+    assert whole.canvas_scale == pytest.approx(min(64 / 540, 96 / 800))
+    window = head_window(Predictor(Brightness(), canvas_hw=(64, 96)).predict(small).mask, (64, 96))
+    window_hw = (window[0].stop - window[0].start, window[1].stop - window[1].start)
+    assert looked_again.canvas_scale == pytest.approx(min(64 / window_hw[0], 96 / window_hw[1]))
+    assert looked_again.canvas_scale > 2 * whole.canvas_scale
+    (tracked,) = predictor.predict_in_window([small], window)
+    assert tracked.canvas_scale == pytest.approx(looked_again.canvas_scale)
+
+
+def test_the_boundary_offset_is_hc_offset_px_on_an_800x540_frame_and_scales_with_the_pass():
+    from fetometry.inference.predictor import Prediction
+
+    predictor = Predictor(Brightness(), canvas_hw=(256, 384), config={"hc_offset_px": 1.2})
+    whole = predictor.predict(np.zeros((540, 800), np.float32))
+    assert predictor.boundary_offset_px(whole) == 1.2  # exactly: the frame the offset holds for
+    doubled = predictor.predict(np.zeros((1080, 1600), np.float32))
+    assert predictor.boundary_offset_px(doubled) == pytest.approx(2.4)  # the same distance on a finer grid
+    halved = predictor.predict(np.zeros((270, 400), np.float32))
+    assert predictor.boundary_offset_px(halved) == pytest.approx(0.6)
+    unknown = Prediction(whole.probability, whole.mask, whole.confidence)
+    assert predictor.boundary_offset_px(unknown) == 1.2

@@ -1,5 +1,6 @@
 """Out-of-domain test sets built from HC18 validation heads: other capture styles, other
-scanner physics, shadowed lateral walls, a coarser lateral resolution, large heads.
+scanner physics, shadowed lateral walls, a coarser lateral resolution, large heads, other
+pixel grids (the frame at half resolution, a capture saved small).
 
 One centre's images are all there is, so the other centres are rendered: each style
 maps (image, reference mask, pixel size) to a new image, the reference mask moved with
@@ -41,6 +42,8 @@ Style = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, 
 #: and the share of the frame's height the fan takes.
 CAPTURE_ASPECT = 1.85
 CAPTURE_FAN_SCALE = 0.72
+#: The width a small capture is saved at.
+SMALL_CAPTURE_WIDTH = 640
 #: The large-head style magnifies until the head's reference box fills this share of the
 #: frame height (or of its width, whichever comes first).
 LARGE_HEAD_FILL = 0.9
@@ -80,6 +83,30 @@ def capture(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     burn_in(frame, layer, 0.92)
     draw_grey_bar(frame, round(0.95 * frame_w), round(0.2 * frame_h), round(0.6 * frame_h), max(3, frame_w // 90))
     return frame, moved, new_pixel
+
+
+def resampled(factor: float) -> Style:
+    """The style of the whole frame resampled by ``factor`` (area-averaged down, linear up):
+    the same anatomy exported on another scanner's pixel grid. The pixel size grows by
+    1 / factor, so the CSV's HC still holds. ``benchmarks/resolution.py`` sweeps it."""
+
+    def style(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+        height, width = image.shape
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+        out = cv2.resize(image, size, interpolation=interpolation)
+        moved = cv2.resize(mask, size, interpolation=interpolation)
+        return out, moved, pixel_size_mm * width / size[0]
+
+    return style
+
+
+def small_capture(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """The vendor screen of ``capture`` saved at SMALL_CAPTURE_WIDTH pixels wide, as some
+    scanners and frame grabbers export it (640x346 here; the other centre's images run
+    from 640x392 to 1495x787)."""
+    frame, moved, pixel = capture(image, mask, pixel_size_mm)
+    return resampled(SMALL_CAPTURE_WIDTH / frame.shape[1])(frame, moved, pixel)
 
 
 def scanner_physics(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
@@ -182,6 +209,8 @@ STYLES: dict[str, Style] = {
     "lateral-blur": lateral_blur,
     "large-head": large_head,
     "combined": combined,
+    "half-resolution": resampled(0.5),
+    "small-capture": small_capture,
 }
 
 

@@ -224,8 +224,8 @@ class Predictor:
         The network draws the head's boundary a fixed distance off the reference ellipse in
         pixels of the canvas it sees, wherever the canvas came from. So the offset, which
         ``hc_offset_px`` gives in pixels of an 800x540 frame segmented whole, scales with
-        the canvas pixels per input pixel of the pass that drew the head: half as many input
-        pixels in a frame of twice the resolution, fewer for a head the second look
+        the canvas pixels per input pixel of the pass that drew the head: twice as many
+        input pixels in a frame of twice the resolution, fewer for a head the second look
         magnified. Without the pass's scale, ``hc_offset_px`` as it stands (docs/BENCHMARKS.md,
         "The boundary offset follows the network's resolution")."""
         if prediction.canvas_scale is None:

@@ -24,7 +24,9 @@ HC18_ATTRIBUTION = (
 
 def _metrics_section(metrics: dict | None) -> list[str]:
     if not metrics:
-        return ["Not yet scored: run `benchmarks/foundation.py --model <folder>` to add the validation metrics."]
+        return [
+            "Not yet scored: run `benchmarks/foundation.py --model <folder> --write-card` to add the validation metrics."
+        ]
     v, t, g = metrics["validation"], metrics["validation_tta"], metrics["geometry"]
     rows = [
         f"Scored {metrics['date']} on the subject-grouped VALIDATION split ({v['n']} images, "
@@ -162,6 +164,17 @@ def _calibration_line(config: WeightsConfig) -> str:
     """Where the HC offset comes from: the reference masks (the trainer) or the model's own
     fitted ellipses (benchmarks/calibrate_offset.py), both on the training split."""
     offset, images = config.hc_offset_px, config.calibration_images
+    return _offset_source(config, offset, images) + _OFFSET_UNITS
+
+
+#: How the offset is applied (``Predictor.boundary_offset_px``).
+_OFFSET_UNITS = (
+    " The offset is in pixels of an 800x540 frame segmented whole; each measurement scales it by the canvas "
+    "pixels per image pixel of the network pass that drew the head, so it is the same distance on any pixel grid."
+)
+
+
+def _offset_source(config: WeightsConfig, offset: float, images: int) -> str:
     if config.hc_offset_px_masks is not None:
         shift = offset - config.hc_offset_px_masks
         side = "outside" if shift > 0 else "inside"
