@@ -179,7 +179,7 @@ def centred_zoom(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float, fill
         return image, mask, pixel_size_mm
     box_cx, box_cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
     if abs(zoom - 1.0) < 1e-6:
-        zoom = 1.0 + 1e-6  # the fixed point below needs zoom != 1; the picture is the same
+        zoom = 1.0 + 1e-6  # the fixed point below needs zoom != 1; a millionth moves no pixel visibly
     # The fixed point that maps the head's box centre to the frame centre under the zoom.
     fixed = ((width / 2 - zoom * box_cx) / (1 - zoom), (height / 2 - zoom * box_cy) / (1 - zoom))
     out, moved = zoom_on(image, mask, (float(fixed[0]), float(fixed[1])), zoom)

@@ -222,7 +222,8 @@ class Predictor:
         """The HC boundary offset in ``prediction``'s input pixels.
 
         The network draws the head's boundary a fixed distance off the reference ellipse in
-        pixels of the canvas it sees, wherever the canvas came from. So the offset, which
+        pixels of the canvas it sees, wherever the canvas came from (0.52-0.60 canvas px on
+        HC18 frames resampled from 0.35x to 1.5x and on full-screen captures). So the offset, which
         ``hc_offset_px`` gives in pixels of an 800x540 frame segmented whole, scales with
         the canvas pixels per input pixel of the pass that drew the head: twice as many
         input pixels in a frame of twice the resolution, fewer for a head the second look
@@ -240,7 +241,8 @@ class Predictor:
 
     @property
     def hc_offset_px(self) -> float:
-        """Calibrated boundary offset of the training masks (see biometry.calibrate_offset_px)."""
+        """The calibrated boundary offset (biometry.calibrate_offset_px), in pixels of an
+        800x540 frame segmented whole; ``boundary_offset_px`` gives it for a prediction."""
         return self.config.hc_offset_px
 
     def _probabilities(self, canvases: np.ndarray) -> np.ndarray:
