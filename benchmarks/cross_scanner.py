@@ -23,12 +23,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from fetometry.biometry.measures import measure_ellipse
 from fetometry.data.loaders import load
 from fetometry.evaluation.benchmark import model_validation_split, within_subject_repeatability
-from fetometry.evaluation.cross_scanner import STYLES, render
+from fetometry.evaluation.cross_scanner import STYLES, measured_in_style
 from fetometry.evaluation.metrics import dice
 from fetometry.inference.predictor import DEFAULT_SECOND_LOOK, Predictor
 from fetometry.io.images import read_image
@@ -36,40 +35,31 @@ from fetometry.machine import hardware_description
 from fetometry.pipeline import OK, measure_batch, plane_checker_for
 
 SONONET_FRAMES = Path("../shared/data/sononet/example_frames")
-BATCH = 4
 
 
 def score_style(predictor, checker, samples, style: str, *, progress: bool) -> dict:
     rows = []
-    for start in tqdm(range(0, len(samples), BATCH), desc=style, disable=not progress):
-        chunk = samples[start : start + BATCH]
-        rendered = [render(style, s.load_image(), s.load_mask(), s.pixel_size_mm) for s in chunk]
-        results = measure_batch(
-            predictor,
-            [image for image, _, _ in rendered],
-            filenames=[s.name for s in chunk],
-            pixel_sizes_mm=[pixel for _, _, pixel in rendered],
-            plane_checker=checker,
+    for sample, _, mask, pixel, result in measured_in_style(
+        predictor, samples, style, plane_checker=checker, progress=progress
+    ):
+        hc_any = (
+            measure_ellipse(result.ellipse, pixel, offset_px=predictor.boundary_offset_px(result.prediction)).hc_mm
+            if result.ellipse is not None
+            else None
         )
-        for sample, (_, mask, pixel), result in zip(chunk, rendered, results):
-            hc_any = (
-                measure_ellipse(result.ellipse, pixel, offset_px=predictor.boundary_offset_px(result.prediction)).hc_mm
-                if result.ellipse is not None
-                else None
-            )
-            rows.append(
-                {
-                    "name": sample.name,
-                    "subject": sample.subject,
-                    "status": result.status,
-                    "detail": result.detail[:80],
-                    "dice": dice(result.prediction.mask, mask) if result.prediction is not None else 0.0,
-                    "confidence": result.prediction.confidence if result.prediction is not None else None,
-                    "ref_hc_mm": sample.hc_mm,
-                    "hc_any_mm": hc_any,
-                    "hc_measured_mm": result.measurement.hc_mm if result.measurement else None,
-                }
-            )
+        rows.append(
+            {
+                "name": sample.name,
+                "subject": sample.subject,
+                "status": result.status,
+                "detail": result.detail[:80],
+                "dice": dice(result.prediction.mask, mask) if result.prediction is not None else 0.0,
+                "confidence": result.prediction.confidence if result.prediction is not None else None,
+                "ref_hc_mm": sample.hc_mm,
+                "hc_any_mm": hc_any,
+                "hc_measured_mm": result.measurement.hc_mm if result.measurement else None,
+            }
+        )
     return summarise(rows)
 
 

@@ -29,19 +29,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from fetometry.biometry.ellipse import Ellipse
 from fetometry.biometry.measures import measure_ellipse
 from fetometry.biometry.quality import clipped_fraction
 from fetometry.data.loaders import load
 from fetometry.evaluation.benchmark import model_validation_split
-from fetometry.evaluation.cross_scanner import frame_filling
+from fetometry.evaluation.cross_scanner import frame_filling, measured_in_style
 from fetometry.inference.backend import build_predictor
 from fetometry.machine import hardware_description
-from fetometry.pipeline import OK, measure_batch, plane_checker_for
+from fetometry.pipeline import OK, plane_checker_for
 
-BATCH = 4
 #: Bins of the fitted ellipse's clipped fraction; the gate's limit (0.10 for the default) is an edge.
 CLIPPED_EDGES = (0.0, 1e-9, 0.05, 0.10, 0.15, 0.20, 0.30, 1.01)
 
@@ -67,41 +65,31 @@ def reference_in_frame(mask: np.ndarray, zoom: float, frame_hw: tuple[int, int])
 
 
 def score_fill(predictor, checker, samples, fill: float, *, progress: bool) -> list[dict]:
-    style = frame_filling(fill)
     rows = []
-    for start in tqdm(range(0, len(samples), BATCH), desc=f"fill {fill}", disable=not progress):
-        chunk = samples[start : start + BATCH]
-        rendered = [
-            style(s.load_image().astype(np.float32), s.load_mask().astype(np.float32), s.pixel_size_mm) for s in chunk
-        ]
-        images = [np.clip(image, 0, 1).astype(np.float32) for image, _, _ in rendered]
-        results = measure_batch(
-            predictor,
-            images,
-            filenames=[s.name for s in chunk],
-            pixel_sizes_mm=[pixel for _, _, pixel in rendered],
-            plane_checker=checker,
+    style = frame_filling(fill)
+    style.__name__ = f"fill {fill}"
+    for sample, image, _, pixel, result in measured_in_style(
+        predictor, samples, style, plane_checker=checker, progress=progress
+    ):
+        ellipse = result.ellipse
+        reference = reference_in_frame(sample.load_mask(), sample.pixel_size_mm / pixel, image.shape)
+        offset = predictor.boundary_offset_px(result.prediction)
+        hc_any = measure_ellipse(ellipse, pixel, offset_px=offset).hc_mm if ellipse else None
+        rows.append(
+            {
+                "name": sample.name,
+                "fill": fill,
+                "status": result.status,
+                "rule": result.quality.rule if result.quality is not None else None,
+                "detail": result.detail,
+                "ref_hc_mm": sample.hc_mm,
+                "hc_any_mm": hc_any,
+                "hc_measured_mm": result.measurement.hc_mm if result.measurement else None,
+                "clipped_fraction": clipped_fraction(ellipse, image.shape) if ellipse else None,
+                "reference_clipped_fraction": clipped_fraction(reference, image.shape) if reference else None,
+            }
+            | axis_errors(ellipse, reference)
         )
-        for sample, image, (_, _, pixel), result in zip(chunk, images, rendered, results):
-            ellipse = result.ellipse
-            reference = reference_in_frame(sample.load_mask(), sample.pixel_size_mm / pixel, image.shape)
-            offset = predictor.boundary_offset_px(result.prediction)
-            hc_any = measure_ellipse(ellipse, pixel, offset_px=offset).hc_mm if ellipse else None
-            rows.append(
-                {
-                    "name": sample.name,
-                    "fill": fill,
-                    "status": result.status,
-                    "rule": result.quality.rule if result.quality is not None else None,
-                    "detail": result.detail,
-                    "ref_hc_mm": sample.hc_mm,
-                    "hc_any_mm": hc_any,
-                    "hc_measured_mm": result.measurement.hc_mm if result.measurement else None,
-                    "clipped_fraction": clipped_fraction(ellipse, image.shape) if ellipse else None,
-                    "reference_clipped_fraction": clipped_fraction(reference, image.shape) if reference else None,
-                }
-                | axis_errors(ellipse, reference)
-            )
     return rows
 
 

@@ -31,19 +31,15 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from fetometry.biometry.measures import measure_ellipse
 from fetometry.data.loaders import load
 from fetometry.evaluation.benchmark import model_validation_split
-from fetometry.evaluation.cross_scanner import capture, resampled
+from fetometry.evaluation.cross_scanner import capture, measured_in_style, resampled
 from fetometry.evaluation.metrics import dice
 from fetometry.inference.backend import build_predictor
 from fetometry.machine import hardware_description
-from fetometry.pipeline import OK, measure_batch, plane_checker_for
+from fetometry.pipeline import OK, plane_checker_for
 
-BATCH = 4
 CAPTURE_WIDTHS = (900, 640)
 
 
@@ -58,42 +54,33 @@ def grids(factors: list[float]) -> dict:
             return resampled(width / frame.shape[1])(frame, moved, size)
 
         out[f"capture at {width} px"] = saved_small
+    for name, style in out.items():
+        style.__name__ = name  # the progress bar's label
     return out
 
 
-def score_grid(predictor, checker, samples, style, image_px_offset: float, name: str) -> list[dict]:
+def score_grid(predictor, checker, samples, style, image_px_offset: float) -> list[dict]:
     rows = []
-    for start in tqdm(range(0, len(samples), BATCH), desc=name):
-        chunk = samples[start : start + BATCH]
-        rendered = [
-            style(s.load_image().astype(np.float32), s.load_mask().astype(np.float32), s.pixel_size_mm) for s in chunk
-        ]
-        rendered = [(np.clip(i, 0, 1).astype(np.float32), m > 0.5, p) for i, m, p in rendered]
-        results = measure_batch(
-            predictor,
-            [image for image, _, _ in rendered],
-            filenames=[s.name for s in chunk],
-            pixel_sizes_mm=[pixel for _, _, pixel in rendered],
-            plane_checker=checker,
-        )
-        for sample, (image, mask, pixel), result in zip(chunk, rendered, results):
-            row = {
-                "name": sample.name,
-                "status": result.status,
-                "shape": list(image.shape),
-                "pixel_size_mm": pixel,
-                "ref_hc_mm": sample.hc_mm,
-                "dice": dice(result.prediction.mask, mask) if result.prediction is not None else 0.0,
+    for sample, image, mask, pixel, result in measured_in_style(
+        predictor, samples, style, plane_checker=checker, progress=True
+    ):
+        row = {
+            "name": sample.name,
+            "status": result.status,
+            "shape": list(image.shape),
+            "pixel_size_mm": pixel,
+            "ref_hc_mm": sample.hc_mm,
+            "dice": dice(result.prediction.mask, mask) if result.prediction is not None else 0.0,
+        }
+        if result.ellipse is not None:
+            follows = predictor.boundary_offset_px(result.prediction)
+            row |= {
+                "canvas_scale": result.prediction.canvas_scale,
+                "offset_follows_px": follows,
+                "hc_image_px_mm": measure_ellipse(result.ellipse, pixel, offset_px=image_px_offset).hc_mm,
+                "hc_follows_mm": measure_ellipse(result.ellipse, pixel, offset_px=follows).hc_mm,
             }
-            if result.ellipse is not None:
-                follows = predictor.boundary_offset_px(result.prediction)
-                row |= {
-                    "canvas_scale": result.prediction.canvas_scale,
-                    "offset_follows_px": follows,
-                    "hc_image_px_mm": measure_ellipse(result.ellipse, pixel, offset_px=image_px_offset).hc_mm,
-                    "hc_follows_mm": measure_ellipse(result.ellipse, pixel, offset_px=follows).hc_mm,
-                }
-            rows.append(row)
+        rows.append(row)
     return rows
 
 
@@ -148,8 +135,7 @@ def main() -> None:
     started = time.perf_counter()
     factors = [float(f) for f in args.factors.split(",")]
     all_rows = {
-        name: score_grid(predictor, checker, samples, style, image_px_offset, name)
-        for name, style in grids(factors).items()
+        name: score_grid(predictor, checker, samples, style, image_px_offset) for name, style in grids(factors).items()
     }
     report = {
         "date": time.strftime("%Y-%m-%d"),

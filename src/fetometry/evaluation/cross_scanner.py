@@ -18,7 +18,7 @@ real images from another centre.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -214,11 +214,38 @@ STYLES: dict[str, Style] = {
 }
 
 
-def render(style: str, image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
-    """One HC18 head in ``style``: (image, mask (bool), pixel size in mm)."""
-    if style not in STYLES:
+def render(style: str | Style, image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """One HC18 head in ``style`` (a name in STYLES, or a style function): (image, mask
+    (bool), pixel size in mm)."""
+    if isinstance(style, str) and style not in STYLES:
         raise KeyError(f"unknown style {style!r}: use one of {', '.join(STYLES)}")
-    out, moved, pixel = STYLES[style](image.astype(np.float32), mask.astype(np.float32), float(pixel_size_mm))
+    function = STYLES[style] if isinstance(style, str) else style
+    out, moved, pixel = function(image.astype(np.float32), mask.astype(np.float32), float(pixel_size_mm))
     if not math.isfinite(pixel) or pixel <= 0:
         raise ValueError(f"{style}: the pixel size became {pixel}")
     return np.clip(out, 0, 1).astype(np.float32), moved > 0.5, pixel
+
+
+def measured_in_style(
+    predictor, samples: list, style: str | Style, *, plane_checker=None, batch: int = 4, progress: bool = False
+) -> Iterator[tuple]:
+    """Each sample rendered in ``style`` and measured as `fetometry measure` does (the
+    plane check when one is given, the model's quality gate), in order: yields (sample,
+    image, reference mask, pixel size mm, ImageResult)."""
+    from tqdm import tqdm
+
+    from fetometry.pipeline import measure_batch
+
+    desc = style if isinstance(style, str) else getattr(style, "__name__", "style")
+    for start in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress):
+        chunk = samples[start : start + batch]
+        rendered = [render(style, s.load_image(), s.load_mask(), s.pixel_size_mm) for s in chunk]
+        results = measure_batch(
+            predictor,
+            [image for image, _, _ in rendered],
+            filenames=[s.name for s in chunk],
+            pixel_sizes_mm=[pixel for _, _, pixel in rendered],
+            plane_checker=plane_checker,
+        )
+        for sample, (image, mask, pixel), result in zip(chunk, rendered, results):
+            yield sample, image, mask, pixel, result
