@@ -12,6 +12,7 @@ from fetometry.data.scanner_styles import (
     ScannerAugmenter,
     beam_blur,
     lateral_dropout,
+    lateral_wall_loss,
     place_in_frame,
     sector,
 )
@@ -73,6 +74,35 @@ def test_lateral_dropout_fades_the_side_walls_not_the_top_and_bottom():
     assert out[side].max() < 0.6 * image[side].max()
     assert out[top].max() == pytest.approx(image[top].max(), abs=0.05)
     assert np.all(out <= image + 1e-6)  # it only removes echo
+
+
+def test_lateral_wall_loss_blacks_out_the_side_walls_and_keeps_the_top_and_bottom():
+    image, mask = _ring()
+    lost = lateral_wall_loss(image, mask, 45.0, 0.08, 1.0)
+    h, w = image.shape
+    side = (slice(h // 2 - 5, h // 2 + 5), slice(w // 2 + 105, w // 2 + 115))  # the right wall, a = 110
+    top = (slice(h // 2 - 93, h // 2 - 87), slice(w // 2 - 5, w // 2 + 5))  # the top wall, b = 90
+    assert image[side].max() > 0.9 and lost[side].max() < 0.05
+    np.testing.assert_array_equal(lost[top], image[top])
+    assert lateral_wall_loss(image, np.zeros_like(mask), 45.0, 0.08, 1.0) is image  # no head: nothing to lose
+    half = lateral_wall_loss(image, mask, 45.0, 0.08, 0.5)
+    assert half[side].max() == pytest.approx(0.5 * image[side].max(), abs=0.05)
+
+
+def test_the_wall_loss_augmenter_is_a_recipe_choice_and_darkens_the_side_walls(monkeypatch):
+    from fetometry.data.scanner_styles import ScannerAugmenter, WallLossAugmenter
+
+    assert TrainConfig.from_dict({"augmentation": "scanners-walls"}).augmentation == "scanners-walls"
+    monkeypatch.setattr(ScannerAugmenter, "_physics", lambda self, image, mask, rng: image)  # only the new step
+    monkeypatch.setattr(WallLossAugmenter, "P_WALL_LOSS", 1.0)
+    image, mask = _ring()
+    h, w = image.shape
+    side = (slice(h // 2 - 5, h // 2 + 5), slice(w // 2 + 100, w // 2 + 120))
+    top = (slice(h // 2 - 93, h // 2 - 87), slice(w // 2 - 5, w // 2 + 5))
+    for seed in range(5):
+        lost = WallLossAugmenter(seed=seed)._physics(image, mask, np.random.default_rng(seed))
+        assert lost[side].mean() < 0.8 * image[side].mean()  # a band of 3-7% of 180 px, 60-95% dark
+        np.testing.assert_array_equal(lost[top], image[top])
 
 
 def test_lateral_blur_smears_the_side_walls_more_with_depth_and_keeps_the_top_and_bottom():

@@ -77,6 +77,32 @@ def lateral_dropout(image: np.ndarray, mask: np.ndarray, darkness: float, band_p
     return (image - weight * np.maximum(image - median, 0.0)).astype(np.float32)
 
 
+def lateral_wall_loss(
+    image: np.ndarray, mask: np.ndarray, half_angle_deg: float, band_fraction: float, darkness: float
+) -> np.ndarray:
+    """The skull's side walls lost: within ``half_angle_deg`` of horizontal, seen from the
+    head's centre, a band ``band_fraction`` of the head's minor diameter wide, centred on
+    its outline, is darkened towards black by ``darkness`` (0-1), echo and texture alike.
+
+    Where the beam meets the bone at a grazing angle the wall returns almost no echo, and a
+    thick late-pregnancy skull shadows what lies beyond it; a sonographer still draws the
+    ellipse through the gap. ``lateral_dropout`` fades only the echo above the local
+    median; this takes the band to black. The mask is left whole."""
+    contours, _ = cv2.findContours((mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours or len(largest := max(contours, key=cv2.contourArea)) < 5:
+        return image
+    ellipse = cv2.fitEllipse(largest)
+    (cx, cy), (d1, d2), _ = ellipse
+    height, width = image.shape
+    band_px = max(2, round(band_fraction * min(d1, d2)))
+    outline = cv2.ellipse(np.zeros((height, width), np.uint8), ellipse, 255, band_px)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = np.degrees(np.arctan2(np.abs(y - cy), np.abs(x - cx)))
+    band = ((outline > 0) & (angle <= half_angle_deg)).astype(np.float32)
+    weight = darkness * cv2.GaussianBlur(band, (0, 0), 1.5)
+    return (image * (1.0 - weight)).astype(np.float32)
+
+
 def beam_blur(image: np.ndarray, top_sigma_px: float, bottom_sigma_px: float) -> np.ndarray:
     """A coarser lateral resolution: every row blurred horizontally (across the beam,
     which runs down the image) by a Gaussian whose sigma grows linearly with depth from
@@ -331,6 +357,43 @@ class BeamWidthAugmenter(ScannerAugmenter):
             top = float(rng.uniform(0.5, 2.0))
             image = beam_blur(image, top, top * float(rng.uniform(1.2, 2.2)))
         return image
+
+
+class WallLossAugmenter(ScannerAugmenter):
+    """:class:`ScannerAugmenter`, then, with probability ``P_WALL_LOSS``, the skull's side
+    walls lost (:func:`lateral_wall_loss`: within 25-55 degrees of horizontal, a band 3-7%
+    of the head's minor diameter wide, darkened by 60-95%). The mask stays the whole head,
+    so the network learns to close the ellipse through the gap (``augmentation =
+    "scanners-walls"``; an experiment, docs/BENCHMARKS.md)."""
+
+    P_WALL_LOSS = 0.25
+    #: The ranges each loss is drawn from: degrees from horizontal, band width (share of the
+    #: head's minor diameter), darkness.
+    HALF_ANGLE_DEG = (25.0, 55.0)
+    BAND = (0.03, 0.07)
+    DARKNESS = (0.6, 0.95)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(strength={self.strength})"
+
+    def _physics(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        image = super()._physics(image, mask, rng)
+        if rng.uniform() < self._p(self.P_WALL_LOSS) and mask.max() > 0.5:
+            half_angle, band = float(rng.uniform(*self.HALF_ANGLE_DEG)), float(rng.uniform(*self.BAND))
+            image = lateral_wall_loss(image, mask, half_angle, band, float(rng.uniform(*self.DARKNESS)))
+        return image
+
+
+class WideWallLossAugmenter(WallLossAugmenter):
+    """:class:`WallLossAugmenter` with wider ranges, up to black walls within 70 degrees of
+    horizontal on a band 12% of the minor diameter wide, in 35% of the images
+    (``augmentation = "scanners-walls-wide"``; an experiment, docs/BENCHMARKS.md). The
+    ``lateral-wall-loss`` test style lies inside these ranges."""
+
+    P_WALL_LOSS = 0.35
+    HALF_ANGLE_DEG = (25.0, 70.0)
+    BAND = (0.03, 0.12)
+    DARKNESS = (0.6, 1.0)
 
 
 class SectorCutAugmenter(ScannerAugmenter):

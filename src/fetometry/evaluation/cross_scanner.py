@@ -35,6 +35,7 @@ from fetometry.data.scanner_styles import (
     time_gain,
     zoom_on,
 )
+from fetometry.data.scanner_styles import lateral_wall_loss as walls_lost
 
 Style = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, float]]
 
@@ -51,6 +52,11 @@ LARGE_HEAD_FILL = 0.9
 #: head's centre) is darkened by LATERAL_DARKNESS.
 LATERAL_HALF_ANGLE_DEG = 40.0
 LATERAL_DARKNESS = 0.85
+#: Lateral wall loss: within this many degrees of horizontal, a band this share of the
+#: head's minor diameter wide taken to black. Both lie past the "scanners-walls" training
+#: augmentation's ranges (25-55 degrees, 3-7%, 60-95% dark).
+WALL_LOSS_HALF_ANGLE_DEG = 60.0
+WALL_LOSS_BAND = 0.08
 #: Lateral blur: the extra lateral point-spread (Gaussian sigma, mm) at the top and at the
 #: bottom of the image. An ultrasound beam resolves 2-4x finer along its axis than across
 #: it, and its width grows past the focus (Szabo, Diagnostic Ultrasound Imaging: Inside
@@ -138,6 +144,15 @@ def lateral_shadow(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     return (image * (1 - weight) + filled * weight).astype(np.float32), mask, pixel_size_mm
 
 
+def lateral_wall_loss(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+    """The skull's side walls gone to black: within 60 degrees of horizontal, a band 8% of
+    the head's minor diameter wide on the outline (``scanner_styles.
+    lateral_wall_loss`` at full darkness), where the wall returns no echo or lies in a
+    thick skull's shadow. ``lateral-shadow`` fills the same walls from their surroundings
+    instead, which the networks see through."""
+    return walls_lost(image, mask, WALL_LOSS_HALF_ANGLE_DEG, WALL_LOSS_BAND, 1.0), mask, pixel_size_mm
+
+
 def lateral_blur(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     """A coarser lateral resolution: every row blurred horizontally (across the beam, which
     runs down the image) by a Gaussian whose sigma grows linearly with depth from 0.5 to
@@ -207,6 +222,7 @@ STYLES: dict[str, Style] = {
     "scanner-physics": scanner_physics,
     "lateral-shadow": lateral_shadow,
     "lateral-blur": lateral_blur,
+    "lateral-wall-loss": lateral_wall_loss,
     "large-head": large_head,
     "combined": combined,
     "half-resolution": resampled(0.5),

@@ -13,7 +13,15 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-AUGMENTATIONS = ("ultrasound", "scanners", "scanners-beam", "scanners-cut", "flips")
+AUGMENTATIONS = (
+    "ultrasound",
+    "scanners",
+    "scanners-beam",
+    "scanners-cut",
+    "scanners-walls",
+    "scanners-walls-wide",
+    "flips",
+)
 
 
 @dataclass
@@ -45,7 +53,10 @@ class TrainConfig:
     #: augment_strength), "scanners" (that, then other scanners' physics and capture
     #: styles: fetometry.data.scanner_styles), "scanners-beam" (that, then a coarser
     #: lateral resolution: scanner_styles.BeamWidthAugmenter), "scanners-cut" (that, then a
-    #: scan sector's side across the head: scanner_styles.SectorCutAugmenter) or "flips"
+    #: scan sector's side across the head: scanner_styles.SectorCutAugmenter),
+    #: "scanners-walls" (that, then the skull's side walls lost:
+    #: scanner_styles.WallLossAugmenter), "scanners-walls-wide" (the same, wider ranges:
+    #: scanner_styles.WideWallLossAugmenter) or "flips"
     #: (the plain recipe of the benchmark's reference row).
     augmentation: str = "ultrasound"
     val_fraction: float = 0.2

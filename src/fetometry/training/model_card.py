@@ -86,7 +86,7 @@ def _limits(config: WeightsConfig) -> list[str]:
         "correct (fetometry's plane check, SonoNet-16, does that before a measurement is reported). "
         "Every measurement needs review by a clinician."
     ]
-    if recipe.get("augmentation") in ("scanners", "scanners-beam", "scanners-cut"):
+    if str(recipe.get("augmentation", "")).startswith("scanners"):
         lines.append(
             "Other scanners and capture styles were imitated in training (the `scanners` augmentation) "
             "and tested only on HC18 heads re-rendered in other styles (docs/BENCHMARKS.md, "

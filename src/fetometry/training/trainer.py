@@ -538,7 +538,13 @@ def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
 def train(config: TrainConfig, samples: list[Sample], run_dir: str | Path, *, progress: bool = True) -> TrainResult:
     """Train ``config.model`` on ``samples`` (split by subject inside) into ``run_dir``."""
     from fetometry.data.augment import Augmenter, FlipAugmenter
-    from fetometry.data.scanner_styles import BeamWidthAugmenter, ScannerAugmenter, SectorCutAugmenter
+    from fetometry.data.scanner_styles import (
+        BeamWidthAugmenter,
+        ScannerAugmenter,
+        SectorCutAugmenter,
+        WallLossAugmenter,
+        WideWallLossAugmenter,
+    )
 
     if config.augmentation == "flips":
         augment = FlipAugmenter()
@@ -548,6 +554,10 @@ def train(config: TrainConfig, samples: list[Sample], run_dir: str | Path, *, pr
         augment = BeamWidthAugmenter(strength=config.augment_strength)
     elif config.augmentation == "scanners-cut":
         augment = SectorCutAugmenter(strength=config.augment_strength)
+    elif config.augmentation == "scanners-walls":
+        augment = WallLossAugmenter(strength=config.augment_strength)
+    elif config.augmentation == "scanners-walls-wide":
+        augment = WideWallLossAugmenter(strength=config.augment_strength)
     else:
         augment = Augmenter(strength=config.augment_strength) if config.augment_strength > 0 else None
     return Trainer(config, run_dir, progress=progress).fit(samples, augment=augment)
