@@ -33,12 +33,11 @@ from fetometry.resources import resolve_weights
 from fetometry.training.run import calibrate_on_predictions, fitted_ellipses, write_prediction_offset
 
 
-def hc_errors(fitted, samples, offset_px: float, reference_scale: float) -> dict:
+def hc_errors(predictor, fitted, samples, offset_px: float) -> dict:
     """HC error over every fitted ellipse (the HC18 protocol scores every image), with
     ``offset_px`` scaled to each head's pass as ``Predictor.boundary_offset_px`` does."""
     errors = [
-        measure_ellipse(e, s.pixel_size_mm, offset_px=offset_px * reference_scale / (scale or reference_scale)).hc_mm
-        - s.hc_mm
+        measure_ellipse(e, s.pixel_size_mm, offset_px=predictor.offset_at(scale, offset_px)).hc_mm - s.hc_mm
         for (e, _, scale), s in zip(fitted, samples)
         if e is not None and s.pixel_size_mm is not None and s.hc_mm is not None
     ]
@@ -65,7 +64,6 @@ def main() -> None:
     mask_offset = predictor.hc_offset_px if masks is None else masks
     calibration = calibrate_on_predictions(predictor, parts["train"])
     validation = fitted_ellipses(predictor, parts["val"])
-    reference = predictor.offset_reference_scale
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": hardware_description(),
@@ -75,9 +73,9 @@ def main() -> None:
         "offset_masks_px": round(mask_offset, 4),
         "offset_predictions_px": round(calibration["hc_offset_px"], 4),
         "calibration_images": calibration["calibration_images"],
-        "validation_with_mask_offset": hc_errors(validation, parts["val"], mask_offset, reference),
+        "validation_with_mask_offset": hc_errors(predictor, validation, parts["val"], mask_offset),
         "validation_with_prediction_offset": hc_errors(
-            validation, parts["val"], calibration["hc_offset_px"], reference
+            predictor, validation, parts["val"], calibration["hc_offset_px"]
         ),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)

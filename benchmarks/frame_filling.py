@@ -66,10 +66,8 @@ def reference_in_frame(mask: np.ndarray, zoom: float, frame_hw: tuple[int, int])
 
 def score_fill(predictor, checker, samples, fill: float, *, progress: bool) -> list[dict]:
     rows = []
-    style = frame_filling(fill)
-    style.__name__ = f"fill {fill}"
     for sample, image, _, pixel, result in measured_in_style(
-        predictor, samples, style, plane_checker=checker, progress=progress
+        predictor, samples, frame_filling(fill), plane_checker=checker, progress=progress, desc=f"fill {fill}"
     ):
         ellipse = result.ellipse
         reference = reference_in_frame(sample.load_mask(), sample.pixel_size_mm / pixel, image.shape)

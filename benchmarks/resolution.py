@@ -19,7 +19,9 @@ scored two ways from one fit:
 - ``follows the pass``: ``Predictor.boundary_offset_px``, the offset in canvas pixels of the
   network pass that drew the head (the rule now).
 
-Per grid: Dice, heads measured, HC MAE and bias over every fitted ellipse both ways.
+Per grid: Dice, heads measured, HC MAE and bias over every fitted ellipse both ways, and
+the median offset that would match each head's reference HC, in canvas pixels of the pass
+that drew it (what the second rule takes to be constant).
 Writes benchmarks/results/resolution_<model>.json (+ .md).
 """
 
@@ -31,7 +33,7 @@ import statistics
 import time
 from pathlib import Path
 
-from fetometry.biometry.measures import measure_ellipse
+from fetometry.biometry.measures import measure_ellipse, offset_for_reference_px
 from fetometry.data.loaders import load
 from fetometry.evaluation.benchmark import model_validation_split
 from fetometry.evaluation.cross_scanner import capture, measured_in_style, resampled
@@ -54,15 +56,13 @@ def grids(factors: list[float]) -> dict:
             return resampled(width / frame.shape[1])(frame, moved, size)
 
         out[f"capture at {width} px"] = saved_small
-    for name, style in out.items():
-        style.__name__ = name  # the progress bar's label
     return out
 
 
-def score_grid(predictor, checker, samples, style, image_px_offset: float) -> list[dict]:
+def score_grid(predictor, checker, samples, name: str, style, image_px_offset: float) -> list[dict]:
     rows = []
     for sample, image, mask, pixel, result in measured_in_style(
-        predictor, samples, style, plane_checker=checker, progress=True
+        predictor, samples, style, plane_checker=checker, progress=True, desc=name
     ):
         row = {
             "name": sample.name,
@@ -77,6 +77,7 @@ def score_grid(predictor, checker, samples, style, image_px_offset: float) -> li
             row |= {
                 "canvas_scale": result.prediction.canvas_scale,
                 "offset_follows_px": follows,
+                "matching_offset_canvas_px": matching_offset_canvas_px(result, pixel, sample.hc_mm),
                 "hc_image_px_mm": measure_ellipse(result.ellipse, pixel, offset_px=image_px_offset).hc_mm,
                 "hc_follows_mm": measure_ellipse(result.ellipse, pixel, offset_px=follows).hc_mm,
             }
@@ -84,12 +85,24 @@ def score_grid(predictor, checker, samples, style, image_px_offset: float) -> li
     return rows
 
 
+def matching_offset_canvas_px(result, pixel_size_mm: float, reference_hc_mm: float) -> float | None:
+    """The offset that would make this head's HC the reference's, in canvas pixels of the
+    pass that drew it: the quantity ``Predictor.boundary_offset_px`` takes to be constant."""
+    try:
+        offset_px = offset_for_reference_px(result.ellipse, pixel_size_mm, reference_hc_mm)
+    except ValueError:
+        return None
+    return offset_px * result.prediction.canvas_scale
+
+
 def summary(rows: list[dict]) -> dict:
+    matching = [r["matching_offset_canvas_px"] for r in rows if r.get("matching_offset_canvas_px") is not None]
     out = {
         "n": len(rows),
         "measured": sum(r["status"] == OK for r in rows),
         "dice": round(statistics.fmean(r["dice"] for r in rows), 4),
         "shape": rows[0]["shape"],
+        "matching_offset_canvas_px_median": round(statistics.median(matching), 3) if matching else None,
     }
     for rule in ("image_px", "follows"):
         errors = [r[f"hc_{rule}_mm"] - r["ref_hc_mm"] for r in rows if f"hc_{rule}_mm" in r]
@@ -103,14 +116,16 @@ def summary(rows: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| grid | frame (h x w) | measured | Dice | HC MAE / bias mm, offset in image px | HC MAE / bias mm, offset follows the pass |",
-        "|---|---|---|---|---|---|",
+        "| grid | frame (h x w) | measured | Dice | HC MAE / bias mm, offset in image px | HC MAE / bias mm, offset follows the pass "
+        "| matching offset, canvas px (median) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in report["grids"].items():
         before, after = row["image_px"], row["follows"]
         lines.append(
             f"| {name} | {row['shape'][0]} x {row['shape'][1]} | {row['measured']}/{row['n']} | {row['dice']:.4f} | "
-            f"{before['hc_mae_mm']:.2f} / {before['hc_bias_mm']:+.2f} | {after['hc_mae_mm']:.2f} / {after['hc_bias_mm']:+.2f} |"
+            f"{before['hc_mae_mm']:.2f} / {before['hc_bias_mm']:+.2f} | {after['hc_mae_mm']:.2f} / {after['hc_bias_mm']:+.2f} | "
+            f"{row['matching_offset_canvas_px_median']} |"
         )
     return "\n".join(lines)
 
@@ -135,7 +150,8 @@ def main() -> None:
     started = time.perf_counter()
     factors = [float(f) for f in args.factors.split(",")]
     all_rows = {
-        name: score_grid(predictor, checker, samples, style, image_px_offset) for name, style in grids(factors).items()
+        name: score_grid(predictor, checker, samples, name, style, image_px_offset)
+        for name, style in grids(factors).items()
     }
     report = {
         "date": time.strftime("%Y-%m-%d"),

@@ -35,7 +35,7 @@ from fetometry.data.scanner_styles import (
     time_gain,
     zoom_on,
 )
-from fetometry.data.scanner_styles import lateral_wall_loss as walls_lost
+from fetometry.data.scanner_styles import lateral_wall_loss as walls_lost  # the style below takes its name
 
 Style = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, float]]
 
@@ -243,16 +243,24 @@ def render(style: str | Style, image: np.ndarray, mask: np.ndarray, pixel_size_m
 
 
 def measured_in_style(
-    predictor, samples: list, style: str | Style, *, plane_checker=None, batch: int = 4, progress: bool = False
+    predictor,
+    samples: list,
+    style: str | Style,
+    *,
+    plane_checker=None,
+    batch: int = 4,
+    progress: bool = False,
+    desc: str | None = None,
 ) -> Iterator[tuple]:
     """Each sample rendered in ``style`` and measured as `fetometry measure` does (the
     plane check when one is given, the model's quality gate), in order: yields (sample,
-    image, reference mask, pixel size mm, ImageResult)."""
+    image, reference mask, pixel size mm, ImageResult). ``desc`` labels the progress bar
+    (default: the style's name)."""
     from tqdm import tqdm
 
     from fetometry.pipeline import measure_batch
 
-    desc = style if isinstance(style, str) else getattr(style, "__name__", "style")
+    desc = desc or (style if isinstance(style, str) else getattr(style, "__name__", "style"))
     for start in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress):
         chunk = samples[start : start + batch]
         rendered = [render(style, s.load_image(), s.load_mask(), s.pixel_size_mm) for s in chunk]

@@ -54,6 +54,13 @@ def _is_onnx(path: Path) -> bool:
 #: image, segmented whole (the first look). The offset is in its pixels.
 OFFSET_REFERENCE_HW = (540, 800)
 
+
+def offset_reference_scale(canvas_hw: tuple[int, int]) -> float:
+    """Canvas pixels per input pixel of an 800x540 frame segmented whole on ``canvas_hw``:
+    the pass ``hc_offset_px`` holds for."""
+    return Letterbox(*OFFSET_REFERENCE_HW, *canvas_hw).scale
+
+
 #: The second look's settings when a weights config turns it on without its own.
 DEFAULT_SECOND_LOOK = {"margin": 1.5, "max_window": 0.8}
 
@@ -222,22 +229,29 @@ class Predictor:
         """The HC boundary offset in ``prediction``'s input pixels.
 
         The network draws the head's boundary a fixed distance off the reference ellipse in
-        pixels of the canvas it sees, wherever the canvas came from (0.52-0.60 canvas px on
-        HC18 frames resampled from 0.35x to 1.5x and on full-screen captures). So the offset, which
+        pixels of the canvas it sees, wherever the canvas came from: for one model, its medians
+        stay within 0.07 canvas px over HC18 frames resampled from 0.35x to 1.5x and over
+        full-screen captures of any size, while in input pixels they vary fourfold
+        (benchmarks/resolution.py). So the offset, which
         ``hc_offset_px`` gives in pixels of an 800x540 frame segmented whole, scales with
         the canvas pixels per input pixel of the pass that drew the head: twice as many
         input pixels in a frame of twice the resolution, fewer for a head the second look
         magnified. Without the pass's scale, ``hc_offset_px`` as it stands (docs/BENCHMARKS.md,
         "The boundary offset follows the network's resolution")."""
-        if prediction.canvas_scale is None:
-            return self.hc_offset_px
-        return self.hc_offset_px * (self.offset_reference_scale / prediction.canvas_scale)
+        return self.offset_at(prediction.canvas_scale)
+
+    def offset_at(self, canvas_scale: float | None, offset_px: float | None = None) -> float:
+        """``offset_px`` (default ``hc_offset_px``, pixels of an 800x540 frame segmented
+        whole) in input pixels of a pass at ``canvas_scale`` (None: as it stands)."""
+        offset_px = self.hc_offset_px if offset_px is None else offset_px
+        if canvas_scale is None:
+            return offset_px
+        return offset_px * (self.offset_reference_scale / canvas_scale)
 
     @property
     def offset_reference_scale(self) -> float:
-        """Canvas pixels per input pixel of an 800x540 frame segmented whole: the pass
-        ``hc_offset_px`` holds for."""
-        return Letterbox(*OFFSET_REFERENCE_HW, *self.canvas_hw).scale
+        """``offset_reference_scale`` of this predictor's canvas."""
+        return offset_reference_scale(self.canvas_hw)
 
     @property
     def hc_offset_px(self) -> float:

@@ -86,9 +86,10 @@ def _limits(config: WeightsConfig) -> list[str]:
         "correct (fetometry's plane check, SonoNet-16, does that before a measurement is reported). "
         "Every measurement needs review by a clinician."
     ]
-    if str(recipe.get("augmentation", "")).startswith("scanners"):
+    augmentation = str(recipe.get("augmentation", ""))
+    if augmentation.startswith("scanners"):
         lines.append(
-            "Other scanners and capture styles were imitated in training (the `scanners` augmentation) "
+            f"Other scanners and capture styles were imitated in training (the `{augmentation}` augmentation) "
             "and tested only on HC18 heads re-rendered in other styles (docs/BENCHMARKS.md, "
             '"Heads from any scanner"); real images of other centres are untested here.'
         )

@@ -64,9 +64,9 @@ def calibrate_on(samples: list[Sample], *, progress: bool = True, canvas_hw: tup
 def _frame_scale_ratio(frame_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> float:
     """A whole frame's canvas pixels per image pixel over an 800x540 frame's."""
     from fetometry.data.transforms import Letterbox
-    from fetometry.inference.predictor import OFFSET_REFERENCE_HW
+    from fetometry.inference.predictor import offset_reference_scale
 
-    return Letterbox(*frame_hw, *canvas_hw).scale / Letterbox(*OFFSET_REFERENCE_HW, *canvas_hw).scale
+    return Letterbox(*frame_hw, *canvas_hw).scale / offset_reference_scale(canvas_hw)
 
 
 def fitted_ellipses(predictor, samples: list[Sample], *, batch_size: int = 4) -> list:
@@ -85,7 +85,7 @@ def fitted_ellipses(predictor, samples: list[Sample], *, batch_size: int = 4) ->
             pixel_sizes_mm=[s.pixel_size_mm for s in chunk],
             gate=False,
         )
-        fitted.extend((r.ellipse, r.detail, r.prediction.canvas_scale) for r in results)
+        fitted.extend((r.ellipse, r.detail, r.prediction.canvas_scale if r.prediction else None) for r in results)
     return fitted
 
 
