@@ -362,3 +362,37 @@ def test_stream_speed_compares_two_streams_frame_by_frame():
     assert agreement["frames_measured_both"] == 2
     assert agreement["hc_abs_diff_mm_median"] == 1.25 and agreement["hc_abs_diff_mm_max"] == 2.0
     assert agreement["hc_median_mm_fp32"] == 105.0 and agreement["hc_median_mm_int8"] == 104.25
+
+
+def test_wall_echo_finds_the_walls_a_ring_image_has_lost_and_its_faintest_tenth():
+    """A bright skull ring on a darker brain: every outline point has echo; with the ring
+    erased within 30 degrees of horizontal, the lateral points have none and the poles keep
+    theirs, and the outline without echo is about that erased share."""
+    import cv2
+    import numpy as np
+
+    from fetometry.biometry.ellipse import Ellipse
+
+    script = load_script("wall_echo")
+    head = Ellipse(400.0, 270.0, 180.0, 140.0, 0.0)
+    image = np.full((540, 800), 0.2, np.float32)
+    cv2.ellipse(image, (400, 270), (180, 140), 0.0, 0, 360, 0.9, 8)
+    whole = script.echo_contrast(image, head)[0]
+    assert np.nanmin(whole) > 0.8
+
+    y, x = np.mgrid[0:540, 0:800]
+    lateral = np.degrees(np.arctan2(np.abs(y - 270), np.abs(x - 400))) <= 30
+    erased = np.where(lateral & (image > 0.5), 0.2, image).astype(np.float32)
+    contrast, arc, angle = script.echo_contrast(erased, head)
+    assert np.nanmedian(contrast[angle <= 20]) < 0.1
+    assert np.nanmedian(contrast[angle >= 70]) > 0.8
+    unseen = arc[contrast < script.UNSEEN_CONTRAST].sum() / arc.sum()
+    erased_share = arc[angle <= 30].sum() / arc.sum()
+    assert unseen == pytest.approx(erased_share, abs=0.05)
+
+    rows = [
+        {"lateral_contrast": c, "hc_error_mm": e, "reference_hc_mm": 100.0}
+        for c, e in [(-0.1, 6.0), (0.5, 1.0)] + [(0.3, 1.0)] * 18
+    ]
+    tenth = script.faintest_tenth(rows)
+    assert tenth == {"heads": 2, "lateral_contrast_at_most": 0.3, "hc_mae_mm": 3.5, "within_5_percent": 1}

@@ -364,7 +364,7 @@ class WallLossAugmenter(ScannerAugmenter):
     walls lost (:func:`lateral_wall_loss`: within 25-55 degrees of horizontal, a band 3-7%
     of the head's minor diameter wide, darkened by 60-95%). The mask stays the whole head,
     so the network learns to close the ellipse through the gap (``augmentation =
-    "scanners-walls"``; an experiment, docs/BENCHMARKS.md)."""
+    "scanners-walls"``; the default's recipe on 2026-12-07, docs/BENCHMARKS.md)."""
 
     P_WALL_LOSS = 0.25
     #: The ranges each loss is drawn from: degrees from horizontal, band width (share of the
@@ -387,7 +387,8 @@ class WallLossAugmenter(ScannerAugmenter):
 class WideWallLossAugmenter(WallLossAugmenter):
     """:class:`WallLossAugmenter` with wider ranges, up to black walls within 70 degrees of
     horizontal on a band 12% of the minor diameter wide, in 35% of the images
-    (``augmentation = "scanners-walls-wide"``; an experiment, docs/BENCHMARKS.md). The
+    (``augmentation = "scanners-walls-wide"``; the default's recipe since 2026-12-08,
+    docs/BENCHMARKS.md, "Lost side walls, two seeds of each range"). The
     ``lateral-wall-loss`` test style lies inside these ranges."""
 
     P_WALL_LOSS = 0.35

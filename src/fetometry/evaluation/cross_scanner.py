@@ -54,7 +54,8 @@ LATERAL_HALF_ANGLE_DEG = 40.0
 LATERAL_DARKNESS = 0.85
 #: Lateral wall loss: within this many degrees of horizontal, a band this share of the
 #: head's minor diameter wide taken to black. Both lie past the "scanners-walls" training
-#: augmentation's ranges (25-55 degrees, 3-7%, 60-95% dark).
+#: augmentation's ranges (25-55 degrees, 3-7%, 60-95% dark) and inside the default's,
+#: "scanners-walls-wide" (25-70 degrees, 3-12%, 60-100%).
 WALL_LOSS_HALF_ANGLE_DEG = 60.0
 WALL_LOSS_BAND = 0.08
 #: Lateral blur: the extra lateral point-spread (Gaussian sigma, mm) at the top and at the
