@@ -35,7 +35,7 @@ from fetometry.biometry.measures import measure_ellipse
 from fetometry.biometry.quality import clipped_fraction
 from fetometry.data.loaders import load
 from fetometry.evaluation.benchmark import model_validation_split
-from fetometry.evaluation.cross_scanner import frame_filling, measured_in_style
+from fetometry.evaluation.cross_scanner import frame_filling, head_box, measured_in_style
 from fetometry.inference.backend import build_predictor
 from fetometry.machine import hardware_description
 from fetometry.pipeline import OK, plane_checker_for
@@ -48,12 +48,11 @@ def reference_in_frame(mask: np.ndarray, zoom: float, frame_hw: tuple[int, int])
     """The ellipse fitted to the original reference mask, carried into the rendered frame
     by the style's map (the box centre to the frame centre, scaled by ``zoom``): the whole
     reference outline, including the part past the frame's edge."""
-    ys, xs = np.nonzero(mask > 0.5)
     contours, _ = cv2.findContours((mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     (cx, cy), (d1, d2), angle = cv2.fitEllipse(max(contours, key=cv2.contourArea))
-    box_cx, box_cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    box_cx, box_cy, _, _ = head_box(mask)
     height, width = frame_hw
     return Ellipse.from_axes(
         width / 2 + zoom * (cx - box_cx),

@@ -181,19 +181,27 @@ def frame_filling(fill: float) -> Style:
     return style
 
 
+def head_box(mask: np.ndarray) -> tuple[float, float, int, int] | None:
+    """(centre x, centre y, height, width) in pixels of the box around the mask's head
+    pixels, None without any: what ``centred_zoom`` centres and scales."""
+    ys, xs = np.nonzero(mask > 0.5)
+    if ys.size == 0:
+        return None
+    return (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2, int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
+
+
 def centred_zoom(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float, fill: float, *, min_zoom: float = 0.0):
     """Magnified (or shrunk) so that the head's reference box is ``fill`` of the frame, its
     centre moved to the frame's centre; left as it is when the zoom would be at most
     ``min_zoom``. The pixel size shrinks with the zoom, so the CSV's HC still holds."""
-    ys, xs = np.nonzero(mask > 0.5)
-    if ys.size == 0:
+    box = head_box(mask)
+    if box is None:
         return image, mask, pixel_size_mm
+    box_cx, box_cy, box_h, box_w = box
     height, width = image.shape
-    box_h, box_w = np.ptp(ys) + 1, np.ptp(xs) + 1
     zoom = min(fill * height / box_h, fill * width / box_w)
     if zoom <= min_zoom:
         return image, mask, pixel_size_mm
-    box_cx, box_cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
     if abs(zoom - 1.0) < 1e-6:
         zoom = 1.0 + 1e-6  # the fixed point below needs zoom != 1; a millionth moves no pixel visibly
     # The fixed point that maps the head's box centre to the frame centre under the zoom.
