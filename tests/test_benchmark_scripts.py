@@ -396,3 +396,26 @@ def test_wall_echo_finds_the_walls_a_ring_image_has_lost_and_its_faintest_tenth(
     ]
     tenth = script.faintest_tenth(rows)
     assert tenth == {"heads": 2, "lateral_contrast_at_most": 0.3, "hc_mae_mm": 3.5, "within_5_percent": 1}
+
+
+def test_wall_loss_sweep_darkens_more_wall_at_a_wider_angle_and_band():
+    """Each setting of the sweep takes more of a ring's wall to black as its angle or band
+    grows, and keeps the mask and pixel size."""
+    import cv2
+    import numpy as np
+
+    script = load_script("wall_loss_sweep")
+    image = np.full((540, 800), 0.2, np.float32)
+    # A ring wider than the widest band (16% of the 280-pixel minor diameter: 45 px).
+    cv2.ellipse(image, (400, 270), (180, 140), 0.0, 0, 360, 0.9, 60)
+    mask = np.zeros((540, 800), np.float32)
+    cv2.ellipse(mask, (400, 270), (180, 140), 0.0, 0, 360, 1.0, -1)
+
+    def lost(angle, band):
+        out, kept, pixel = script.walls_lost(angle, band)(image, mask, 0.2)
+        assert kept is mask and pixel == 0.2
+        return np.count_nonzero((image > 0.5) & (out < 0.5))
+
+    assert 0 < lost(30, 0.08) < lost(60, 0.08) < lost(85, 0.08)
+    assert lost(60, 0.04) < lost(60, 0.08) < lost(60, 0.16)
+    assert (60, 0.08) in script.SETTINGS
