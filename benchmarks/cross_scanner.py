@@ -16,7 +16,7 @@ benchmarks/results/cross_scanner.json (+ .md) and overlays of the SonoNet frames
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,6 +33,10 @@ from fetometry.inference.predictor import DEFAULT_SECOND_LOOK, Predictor
 from fetometry.io.images import read_image
 from fetometry.machine import hardware_description
 from fetometry.pipeline import OK, measure_batch, plane_checker_for
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_files import write_results  # noqa: E402
 
 SONONET_FRAMES = Path("../shared/data/sononet/example_frames")
 
@@ -174,11 +178,7 @@ def main() -> None:
         if SONONET_FRAMES.is_dir():
             report["sononet"][name] = score_sononet(predictor, checker, overlays, name)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.tag}.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (args.out / f"{args.tag}.md").write_text(table + "\n")
-    print(table)
+    write_results(args.out / f"{args.tag}.json", report, markdown=markdown(report))
     for model, rows in report["sononet"].items():
         verdicts = defaultdict(list)
         for row in rows:

@@ -21,8 +21,8 @@ Writes benchmarks/results/frame_filling_<model>.json (+ .md).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,6 +39,10 @@ from fetometry.evaluation.cross_scanner import frame_filling, head_box, measured
 from fetometry.inference.backend import build_predictor
 from fetometry.machine import hardware_description
 from fetometry.pipeline import OK, plane_checker_for
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_files import write_results  # noqa: E402
 
 #: Bins of the fitted ellipse's clipped fraction; the gate's limit (0.10 for the default) is an edge.
 CLIPPED_EDGES = (0.0, 1e-9, 0.05, 0.10, 0.15, 0.20, 0.30, 1.01)
@@ -227,12 +231,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"frame_filling_{Path(args.model).name}.json"
-    path.write_text(json.dumps(report, indent=2))
-    path.with_suffix(".md").write_text(markdown(report) + "\n")
-    print(markdown(report))
-    print("->", path)
+    write_results(args.out / f"frame_filling_{Path(args.model).name}.json", report, markdown=markdown(report))
 
 
 if __name__ == "__main__":

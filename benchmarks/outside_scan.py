@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 # The gate's calibration rule, shared with the other thresholds: correct = |HC error| <= 5%, widened by 25%.
 from quality_gate import CORRECT_RELATIVE_ERROR, RANGE_MARGIN  # noqa: E402
+from results_files import write_results  # noqa: E402
 
 CUTS = {"side-1.00": 1.0, "side-0.85": 0.85, "side-0.70": 0.7}
 STYLES = ("capture", "large-head", "combined")
@@ -216,8 +217,8 @@ def main(argv=None) -> int:
         print(set_name, json.dumps({k: v for k, v in report["sets"][set_name].items() if k != "rows"}), flush=True)
     report["rule_cost"] = rule_cost_ms(validation[:40])
     report["seconds"] = round(time.time() - started, 1)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"limit chosen on train: {limit} (in use: {report['limit_in_use']}); wrote {args.out}")
+    print(f"limit chosen on train: {limit} (in use: {report['limit_in_use']})")
+    write_results(args.out, report, indent=1)
     return 0
 
 

@@ -28,8 +28,8 @@ Writes benchmarks/results/resolution_<model>.json (+ .md).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +41,10 @@ from fetometry.evaluation.metrics import dice
 from fetometry.inference.backend import build_predictor
 from fetometry.machine import hardware_description
 from fetometry.pipeline import OK, plane_checker_for
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_files import write_results  # noqa: E402
 
 CAPTURE_WIDTHS = (900, 640)
 
@@ -166,12 +170,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "rows": all_rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"resolution_{Path(args.model).name}.json"
-    path.write_text(json.dumps(report, indent=2))
-    path.with_suffix(".md").write_text(markdown(report) + "\n")
-    print(markdown(report))
-    print("->", path)
+    write_results(args.out / f"resolution_{Path(args.model).name}.json", report, markdown=markdown(report))
 
 
 if __name__ == "__main__":

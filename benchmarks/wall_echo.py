@@ -52,6 +52,7 @@ from fetometry.training.trainer import git_commit, hardware_description
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from quality_gate import CORRECT_RELATIVE_ERROR, RANGE_MARGIN  # noqa: E402
+from results_files import write_results  # noqa: E402
 
 POINTS = 360
 REACH = 0.15  # of the semi-minor axis, either side of the outline
@@ -189,8 +190,8 @@ def main(argv=None) -> int:
         }
         print(set_name, json.dumps({k: v for k, v in report["sets"][set_name].items() if k != "rows"}), flush=True)
     report["seconds"] = round(time.time() - started, 1)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"limits {limits}; wrote {args.out}")
+    print(f"limits {limits}")
+    write_results(args.out, report, indent=1)
     return 0
 
 

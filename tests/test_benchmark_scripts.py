@@ -404,6 +404,8 @@ def test_wall_loss_sweep_darkens_more_wall_at_a_wider_angle_and_band():
     import cv2
     import numpy as np
 
+    from fetometry.evaluation.cross_scanner import wall_loss
+
     script = load_script("wall_loss_sweep")
     image = np.full((540, 800), 0.2, np.float32)
     # A ring wider than the widest band (16% of the 280-pixel minor diameter: 45 px).
@@ -412,7 +414,7 @@ def test_wall_loss_sweep_darkens_more_wall_at_a_wider_angle_and_band():
     cv2.ellipse(mask, (400, 270), (180, 140), 0.0, 0, 360, 1.0, -1)
 
     def lost(angle, band):
-        out, kept, pixel = script.walls_lost(angle, band)(image, mask, 0.2)
+        out, kept, pixel = wall_loss(angle, band)(image, mask, 0.2)
         assert kept is mask and pixel == 0.2
         return np.count_nonzero((image > 0.5) & (out < 0.5))
 

@@ -145,13 +145,24 @@ def lateral_shadow(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
     return (image * (1 - weight) + filled * weight).astype(np.float32), mask, pixel_size_mm
 
 
+def wall_loss(half_angle_deg: float, band: float) -> Style:
+    """The style of the skull's side walls gone to black: within ``half_angle_deg`` of
+    horizontal, a band ``band`` of the head's minor diameter wide on the outline
+    (``scanner_styles.lateral_wall_loss`` at full darkness); the mask and pixel size kept.
+    ``benchmarks/wall_loss_sweep.py`` sweeps it."""
+
+    def style(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
+        return walls_lost(image, mask, half_angle_deg, band, 1.0), mask, pixel_size_mm
+
+    return style
+
+
 def lateral_wall_loss(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):
-    """The skull's side walls gone to black: within 60 degrees of horizontal, a band 8% of
-    the head's minor diameter wide on the outline (``scanner_styles.
-    lateral_wall_loss`` at full darkness), where the wall returns no echo or lies in a
-    thick skull's shadow. ``lateral-shadow`` fills the same walls from their surroundings
+    """The skull's side walls gone to black: ``wall_loss`` within 60 degrees of horizontal,
+    a band 8% of the head's minor diameter wide, where the wall returns no echo or lies in
+    a thick skull's shadow. ``lateral-shadow`` fills the same walls from their surroundings
     instead, which the networks see through."""
-    return walls_lost(image, mask, WALL_LOSS_HALF_ANGLE_DEG, WALL_LOSS_BAND, 1.0), mask, pixel_size_mm
+    return wall_loss(WALL_LOSS_HALF_ANGLE_DEG, WALL_LOSS_BAND)(image, mask, pixel_size_mm)
 
 
 def lateral_blur(image: np.ndarray, mask: np.ndarray, pixel_size_mm: float):

@@ -229,10 +229,11 @@ class Predictor:
         """The HC boundary offset in ``prediction``'s input pixels.
 
         The network draws the head's boundary a fixed distance off the reference ellipse in
-        pixels of the canvas it sees, wherever the canvas came from: for one model, its medians
-        stay within 0.07 canvas px over HC18 frames resampled from 0.35x to 1.5x and over
-        full-screen captures of any size, while in input pixels they vary fourfold
-        (benchmarks/resolution.py). So the offset, which
+        pixels of the canvas it sees, wherever the canvas came from: for each set of the
+        default's weights, its medians stay within 0.15 canvas px of each other over HC18
+        frames resampled from 0.35x to 1.5x and over full-screen captures of any size, while
+        in input pixels they vary fourfold (benchmarks/resolution.py; results/resolution_*.md).
+        So the offset, which
         ``hc_offset_px`` gives in pixels of an 800x540 frame segmented whole, scales with
         the canvas pixels per input pixel of the pass that drew the head: twice as many
         input pixels in a frame of twice the resolution, fewer for a head the second look
